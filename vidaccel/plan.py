@@ -1,0 +1,250 @@
+"""Tiled plans: the compact form of a pattern that a block-sparse kernel consumes.
+
+Tokens are permuted so that each contiguous tile of the sequence is a 3D box of the grid
+(``tile = (tt, th, tw)`` tokens; edge tiles are ragged, never padded). Tiles are numbered
+temporal-tile-major, then spatial tiles in raster order; inside a tile tokens keep raster order.
+For each query tile the plan lists the key tiles it must visit, split into *full* tiles (every
+pair attended: no masking needed) and *partial* tiles (the element rule must be applied).
+
+Block classification is exact and cheap because every pattern is a union over temporal
+classes (`Pattern.temporal_classes`) of spatial masks: a tile pair is full iff every frame pair
+in it has a class whose spatial block is full, and visited iff any has a non-empty one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+
+from .patterns import Grid, Pattern
+
+EMPTY, PARTIAL, FULL = 0, 1, 2
+
+# Tile shapes tried for each tile size; the plan builder keeps the one that visits the least work.
+_TILE_SHAPES = {
+    size: sorted(
+        {(a, b, size // (a * b)) for a in (1, 2, 4, 8, 16, 32) for b in (1, 2, 4, 8, 16, 32) if size % (a * b) == 0}
+    )
+    for size in (16, 32, 64, 128)
+}
+
+
+def _ranges(length: int, step: int) -> list[tuple[int, int]]:
+    return [(s, min(s + step, length)) for s in range(0, length, step)]
+
+
+def _one_hot_groups(length: int, step: int) -> torch.Tensor:
+    """float [n_groups, length]: row g selects the positions of group g."""
+    ids = torch.arange(length) // step
+    return torch.nn.functional.one_hot(ids, num_classes=math.ceil(length / step)).T.float()
+
+
+@dataclass
+class Plan:
+    """A pattern bound to a grid and a tile shape, with its block tables (all int tensors)."""
+
+    pattern: Pattern
+    grid: Grid
+    tile: tuple[int, int, int]
+    perm: torch.Tensor  # int64 [N]: tiled position -> raster index
+    inv_perm: torch.Tensor  # int64 [N]: raster index -> tiled position
+    tile_offsets: torch.Tensor  # int32 [num_tiles + 1]
+    block_class: torch.Tensor  # int8 [num_tiles, num_tiles]: EMPTY / PARTIAL / FULL
+    full_kv: torch.Tensor  # int32 [num_tiles, max_full], padded with -1
+    full_count: torch.Tensor  # int32 [num_tiles]
+    partial_kv: torch.Tensor  # int32 [num_tiles, max_partial], padded with -1
+    partial_count: torch.Tensor  # int32 [num_tiles]
+    density: float  # token density (attended pairs / N^2)
+    _device_cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1] * self.grid[2]
+
+    @property
+    def num_tiles(self) -> int:
+        return self.tile_offsets.numel() - 1
+
+    @property
+    def is_dense(self) -> bool:
+        return self.density == 1.0
+
+    def block_density(self) -> float:
+        """Fraction of (query, key) token pairs inside visited tiles: the work a kernel does."""
+        sizes = (self.tile_offsets[1:] - self.tile_offsets[:-1]).double()
+        work = sizes[:, None] * sizes[None, :]
+        return float((work * (self.block_class > 0)).sum() / (self.num_tokens**2))
+
+    def to(self, device) -> "Plan":
+        """A copy of the plan with its tensors on `device` (cached: uploaded once per device)."""
+        device = torch.device(device)
+        if self.perm.device == device:
+            return self
+        key = str(device)
+        if key not in self._device_cache:
+            tensors = {
+                name: getattr(self, name).to(device)
+                for name in ("perm", "inv_perm", "tile_offsets", "block_class", "full_kv", "full_count",
+                             "partial_kv", "partial_count")
+            }
+            self._device_cache[key] = Plan(self.pattern, self.grid, self.tile, density=self.density, **tensors)
+        return self._device_cache[key]
+
+
+def _spatial_block_stats(masks: list[torch.Tensor], grid: Grid, th: int, tw: int, chunk: int = 2048):
+    """Per class: counts of attended pairs per (spatial q tile, spatial k tile), and tile sizes."""
+    _, H, W = grid
+    S = H * W
+    s = torch.arange(S)
+    tile_of = (s // W // th) * math.ceil(W / tw) + (s % W) // tw
+    n_s = math.ceil(H / th) * math.ceil(W / tw)
+    onehot = torch.nn.functional.one_hot(tile_of, n_s).float()  # [S, nS]
+    counts = []
+    for mask in masks:
+        acc = torch.zeros(n_s, n_s)
+        for start in range(0, S, chunk):
+            acc.index_add_(0, tile_of[start : start + chunk], mask[start : start + chunk].float() @ onehot)
+        counts.append(acc)
+    return torch.stack(counts), onehot.sum(0)
+
+
+def classify_blocks(pattern: Pattern, grid: Grid, tile, _spatial_cache: dict | None = None) -> torch.Tensor:
+    """int8 [num_tiles, num_tiles] block classes (EMPTY/PARTIAL/FULL) for `tile`, without N x N work."""
+    T, H, W = grid
+    tt, th, tw = tile
+    cache = {} if _spatial_cache is None else _spatial_cache
+    if "masks" not in cache:
+        cache["masks"] = [pattern.spatial_class_mask(c, grid) for c in range(pattern.num_classes(grid))]
+    if (th, tw) not in cache:
+        cache[(th, tw)] = _spatial_block_stats(cache["masks"], grid, th, tw)
+    counts, s_sizes = cache[(th, tw)]  # [C, nS, nS], [nS]
+    classes = pattern.temporal_classes(grid)
+    t_groups = _one_hot_groups(T, tt)  # [nT, T]
+    # frame-pair counts per class and temporal tile pair: [C, nT, nT]
+    t_counts = torch.stack(
+        [t_groups @ (classes == c).float() @ t_groups.T for c in range(counts.shape[0])]
+    )
+    t_sizes = t_groups.sum(1)
+    attended = torch.einsum("cab,cij->aibj", t_counts, counts)  # [nT, nS, nT, nS]
+    total = torch.einsum("a,b,i,j->aibj", t_sizes, t_sizes, s_sizes, s_sizes)
+    n = t_sizes.numel() * s_sizes.numel()
+    attended, total = attended.reshape(n, n), total.reshape(n, n)
+    out = torch.full((n, n), PARTIAL, dtype=torch.int8)
+    out[attended == 0] = EMPTY
+    out[attended == total] = FULL
+    return out
+
+
+def tile_permutation(grid: Grid, tile) -> tuple[torch.Tensor, torch.Tensor]:
+    """(perm, tile_offsets): tiled position -> raster index, and each tile's start in the sequence."""
+    T, H, W = grid
+    tt, th, tw = tile
+    idx = torch.arange(T * H * W)
+    t, h, w = idx // (H * W), (idx // W) % H, idx % W
+    n_h, n_w = math.ceil(H / th), math.ceil(W / tw)
+    tile_id = ((t // tt) * n_h + h // th) * n_w + w // tw
+    # raster order is kept inside a tile, so a stable sort by tile id is the permutation
+    perm = torch.sort(tile_id, stable=True).indices
+    counts = torch.bincount(tile_id, minlength=math.ceil(T / tt) * n_h * n_w)
+    offsets = torch.zeros(counts.numel() + 1, dtype=torch.int32)
+    offsets[1:] = torch.cumsum(counts, 0)
+    return perm, offsets
+
+
+def _tables(block_class: torch.Tensor, kind: int):
+    sel = block_class == kind
+    count = sel.sum(1).to(torch.int32)
+    width = max(int(count.max()) if count.numel() else 0, 1)
+    # stable sort puts selected key tiles first, in increasing order
+    order = torch.sort((~sel).to(torch.int8), dim=1, stable=True).indices[:, :width].to(torch.int32)
+    cols = torch.arange(width)[None, :]
+    return torch.where(cols < count[:, None], order, torch.full_like(order, -1)), count
+
+
+def candidate_tiles(grid: Grid, tile_size: int) -> list[tuple[int, int, int]]:
+    if tile_size not in _TILE_SHAPES:
+        raise ValueError(f"tile_size must be one of {sorted(_TILE_SHAPES)}, got {tile_size}.")
+    # tiles much larger than the grid only add ragged waste; very thin spatial tiles make the
+    # spatial block statistics expensive and are never the best choice for these patterns
+    return [
+        t
+        for t in _TILE_SHAPES[tile_size]
+        if all(a < 2 * L for a, L in zip(t, grid)) and t[1] * t[2] >= min(8, grid[1] * grid[2])
+    ]
+
+
+def build_plan(pattern: Pattern, grid: Grid, tile=None, tile_size: int = 128) -> Plan:
+    """Bind `pattern` to `grid`. With `tile=None` the tile shape with the least visited work is chosen."""
+    grid = tuple(int(x) for x in grid)
+    if len(grid) != 3 or min(grid) <= 0:
+        raise ValueError(f"grid must be three positive ints (T, H, W), got {grid!r}.")
+    pattern.validate(grid)
+    if tile is None:
+        best, spatial_cache = None, {}
+        for cand in candidate_tiles(grid, tile_size):
+            blocks = classify_blocks(pattern, grid, cand, spatial_cache)
+            _, offsets = tile_permutation(grid, cand)
+            sizes = (offsets[1:] - offsets[:-1]).double()
+            # partial tiles pay for masking: weigh them a little more than full ones
+            work = float((sizes[:, None] * sizes[None, :] * (blocks.double() + (blocks == PARTIAL) * 0.25)).sum())
+            if best is None or work < best[0]:
+                best = (work, cand, blocks)
+        _, tile, block_class = best
+    else:
+        tile = tuple(int(x) for x in tile)
+        block_class = classify_blocks(pattern, grid, tile)
+    perm, offsets = tile_permutation(grid, tile)
+    full_kv, full_count = _tables(block_class, FULL)
+    partial_kv, partial_count = _tables(block_class, PARTIAL)
+    inv_perm = torch.empty_like(perm)
+    inv_perm[perm] = torch.arange(perm.numel())
+    return Plan(
+        pattern=pattern,
+        grid=grid,
+        tile=tile,
+        perm=perm,
+        inv_perm=inv_perm,
+        tile_offsets=offsets,
+        block_class=block_class,
+        full_kv=full_kv,
+        full_count=full_count,
+        partial_kv=partial_kv,
+        partial_count=partial_count,
+        density=pattern.density(grid),
+    )
+
+
+class PlanCache:
+    """Bounded LRU cache of plans keyed by (pattern, grid, tile size, device). One per accelerated model."""
+
+    def __init__(self, max_entries: int = 16):
+        self.max_entries = max_entries
+        self._plans: OrderedDict = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, pattern: Pattern, grid: Grid, device=None, tile_size: int = 128) -> Plan:
+        key = (id(pattern), tuple(grid), tile_size, str(device) if device is not None else "cpu")
+        plan = self._plans.get(key)
+        if plan is not None:
+            self.hits += 1
+            self._plans.move_to_end(key)
+            return plan
+        self.misses += 1
+        plan = build_plan(pattern, grid, tile_size=tile_size)
+        if device is not None:
+            plan = plan.to(device)
+        self._plans[key] = plan
+        while len(self._plans) > self.max_entries:
+            self._plans.popitem(last=False)
+        return plan
+
+    def stats(self) -> dict:
+        return {"entries": len(self._plans), "max_entries": self.max_entries, "hits": self.hits, "misses": self.misses}
+
+    def clear(self) -> None:
+        self._plans.clear()
