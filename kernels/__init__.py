@@ -7,13 +7,39 @@ here breaks ``import diffusers``. Keep heavy imports inside the functions.
 
 Contract with `vidaccel.attention.sparse_attention`:
 ``block_sparse_attention(q, k, v, plan, text_len, text_position, attn_mask, scale) -> out`` and
-``kernel_unsupported_reason(q, attn_mask) -> str | None``.
+``kernel_unsupported_reason(q, attn_mask) -> str | None``. ``block_sparse_attention_with_lse``
+also returns the log-sum-exp (float32, natural log, ``(B, heads, S)``). The kernel itself is in
+``block_sparse_fwd.py``, the glue (plan tables, gathers, torch custom op) in ``ops.py``.
 """
 
 
-def kernel_unsupported_reason(q, attn_mask) -> str | None:
-    return "the block-sparse Triton kernel is not built yet"
+def _ops():
+    from . import ops  # imports triton and torch; raises ImportError where triton is missing
+
+    return ops
+
+
+def kernel_unsupported_reason(q, attn_mask=None) -> str | None:
+    """None when the Triton kernel can run `q` (and `attn_mask`), otherwise why not."""
+    try:
+        ops = _ops()
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        return f"the Triton kernel is unavailable ({exc})"
+    return ops.kernel_unsupported_reason(q, attn_mask)
 
 
 def block_sparse_attention(q, k, v, plan, text_len=0, text_position="none", attn_mask=None, scale=None):
-    raise NotImplementedError("the block-sparse Triton kernel is not built yet")
+    """Block-sparse attention under `plan`; returns the output like SDPA (see `ops`)."""
+    return _ops().block_sparse_attention(
+        q, k, v, plan, text_len=text_len, text_position=text_position, attn_mask=attn_mask, scale=scale
+    )
+
+
+def block_sparse_attention_with_lse(q, k, v, plan, text_len=0, text_position="none", attn_mask=None, scale=None):
+    """Like `block_sparse_attention`, also returning the float32 log-sum-exp ``(B, heads, S)``."""
+    return _ops().block_sparse_attention_with_lse(
+        q, k, v, plan, text_len=text_len, text_position=text_position, attn_mask=attn_mask, scale=scale
+    )
+
+
+__all__ = ["block_sparse_attention", "block_sparse_attention_with_lse", "kernel_unsupported_reason"]

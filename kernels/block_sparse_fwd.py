@@ -1,0 +1,193 @@
+"""Triton forward kernel: block-sparse flash attention over a tiled plan (no Python policy here).
+
+One program handles one query tile of one (batch, head). Programs ``0 .. n_text_tiles - 1`` are
+the text query rows (dense over every key); the rest are the plan's visual query tiles, which
+visit, in this order: the *full* key tiles (no element mask), the *partial* key tiles (element
+rule of `vidaccel.patterns.KernelRule` evaluated from (t, h, w) coordinates), then the text keys.
+
+Layout contract (set up by `kernels/ops.py`):
+* ``Q``/``O`` are read/written in the caller's sequence order through ``ROWS`` (kernel position
+  -> sequence row), so the query gather and output scatter are fused into the kernel.
+* ``K``/``V`` are already gathered into kernel order: ``N`` visual tokens in tiled order, then the
+  text tokens. ``TILE_OFF`` gives each tile's start in that order (ragged, no padding).
+* Rule tables: ``PERM`` (tiled position -> raster index), ``LO``/``HI`` (per raster query, (h, w)
+  window bounds), ``WTAB`` (float [T*T]: band width of each frame pair, -1 = not attended).
+"""
+
+import os
+
+import triton
+import triton.language as tl
+
+
+def _configs():
+    # (BLOCK 128, d 128): 2 stages of K+V = 128 KB + Q 32 KB fit Hopper's 227 KB; 3 stages does not
+    # always fit with the mask temporaries, the autotuner drops configs that run out of resources.
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":  # CPU interpreter: nothing to tune
+        return [triton.Config({}, num_warps=4, num_stages=1)]
+    out = []
+    for warps, stages in ((8, 2), (8, 3), (4, 2), (4, 3)):
+        out.append(triton.Config({}, num_warps=warps, num_stages=stages))
+    return out
+
+
+@triton.jit
+def _softmax_step(acc, l_i, m_i, qk, v, GUARD: tl.constexpr):
+    # qk is already in log2 units; GUARD protects rows whose every key so far is masked.
+    m_ij = tl.maximum(m_i, tl.max(qk, 1))
+    if GUARD:
+        m_use = tl.where(m_ij == float("-inf"), 0.0, m_ij)
+    else:
+        m_use = m_ij
+    p = tl.math.exp2(qk - m_use[:, None])
+    alpha = tl.math.exp2(m_i - m_use)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, l_i, m_ij
+
+
+@triton.autotune(
+    configs=_configs(),
+    key=["HEAD_DIM", "BLOCK_M", "BLOCK_N", "HAS_WINDOW", "HAS_DIL", "HAS_TEXT", "HAS_MASK"],
+)
+@triton.jit
+def block_sparse_attn_fwd_kernel(
+    Q, K, V, O, LSE, ROWS, KVMASK,
+    TILE_OFF, FULL_KV, FULL_CNT, PART_KV, PART_CNT,
+    PERM, LO, HI, WTAB,
+    stride_qb, stride_qh, stride_qs,
+    stride_kb, stride_kh, stride_ks,
+    stride_ob, stride_oh, stride_os,
+    stride_mb,
+    num_heads, N, S, n_text_tiles, max_full, max_part,
+    T, HW, W, dil_h, dil_w,
+    qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_WINDOW: tl.constexpr, HAS_DIL: tl.constexpr, HAS_TEXT: tl.constexpr, HAS_MASK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // num_heads
+    h = bh % num_heads
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    k_base = K + b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
+    v_base = V + b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
+    m_base = KVMASK + b.to(tl.int64) * stride_mb
+
+    is_text = pid < n_text_tiles
+    if is_text:
+        q_start = N + pid * BLOCK_M
+        q_len = tl.minimum(S - q_start, BLOCK_M)
+        tile = pid * 0
+    else:
+        tile = pid - n_text_tiles
+        q_start = tl.load(TILE_OFF + tile)
+        q_len = tl.load(TILE_OFF + tile + 1) - q_start
+    m_valid = offs_m < q_len
+    pos = q_start + offs_m
+    rows = tl.load(ROWS + pos, mask=m_valid, other=0).to(tl.int64)
+    q_ptrs = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + rows[:, None] * stride_qs + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=m_valid[:, None], other=0.0)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+
+    if is_text:
+        # text query rows: dense over all S keys (kernel order does not matter for dense rows)
+        for start in range(0, S, BLOCK_N):
+            kpos = start + offs_n
+            n_valid = kpos < S
+            kk = tl.load(k_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
+            vv = tl.load(v_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
+            qk = tl.dot(q, tl.trans(kk)) * qk_scale
+            ok = n_valid
+            if HAS_MASK:
+                ok = ok & (tl.load(m_base + kpos, mask=n_valid, other=0) != 0)
+            qk = tl.where(ok[None, :], qk, float("-inf"))
+            acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, True)
+    else:
+        # ---- fully covered key tiles: no element mask (only ragged tails) ----
+        n_full = tl.load(FULL_CNT + tile)
+        for j in range(0, n_full):
+            kt = tl.load(FULL_KV + tile * max_full + j)
+            k_start = tl.load(TILE_OFF + kt)
+            k_len = tl.load(TILE_OFF + kt + 1) - k_start
+            kpos = k_start + offs_n
+            n_valid = offs_n < k_len
+            kk = tl.load(k_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
+            vv = tl.load(v_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
+            qk = tl.dot(q, tl.trans(kk)) * qk_scale
+            if HAS_MASK:
+                ok = n_valid & (tl.load(m_base + kpos, mask=n_valid, other=0) != 0)
+                qk = tl.where(ok[None, :], qk, float("-inf"))
+                acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, True)
+            else:
+                if k_len < BLOCK_N:
+                    qk = tl.where(n_valid[None, :], qk, float("-inf"))
+                acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, False)
+
+        # ---- partially covered key tiles: exact element rule from (t, h, w) ----
+        n_part = tl.load(PART_CNT + tile)
+        if n_part > 0:
+            r_q = tl.load(PERM + pos, mask=m_valid, other=0)
+            t_q = r_q // HW
+            s_q = r_q - t_q * HW
+            if HAS_WINDOW:
+                lo_h = tl.load(LO + 2 * r_q, mask=m_valid, other=0)
+                lo_w = tl.load(LO + 2 * r_q + 1, mask=m_valid, other=0)
+                hi_h = tl.load(HI + 2 * r_q, mask=m_valid, other=0)
+                hi_w = tl.load(HI + 2 * r_q + 1, mask=m_valid, other=0)
+            for j in range(0, n_part):
+                kt = tl.load(PART_KV + tile * max_part + j)
+                k_start = tl.load(TILE_OFF + kt)
+                k_len = tl.load(TILE_OFF + kt + 1) - k_start
+                kpos = k_start + offs_n
+                n_valid = offs_n < k_len
+                kk = tl.load(k_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
+                vv = tl.load(v_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
+                qk = tl.dot(q, tl.trans(kk)) * qk_scale
+                r_k = tl.load(PERM + kpos, mask=n_valid, other=0)
+                t_k = r_k // HW
+                s_k = r_k - t_k * HW
+                width = tl.load(WTAB + t_q[:, None] * T + t_k[None, :])
+                diff = s_q[:, None] - s_k[None, :]
+                diff = tl.where(diff < 0, -diff, diff)
+                ok = diff.to(tl.float32) <= width
+                if HAS_WINDOW:
+                    h_k = s_k // W
+                    w_k = s_k - h_k * W
+                    ok = ok & (h_k[None, :] >= lo_h[:, None]) & (h_k[None, :] < hi_h[:, None])
+                    ok = ok & (w_k[None, :] >= lo_w[:, None]) & (w_k[None, :] < hi_w[:, None])
+                    if HAS_DIL:
+                        ok = ok & (((h_k[None, :] - lo_h[:, None]) % dil_h) == 0)
+                        ok = ok & (((w_k[None, :] - lo_w[:, None]) % dil_w) == 0)
+                ok = ok & n_valid[None, :]
+                if HAS_MASK:
+                    ok = ok & (tl.load(m_base + kpos, mask=n_valid, other=0) != 0)[None, :]
+                qk = tl.where(ok, qk, float("-inf"))
+                acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, True)
+
+        # ---- text keys: dense for visual queries ----
+        if HAS_TEXT:
+            for start in range(N, S, BLOCK_N):
+                kpos = start + offs_n
+                n_valid = kpos < S
+                kk = tl.load(k_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
+                vv = tl.load(v_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
+                qk = tl.dot(q, tl.trans(kk)) * qk_scale
+                ok = n_valid
+                if HAS_MASK:
+                    ok = ok & (tl.load(m_base + kpos, mask=n_valid, other=0) != 0)
+                qk = tl.where(ok[None, :], qk, float("-inf"))
+                acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, True)
+
+    # ---- epilogue: normalise, write O and LSE (natural log) at the caller's sequence rows ----
+    out = acc / l_i[:, None]
+    o_ptrs = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + rows[:, None] * stride_os + offs_d[None, :]
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=m_valid[:, None])
+    lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453
+    tl.store(LSE + bh.to(tl.int64) * S + rows, lse, mask=m_valid)

@@ -1,0 +1,211 @@
+"""Glue around the Triton kernel: plan tables, gathers, the torch custom op, input validation.
+
+Nothing here synchronises with the device per call: plan tables are built once per (plan,
+device) and cached on the device plan (`Plan._device_cache`); the per-call work is two gathers
+(K and V into tiled order) and one kernel launch. The query gather and the output scatter are
+fused into the kernel (it reads Q and writes O at the caller's rows).
+
+The launch is registered as the custom op ``torch.ops.vidaccel.block_sparse_attn_fwd`` with a
+fake (meta) implementation, so ``torch.compile`` keeps attention in its graph (no graph break)
+and the op can be captured in CUDA graphs after a warm-up call (the autotuner runs once per
+configuration key on the first call).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+import triton
+
+from .block_sparse_fwd import block_sparse_attn_fwd_kernel
+
+SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
+SUPPORTED_HEAD_DIMS = (64, 128)
+_LOG2E = 1.4426950408889634
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+# --------------------------------------------------------------------------------------------
+# validation: one helper for both auto dispatch (returns a reason) and forced dispatch (raises)
+# --------------------------------------------------------------------------------------------
+def kernel_unsupported_reason(q: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> Optional[str]:
+    """None when the kernel can run this input, otherwise a sentence naming the problem and the fix."""
+    if q.device.type != "cuda" and not _INTERPRET:
+        return f"the Triton kernel needs a CUDA tensor, got q.device={q.device}"
+    if q.device.type == "cuda" and torch.cuda.get_device_capability(q.device)[0] < 8:
+        return f"the Triton kernel needs compute capability >= 8.0, got {torch.cuda.get_device_capability(q.device)}"
+    if q.dtype not in SUPPORTED_DTYPES:
+        return f"the Triton kernel supports bfloat16 and float16, got q.dtype={q.dtype} (cast the inputs)"
+    if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
+        return f"the Triton kernel supports head_dim in {SUPPORTED_HEAD_DIMS}, got head_dim={q.shape[-1]}"
+    if attn_mask is not None:
+        B, _, S, _ = q.shape
+        shape = tuple(attn_mask.shape)
+        if attn_mask.dtype != torch.bool:
+            return f"attn_mask must be boolean, got attn_mask.dtype={attn_mask.dtype}"
+        if not (len(shape) == 4 and shape[0] in (1, B) and shape[1] == 1 and shape[2] == 1 and shape[3] == S):
+            return (
+                f"the Triton kernel supports only key-padding masks of shape (B, 1, 1, S) = ({B}, 1, 1, {S}), "
+                f"got attn_mask.shape={shape}"
+            )
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# plan tables (built once per plan and device, cached on the device plan)
+# --------------------------------------------------------------------------------------------
+def kernel_tables(plan) -> dict:
+    """Device tables the kernel reads: tiles, block lists, rule tables. Cached per device plan."""
+    cached = plan._device_cache.get("kernel_tables")
+    if cached is not None:
+        return cached
+    device = plan.perm.device
+    T, H, W = plan.grid
+    rule = plan.pattern.kernel_rule(plan.grid)  # CPU tensors: policy lives in the pattern
+    cls = rule.temporal_classes.to(torch.int64)
+    band = rule.band_width.to(torch.float32)
+    wtab = torch.where(cls >= 0, band[cls.clamp(min=0)], torch.full(cls.shape, -1.0)).reshape(-1)
+    lo, hi = rule.lo.to(torch.int32), rule.hi.to(torch.int32)
+    has_window = bool((lo != 0).any()) or bool((hi != torch.tensor([H, W], dtype=torch.int32)).any())
+    dil = tuple(int(d) for d in rule.dilation)
+    tables = {
+        "tile_offsets": plan.tile_offsets.to(device=device, dtype=torch.int32),
+        "full_kv": plan.full_kv.to(device=device, dtype=torch.int32).contiguous(),
+        "full_count": plan.full_count.to(device=device, dtype=torch.int32),
+        "partial_kv": plan.partial_kv.to(device=device, dtype=torch.int32).contiguous(),
+        "partial_count": plan.partial_count.to(device=device, dtype=torch.int32),
+        "perm": plan.perm.to(device=device, dtype=torch.int32),
+        "lo": lo.reshape(-1).to(device),
+        "hi": hi.reshape(-1).to(device),
+        "wtab": wtab.to(device),
+        "has_window": has_window,
+        "dilation": dil,
+        "block": max(16, triton.next_power_of_2(int((plan.tile_offsets[1:] - plan.tile_offsets[:-1]).max()))),
+        "rows": {},
+    }
+    plan._device_cache["kernel_tables"] = tables
+    return tables
+
+
+def _rows(plan, tables: dict, text_len: int, text_position: str) -> torch.Tensor:
+    """int32 [S]: kernel position -> sequence row (visual tokens in tiled order, then text)."""
+    key = (text_len, text_position)
+    rows = tables["rows"].get(key)
+    if rows is None:
+        n = plan.num_tokens
+        perm = tables["perm"]
+        vis_start = text_len if text_position == "prefix" else 0
+        text_start = 0 if text_position == "prefix" else n
+        text = torch.arange(text_start, text_start + text_len, device=perm.device, dtype=torch.int32)
+        rows = torch.cat([perm + vis_start, text]).contiguous()
+        tables["rows"][key] = rows
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# the custom op
+# --------------------------------------------------------------------------------------------
+@torch.library.custom_op("vidaccel::block_sparse_attn_fwd", mutates_args=())
+def block_sparse_attn_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rows: torch.Tensor,
+    kv_mask: Optional[torch.Tensor],
+    tile_offsets: torch.Tensor,
+    full_kv: torch.Tensor,
+    full_count: torch.Tensor,
+    partial_kv: torch.Tensor,
+    partial_count: torch.Tensor,
+    perm: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    wtab: torch.Tensor,
+    grid: list[int],
+    dilation: list[int],
+    has_window: bool,
+    block: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    B, Hh, S, D = q.shape
+    T, H, W = grid
+    N = T * H * W
+    if q.stride(-1) != 1:
+        q = q.contiguous()
+    # K/V into kernel order (tiled visual tokens, then text); contiguous (B, heads, S, D)
+    kg = k.index_select(2, rows)
+    vg = v.index_select(2, rows)
+    out = torch.empty_like(q)
+    if out.stride(-1) != 1:
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    lse = torch.empty((B, Hh, S), dtype=torch.float32, device=q.device)
+    text_len = S - N
+    n_text_tiles = triton.cdiv(text_len, block) if text_len > 0 else 0
+    num_tiles = tile_offsets.numel() - 1
+    has_mask = kv_mask is not None
+    mask_arg = kv_mask if has_mask else rows
+    stride_mb = (kv_mask.stride(0) if kv_mask.shape[0] > 1 else 0) if has_mask else 0
+    launch = (n_text_tiles + num_tiles, B * Hh)
+    block_sparse_attn_fwd_kernel[launch](
+        q, kg, vg, out, lse, rows, mask_arg,
+        tile_offsets, full_kv, full_count, partial_kv, partial_count,
+        perm, lo, hi, wtab,
+        q.stride(0), q.stride(1), q.stride(2),
+        kg.stride(0), kg.stride(1), kg.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+        stride_mb,
+        Hh, N, S, n_text_tiles, full_kv.shape[1], partial_kv.shape[1],
+        T, H * W, W, dilation[0], dilation[1],
+        scale * _LOG2E,
+        HEAD_DIM=D, BLOCK_M=block, BLOCK_N=block,
+        HAS_WINDOW=has_window, HAS_DIL=tuple(dilation) != (1, 1), HAS_TEXT=text_len > 0, HAS_MASK=has_mask,
+    )
+    return out, lse
+
+
+@block_sparse_attn_fwd.register_fake
+def _(q, k, v, rows, kv_mask, tile_offsets, full_kv, full_count, partial_kv, partial_count, perm, lo, hi, wtab,
+      grid, dilation, has_window, block, scale):
+    B, Hh, S, _ = q.shape
+    return torch.empty_like(q), q.new_empty((B, Hh, S), dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# public entry points (the contract with `vidaccel.attention.sparse_attention`)
+# --------------------------------------------------------------------------------------------
+def block_sparse_attention_with_lse(
+    q, k, v, plan, *, text_len: int = 0, text_position: str = "none", attn_mask=None, scale=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block-sparse attention of ``(B, heads, S, head_dim)`` inputs under `plan` (on q's device).
+
+    Returns ``(out, lse)``: out like SDPA's (q's layout), lse float32 ``(B, heads, S)`` in natural
+    log units, both in the caller's sequence order. Rows whose every key is masked are undefined.
+    """
+    reason = kernel_unsupported_reason(q, attn_mask)
+    if reason is not None:
+        raise ValueError(f"block_sparse_attention cannot run this input: {reason}.")
+    plan = plan.to(q.device)
+    tables = kernel_tables(plan)
+    rows = _rows(plan, tables, int(text_len), text_position)
+    kv_mask = None
+    if attn_mask is not None:
+        m = attn_mask.reshape(attn_mask.shape[0], attn_mask.shape[-1])
+        kv_mask = m.index_select(1, rows.to(m.device)).to(torch.int8)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    return torch.ops.vidaccel.block_sparse_attn_fwd(
+        q, k, v, rows, kv_mask,
+        tables["tile_offsets"], tables["full_kv"], tables["full_count"], tables["partial_kv"],
+        tables["partial_count"], tables["perm"], tables["lo"], tables["hi"], tables["wtab"],
+        list(plan.grid), list(tables["dilation"]), tables["has_window"], tables["block"], scale,
+    )
+
+
+def block_sparse_attention(
+    q, k, v, plan, *, text_len: int = 0, text_position: str = "none", attn_mask=None, scale=None
+) -> torch.Tensor:
+    """Like `block_sparse_attention_with_lse` but returns only the output (SDPA's contract)."""
+    return block_sparse_attention_with_lse(
+        q, k, v, plan, text_len=text_len, text_position=text_position, attn_mask=attn_mask, scale=scale
+    )[0]
