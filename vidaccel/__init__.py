@@ -1,7 +1,20 @@
-"""vidaccel: faster, higher-resolution video diffusion transformers in diffusers, without retraining."""
+"""vidaccel: faster, higher-resolution video diffusion transformers in diffusers, without retraining.
 
+    import vidaccel
+    vidaccel.accelerate(pipe, "radial")     # or "window", or a config object
+    video = pipe(prompt, ...).frames[0]
+    vidaccel.summary(pipe); vidaccel.remove(pipe)
+"""
+
+from .api import accelerate, remove, summary
 from .attention import sparse_attention
+from .config import PRESETS, RadialAttentionConfig, WindowAttentionConfig
 from .patterns import RadialPattern, WindowPattern
 from .plan import Plan, PlanCache, build_plan
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "accelerate", "remove", "summary", "sparse_attention", "PRESETS", "RadialAttentionConfig",
+    "WindowAttentionConfig", "RadialPattern", "WindowPattern", "Plan", "PlanCache", "build_plan",
+]

@@ -168,13 +168,11 @@ def _tables(block_class: torch.Tensor, kind: int):
 def candidate_tiles(grid: Grid, tile_size: int) -> list[tuple[int, int, int]]:
     if tile_size not in _TILE_SHAPES:
         raise ValueError(f"tile_size must be one of {sorted(_TILE_SHAPES)}, got {tile_size}.")
-    # tiles much larger than the grid only add ragged waste; very thin spatial tiles make the
-    # spatial block statistics expensive and are never the best choice for these patterns
-    return [
-        t
-        for t in _TILE_SHAPES[tile_size]
-        if all(a < 2 * L for a, L in zip(t, grid)) and t[1] * t[2] >= min(8, grid[1] * grid[2])
-    ]
+    # a tile longer than the grid along a dimension is clipped to it (small grids get smaller
+    # tiles); very thin spatial tiles make the block statistics expensive and never win
+    clipped = {tuple(min(a, L) for a, L in zip(t, grid)) for t in _TILE_SHAPES[tile_size]}
+    keep = [t for t in clipped if t[1] * t[2] >= min(8, grid[1] * grid[2])]
+    return sorted(keep or clipped)
 
 
 def build_plan(pattern: Pattern, grid: Grid, tile=None, tile_size: int = 128) -> Plan:

@@ -1,0 +1,166 @@
+"""Public API: `accelerate`, `remove`, `summary`."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .adapters import adapter_for
+from .config import resolve_config
+from .hooks import SparseAttentionState, install, uninstall
+from .plan import build_plan
+
+logger = logging.getLogger(__name__)
+
+_STATE_ATTR = "_vidaccel_sparse_attention"
+
+
+def _transformers(pipe_or_transformer) -> list[torch.nn.Module]:
+    """The transformers to accelerate: a pipeline's `transformer` (+ `transformer_2`), or the module itself."""
+    if isinstance(pipe_or_transformer, torch.nn.Module):
+        return [pipe_or_transformer]
+    models = [getattr(pipe_or_transformer, name, None) for name in ("transformer", "transformer_2")]
+    models = [m for m in models if m is not None]
+    if not models:
+        raise TypeError(
+            f"{type(pipe_or_transformer).__name__} has no `transformer`: pass a diffusers video pipeline "
+            f"(e.g. WanPipeline) or its transformer module."
+        )
+    return models
+
+
+def accelerate(pipe_or_transformer, config="radial"):
+    """Route the self-attention of a diffusers video pipeline (or transformer) through sparse attention.
+
+    Args:
+        pipe_or_transformer: a pipeline with ``transformer`` (and ``transformer_2`` for Wan2.2, both
+            accelerated), or a supported transformer module (`vidaccel.adapters.ADAPTERS`).
+        config: ``"window"``, ``"radial"``, a `WindowAttentionConfig` or a `RadialAttentionConfig`.
+            Unset radial fields take the model family's defaults.
+
+    Returns the same object, so ``pipe = vidaccel.accelerate(pipe)`` works. Validation happens
+    before anything is changed; call `vidaccel.remove` to restore the original exactly.
+    """
+    config = resolve_config(config)
+    models = _transformers(pipe_or_transformer)
+    adapters = [adapter_for(m) for m in models]
+    for model in models:
+        if hasattr(model, _STATE_ATTR):
+            raise RuntimeError(
+                f"{type(model).__name__} is already accelerated by vidaccel. Call vidaccel.remove(pipe) first, "
+                f"then accelerate with the new configuration."
+            )
+    # one state per transformer, all sharing one resolved config and one pattern object
+    resolved = config.resolved(adapters[0].family)
+    pattern = resolved.build_pattern()
+    done = []
+    try:
+        for model, adapter in zip(models, adapters):
+            state = SparseAttentionState(config=resolved, pattern=pattern, adapter=adapter)
+            created = install(model, state)
+            setattr(model, _STATE_ATTR, (state, created))
+            done.append(model)
+    except BaseException:
+        for model in done:
+            _remove_one(model)
+        raise
+    return pipe_or_transformer
+
+
+def _remove_one(model) -> bool:
+    entry = model.__dict__.pop(_STATE_ATTR, None)
+    if entry is None:
+        return False
+    state, created = entry
+    uninstall(model, state, created)
+    return True
+
+
+def remove(pipe_or_transformer):
+    """Undo `accelerate` exactly (hooks, instance attributes, caches). Returns the same object."""
+    removed = [_remove_one(m) for m in _transformers(pipe_or_transformer)]
+    if not any(removed):
+        logger.info("vidaccel.remove: nothing to remove (not accelerated).")
+    return pipe_or_transformer
+
+
+class Summary(dict):
+    """What vidaccel runs on a pipeline; a dict that prints as a readable report."""
+
+    def __str__(self) -> str:
+        if not self.get("accelerated"):
+            return "vidaccel: not accelerated"
+        lines = []
+        for t in self["transformers"]:
+            lines.append(f"vidaccel on {t['class']} ({t['family']}): {t['pattern']}")
+            lines.append(f"  config: {t['config']}")
+            g = t["grid"]
+            if g is None:
+                lines.append("  grid: not run yet (pass grid=(T, H, W) to see densities)")
+            else:
+                lines.append(
+                    f"  grid {tuple(g['grid'])} = {g['tokens']} tokens: token density {g['density']:.1%}, "
+                    f"block density {g['block_density']:.1%} with tile {tuple(g['tile'])}"
+                )
+            for group in t["layer_groups"]:
+                lines.append(f"  layers {group['layers']}: {group['mode']}")
+            lines.append(f"  dense warm-up: first {t['dense_steps']} steps, first {t['dense_layers']} layers")
+            lines.append(f"  calls: {t['sparse_calls']} sparse, {t['dense_calls']} dense")
+            c = t["plan_cache"]
+            lines.append(f"  plan cache: {c['entries']}/{c['max_entries']} plans, {c['hits']} hits, {c['misses']} misses")
+        return "\n".join(lines)
+
+
+def _layer_groups(n_layers: int, dense_layers: int, pattern_text: str) -> list[dict]:
+    groups = []
+    if dense_layers:
+        groups.append({"layers": f"0-{min(dense_layers, n_layers) - 1}", "mode": "dense (dense_layers)"})
+    if dense_layers < n_layers:
+        groups.append({"layers": f"{dense_layers}-{n_layers - 1}", "mode": pattern_text})
+    return groups
+
+
+def summary(pipe_or_transformer, grid=None, print_summary: bool = True) -> Summary:
+    """Report what is active: pattern per layer, density at the last (or given) grid, warm-up, plan cache.
+
+    Args:
+        grid: optional ``(T, H, W)`` to report densities for instead of the last grid run.
+    """
+    out = Summary(accelerated=False, transformers=[])
+    for model in _transformers(pipe_or_transformer):
+        entry = getattr(model, _STATE_ATTR, None)
+        if entry is None:
+            continue
+        state = entry[0]
+        out["accelerated"] = True
+        g = grid if grid is not None else state.last_grid
+        grid_info = None
+        if g is not None:
+            plan = build_plan(state.pattern, g, tile_size=state.config.tile_size)
+            grid_info = {
+                "grid": list(plan.grid), "tokens": plan.num_tokens, "density": plan.density,
+                "block_density": plan.block_density(), "tile": list(plan.tile),
+            }
+        pattern_text = state.pattern.name + (f" ({grid_info['density']:.1%} dense)" if grid_info else "")
+        n_layers = len(state.layer_names)
+        out["transformers"].append({
+            "class": type(model).__name__,
+            "family": state.adapter.family,
+            "pattern": state.pattern.name,
+            "config": repr(state.config),
+            "grid": grid_info,
+            "layers": n_layers,
+            "layer_groups": _layer_groups(n_layers, state.config.dense_layers or 0, pattern_text),
+            "dense_steps": state.config.dense_steps or 0,
+            "dense_layers": state.config.dense_layers or 0,
+            "sparse_calls": sum(state.sparse_calls.values()),
+            "dense_calls": sum(state.dense_calls.values()),
+            "plan_cache": state.plan_cache.stats(),
+        })
+    if print_summary:
+        print(out)
+    return out
+
+
+__all__ = ["accelerate", "remove", "summary", "Summary"]

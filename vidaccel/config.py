@@ -1,0 +1,127 @@
+"""User-facing configurations for sparse self-attention, and the named presets.
+
+A config says *what* to compute (pattern + dense warm-up); `backend` and `tile_size` are
+performance knobs that never change results beyond floating-point rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .patterns import Pattern, RadialPattern, WindowPattern
+
+_BACKENDS = ("auto", "reference", "triton")
+
+
+def _check_common(dense_steps, dense_layers, backend, tile_size):
+    if dense_steps is not None and (not isinstance(dense_steps, int) or dense_steps < 0):
+        raise ValueError(f"dense_steps must be an int >= 0, got dense_steps={dense_steps!r}.")
+    if dense_layers is not None and (not isinstance(dense_layers, int) or dense_layers < 0):
+        raise ValueError(f"dense_layers must be an int >= 0 (the first N layers stay dense), got {dense_layers!r}.")
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got backend={backend!r}.")
+    if tile_size not in (16, 32, 64, 128):
+        raise ValueError(f"tile_size must be 16, 32, 64 or 128, got tile_size={tile_size!r}.")
+
+
+@dataclass(frozen=True)
+class WindowAttentionConfig:
+    """3D inward sliding-window attention (NATTEN semantics).
+
+    Args:
+        kernel: window size in tokens ``(kt, kh, kw)`` (or one int for all three). A size >= the
+            grid dimension means the whole dimension. Default ``(9, 15, 15)``.
+        dilation, stride: per dimension (int or three ints), NATTEN semantics. Default 1.
+        dense_steps: the first N denoising steps use dense attention. Default 0.
+        dense_layers: the first N transformer blocks use dense attention. Default 0.
+        backend: ``"auto"`` (Triton kernel on CUDA when supported, else reference),
+            ``"triton"`` (raise if unsupported) or ``"reference"``.
+        tile_size: tokens per kernel tile (performance only). Default 128.
+    """
+
+    kernel: tuple[int, int, int] | int = (9, 15, 15)
+    dilation: tuple[int, int, int] | int = 1
+    stride: tuple[int, int, int] | int = 1
+    dense_steps: int = 0
+    dense_layers: int = 0
+    backend: str = "auto"
+    tile_size: int = 128
+
+    def __post_init__(self):
+        _check_common(self.dense_steps, self.dense_layers, self.backend, self.tile_size)
+        self.build_pattern()  # validates kernel, dilation, stride
+
+    def build_pattern(self) -> Pattern:
+        return WindowPattern(self.kernel, self.dilation, self.stride)
+
+    def resolved(self, family: str) -> "WindowAttentionConfig":
+        return self
+
+
+# Per model family (METHODS.md section 3): decay factor, dense warm-up steps and layers.
+RADIAL_DEFAULTS = {
+    "wan": dict(decay_factor=0.2, dense_steps=12, dense_layers=1),
+    "hunyuan": dict(decay_factor=0.95, dense_steps=12, dense_layers=0),
+    "cogvideox": dict(decay_factor=0.2, dense_steps=12, dense_layers=1),
+    "ltx": dict(decay_factor=0.2, dense_steps=12, dense_layers=1),
+}
+
+
+@dataclass(frozen=True)
+class RadialAttentionConfig:
+    """Radial attention (O(n log n) spatiotemporal decay).
+
+    Args:
+        decay_factor: scales the band width ``2**bitlen(s) / 2**bitlen(d)``. ``None`` = the model
+            family's default (Wan 0.2, HunyuanVideo 0.95).
+        sink: every query attends frame 0 densely (attention sink). Default True.
+        dense_steps: the first N denoising steps are dense. ``None`` = family default (12).
+        dense_layers: the first N blocks are dense. ``None`` = family default (Wan 1, Hunyuan 0).
+        block_size: minimum band width and the frame-skipping threshold, in tokens. Default 128.
+        backend, tile_size: see `WindowAttentionConfig`.
+    """
+
+    decay_factor: float | None = None
+    sink: bool = True
+    dense_steps: int | None = None
+    dense_layers: int | None = None
+    block_size: int = 128
+    backend: str = "auto"
+    tile_size: int = 128
+
+    def __post_init__(self):
+        _check_common(self.dense_steps, self.dense_layers, self.backend, self.tile_size)
+        if self.decay_factor is not None:
+            RadialPattern(self.decay_factor, self.sink, self.block_size)
+
+    def resolved(self, family: str) -> "RadialAttentionConfig":
+        """Fill the `None` fields with the family defaults."""
+        defaults = RADIAL_DEFAULTS[family]
+        return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+
+    def build_pattern(self) -> Pattern:
+        if self.decay_factor is None:
+            raise ValueError("decay_factor is unresolved: call resolved(family) first.")
+        return RadialPattern(self.decay_factor, self.sink, self.block_size)
+
+
+PRESETS = {
+    "window": WindowAttentionConfig,
+    "radial": RadialAttentionConfig,
+}
+
+AttentionConfig = WindowAttentionConfig | RadialAttentionConfig
+
+
+def resolve_config(config) -> AttentionConfig:
+    """Turn a preset name or a config object into a config object (raising with the choices)."""
+    if isinstance(config, str):
+        if config not in PRESETS:
+            raise ValueError(f"Unknown preset {config!r}. Available presets: {', '.join(sorted(PRESETS))}.")
+        return PRESETS[config]()
+    if isinstance(config, (WindowAttentionConfig, RadialAttentionConfig)):
+        return config
+    raise TypeError(
+        f"config must be a preset name ({', '.join(sorted(PRESETS))}), a WindowAttentionConfig or a "
+        f"RadialAttentionConfig, got {type(config).__name__}."
+    )
