@@ -1,0 +1,436 @@
+"""Train the shipped tiny text-to-video model (``assets/tiny-wan``) from scratch.
+
+The model is a real diffusers ``WanPipeline``: ``AutoencoderKLWan`` (4x spatial, 4x temporal
+compression), a word-level tokenizer saved in the ``transformers`` format, a small
+``UMT5EncoderModel`` and a ``WanTransformer3DModel``, sampled with Wan's flow-matching
+``UniPCMultistepScheduler``. Data are procedural clips of coloured shapes (``tiny_data.py``).
+
+Stages (``--stage all`` runs them in order):
+
+1. ``vae``: reconstruction (L1 + MSE + small KL) on 17x64x64 clips, then per-channel latent
+   mean/std measured on fresh clips and stored in the VAE config (``latents_mean/std``), as Wan does.
+2. ``dit``: text encoder and transformer trained jointly with rectified flow as in Wan:
+   ``x_t = (1 - s) x_0 + s eps``, target ``eps - x_0``, timestep ``1000 s``; 10 % empty captions so
+   classifier-free guidance works; EMA weights are exported.
+3. ``export``: assemble the pipeline folder (transformer in fp16), loss curves (CSV + PNG) and
+   ``training_log.json``. The hand-written model card ``README.md`` there is left alone.
+
+Each stage checkpoints to ``--work`` every ``--ckpt-every`` steps and when its time limit is hit;
+rerunning the same command resumes from there (model, EMA, optimizer, step and RNG states).
+Seeds are fixed (``--seed``); results are reproducible in quality, not bit-for-bit across devices.
+
+    python scripts/train_tiny_model.py                       # full run (GPU: ~10 min on one H100)
+    python scripts/train_tiny_model.py --quick --out /tmp/tw # CPU smoke test, toy sizes, ~1 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tiny_data  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_SEQ_LEN = 512  # WanPipeline pads prompt embeddings to max_sequence_length (default 512)
+
+FULL = dict(
+    vae=dict(base_dim=32, z_dim=8, dim_mult=[1, 2, 2], num_res_blocks=1, attn_scales=[],
+             temperal_downsample=[True, True], scale_factor_spatial=4, scale_factor_temporal=4),
+    te=dict(d_model=256, d_kv=64, d_ff=768, num_layers=2, num_heads=4),
+    dit=dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=64, text_dim=256,
+             freq_dim=256, ffn_dim=1024, num_layers=8, cross_attn_norm=True,
+             qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024),
+    vae_steps=3000, vae_batch=16, vae_lr=5e-4,
+    dit_steps=8000, dit_batch=64, dit_lr=3e-4,
+)
+QUICK = dict(
+    vae=dict(FULL["vae"], base_dim=8),
+    te=dict(FULL["te"], d_model=32, d_kv=8, d_ff=64, num_layers=1),
+    dit=dict(FULL["dit"], num_attention_heads=2, attention_head_dim=24, text_dim=32, freq_dim=32,
+             ffn_dim=64, num_layers=1),
+    vae_steps=8, vae_batch=2, vae_lr=5e-4,
+    dit_steps=8, dit_batch=2, dit_lr=3e-4,
+)
+
+
+# ----------------------------------------------------------------------------------- builders
+def build_tokenizer():
+    """Word-level tokenizer over the caption grammar's vocabulary, T5 special-token ids."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(tiny_data.vocabulary())}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", vocab["</s>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+        model_max_length=MAX_SEQ_LEN, padding_side="right",
+    )
+
+
+def build_vae(cfg):
+    from diffusers import AutoencoderKLWan
+
+    z = cfg["z_dim"]
+    return AutoencoderKLWan(**cfg, latents_mean=[0.0] * z, latents_std=[1.0] * z)
+
+
+def build_text_encoder(cfg, vocab_size):
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    conf = UMT5Config(
+        vocab_size=vocab_size, feed_forward_proj="gated-gelu", dropout_rate=0.0,
+        relative_attention_num_buckets=32, relative_attention_max_distance=128,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, tie_word_embeddings=False, **cfg,
+    )
+    return UMT5EncoderModel(conf)
+
+
+def build_transformer(cfg, z_dim):
+    from diffusers import WanTransformer3DModel
+
+    return WanTransformer3DModel(in_channels=z_dim, out_channels=z_dim, **cfg)
+
+
+def build_scheduler():
+    from diffusers import UniPCMultistepScheduler
+
+    return UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=3.0
+    )
+
+
+# ------------------------------------------------------------------------------------ helpers
+class Logger:
+    """Append-only CSV of (step, seconds, loss, ...) that survives resumption."""
+
+    def __init__(self, path: Path, fields: list[str], start_step: int):
+        self.path, self.fields = path, fields
+        rows = []
+        if path.exists() and start_step > 0:
+            with open(path) as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fields)
+            w.writeheader()
+            w.writerows(rows)
+
+    def log(self, **row):
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.fields).writerow(row)
+
+
+def ema_update(ema: dict, model: torch.nn.Module, decay: float):
+    with torch.no_grad():
+        sd = model.state_dict()
+        keys = [k for k, v in sd.items() if v.dtype == torch.float32]
+        torch._foreach_lerp_([ema[k] for k in keys], [sd[k] for k in keys], 1 - decay)
+
+
+def save_ckpt(path: Path, **state):
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def rng_state(gen: torch.Generator, dev_gen: torch.Generator):
+    return {"data": gen.get_state(), "noise": dev_gen.get_state()}
+
+
+def autocast(device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+# -------------------------------------------------------------------------------------- stages
+def train_vae(args, C, device, work: Path):
+    vae = build_vae(C["vae"]).to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=C["vae_lr"], betas=(0.9, 0.99), weight_decay=0.0)
+    gen = torch.Generator().manual_seed(args.seed)
+    dev_gen = torch.Generator(device).manual_seed(args.seed + 1)
+    step, elapsed = 0, 0.0
+    ck = work / "ckpt_vae.pt"
+    if ck.exists():
+        s = torch.load(ck, map_location="cpu", weights_only=False)
+        vae.load_state_dict(s["model"])
+        opt.load_state_dict(s["opt"])
+        gen.set_state(s["rng"]["data"])
+        dev_gen.set_state(s["rng"]["noise"])
+        step, elapsed = s["step"], s["elapsed"]
+        print(f"[vae] resumed at step {step}")
+    total = C["vae_steps"]
+    log = Logger(work / "loss_vae.csv", ["step", "seconds", "loss", "l1", "mse", "kl"], step)
+    spec = tiny_data.ClipSpec()
+    t0 = time.time() - elapsed
+    while step < total:
+        lr = C["vae_lr"] * min(1.0, (step + 1) / 200)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        video, _ = tiny_data.sample_batch(C["vae_batch"], gen, spec, device)
+        with autocast(device):
+            post = vae.encode(video).latent_dist
+            z = post.mean + post.std * torch.randn(post.mean.shape, generator=dev_gen, device=device)
+            rec = vae.decode(z).sample
+        rec = rec.float()
+        l1 = (rec - video).abs().mean()
+        mse = F.mse_loss(rec, video)
+        kl = 0.5 * (post.mean.float() ** 2 + post.var.float() - 1 - post.logvar.float()).mean()
+        loss = l1 + mse + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % args.log_every == 0 or step == total:
+            log.log(step=step, seconds=round(time.time() - t0, 2), loss=f"{loss.item():.5f}",
+                    l1=f"{l1.item():.5f}", mse=f"{mse.item():.5f}", kl=f"{kl.item():.4f}")
+            print(f"[vae] step {step}/{total} loss {loss.item():.4f} l1 {l1.item():.4f} kl {kl.item():.3f} "
+                  f"{time.time() - t0:.0f}s", flush=True)
+        out_of_time = time.time() - t0 > args.vae_time_limit
+        if step % args.ckpt_every == 0 or step == total or out_of_time:
+            save_ckpt(ck, model=vae.state_dict(), opt=opt.state_dict(), step=step,
+                      elapsed=time.time() - t0, rng=rng_state(gen, dev_gen))
+        if out_of_time:
+            print(f"[vae] time limit hit at step {step}; finishing the VAE stage early")
+            break
+    # latent statistics for normalisation, measured on fresh clips with the posterior mode
+    vae.eval()
+    zs = []
+    stat_gen = torch.Generator().manual_seed(args.seed + 100)
+    with torch.no_grad(), autocast(device):
+        for _ in range(max(1, 256 // C["vae_batch"]) if not args.quick else 1):
+            video, _ = tiny_data.sample_batch(C["vae_batch"], stat_gen, spec, device)
+            zs.append(vae.encode(video).latent_dist.mode().float())
+    z = torch.cat(zs).transpose(0, 1).flatten(1)
+    mean, std = z.mean(1).tolist(), z.std(1).clamp_min(1e-3).tolist()
+    vae.register_to_config(latents_mean=[round(m, 5) for m in mean], latents_std=[round(s, 5) for s in std])
+    vae.save_pretrained(work / "vae")
+    info = {"steps": step, "seconds": round(time.time() - t0, 1), "final_loss": loss.item(),
+            "final_l1": l1.item(), "latents_mean": mean, "latents_std": std}
+    (work / "vae_done.json").write_text(json.dumps(info, indent=1))
+    print(f"[vae] done: {info['steps']} steps, {info['seconds']} s")
+    return step >= total
+
+
+def encode_text(te, tok, captions, device):
+    """Embeddings exactly as WanPipeline builds them: valid tokens, then zeros to 512."""
+    enc = tok(captions, padding="longest", truncation=True, max_length=MAX_SEQ_LEN,
+              add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+    ids, mask = enc.input_ids.to(device), enc.attention_mask.to(device)
+    h = te(ids, mask).last_hidden_state * mask[..., None].to(torch.float32)
+    return F.pad(h, (0, 0, 0, MAX_SEQ_LEN - h.shape[1]))
+
+
+def train_dit(args, C, device, work: Path):
+    from diffusers import AutoencoderKLWan
+
+    vae = AutoencoderKLWan.from_pretrained(work / "vae").to(device).eval().requires_grad_(False)
+    z_dim = vae.config.z_dim
+    lat_mean = torch.tensor(vae.config.latents_mean, device=device).view(1, z_dim, 1, 1, 1)
+    lat_std = torch.tensor(vae.config.latents_std, device=device).view(1, z_dim, 1, 1, 1)
+    tok = build_tokenizer()
+    torch.manual_seed(args.seed)
+    te = build_text_encoder(C["te"], len(tok)).to(device)
+    tr = build_transformer(C["dit"], z_dim).to(device)
+    params = list(te.parameters()) + list(tr.parameters())
+    opt = torch.optim.AdamW(params, lr=C["dit_lr"], betas=(0.9, 0.99), weight_decay=0.01)
+    ema = {"te": {k: v.detach().float().clone() for k, v in te.state_dict().items()},
+           "tr": {k: v.detach().float().clone() for k, v in tr.state_dict().items()}}
+    gen = torch.Generator().manual_seed(args.seed + 2)
+    dev_gen = torch.Generator(device).manual_seed(args.seed + 3)
+    step, elapsed = 0, 0.0
+    ck, light = work / "ckpt_dit.pt", work / "ckpt_dit_light.pt"
+    if ck.exists() or light.exists():  # the light one (EMA weights only, bf16) travels between machines
+        s = torch.load(ck if ck.exists() else light, map_location="cpu", weights_only=False)
+        ema = {m: {k: v.to(device).float() for k, v in d.items()} for m, d in s["ema"].items()}
+        te.load_state_dict(s.get("te", s["ema"]["te"]))
+        tr.load_state_dict(s.get("tr", s["ema"]["tr"]))
+        if "opt" in s:  # light checkpoints (weights only) restart the optimizer
+            opt.load_state_dict(s["opt"])
+        if "rng" in s:
+            gen.set_state(s["rng"]["data"])
+            dev_gen.set_state(s["rng"]["noise"])
+        step, elapsed = s["step"], s["elapsed"]
+        print(f"[dit] resumed at step {step}")
+    total = C["dit_steps"]
+    log = Logger(work / "loss_dit.csv", ["step", "seconds", "loss", "lr"], step)
+    spec = tiny_data.ClipSpec()
+    B = C["dit_batch"]
+    t0 = time.time() - elapsed
+    run_loss, n_loss = 0.0, 0
+    while step < total:
+        lr = C["dit_lr"] * min(1.0, (step + 1) / 300)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        video, caps = tiny_data.sample_batch(B, gen, spec, device)
+        drop = torch.rand(B, generator=gen) < 0.1
+        caps = ["" if d else c for c, d in zip(caps, drop.tolist())]
+        with torch.no_grad(), autocast(device):
+            x0 = (vae.encode(video).latent_dist.mode().float() - lat_mean) / lat_std
+        noise = torch.randn(x0.shape, generator=dev_gen, device=device)
+        # timesteps: half uniform, half logit-normal, so both the ends and the middle are trained
+        u = torch.rand(B, generator=dev_gen, device=device)
+        ln = torch.sigmoid(torch.randn(B, generator=dev_gen, device=device))
+        sig = torch.where(torch.arange(B, device=device) % 2 == 0, u, ln).clamp(1e-4, 1.0)
+        s = sig.view(B, 1, 1, 1, 1)
+        xt = (1 - s) * x0 + s * noise
+        target = noise - x0
+        with autocast(device):
+            ctx = encode_text(te, tok, caps, device)
+            pred = tr(hidden_states=xt, timestep=sig * 1000, encoder_hidden_states=ctx, return_dict=False)[0]
+        loss = F.mse_loss(pred.float(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(args.ema, (1 + step) / (10 + step))
+        ema_update(ema["te"], te, decay)
+        ema_update(ema["tr"], tr, decay)
+        run_loss, n_loss = run_loss + loss.item(), n_loss + 1
+        if step % args.log_every == 0 or step == total:
+            log.log(step=step, seconds=round(time.time() - t0, 2), loss=f"{run_loss / n_loss:.5f}", lr=f"{lr:.2e}")
+            print(f"[dit] step {step}/{total} loss {run_loss / n_loss:.4f} {time.time() - t0:.0f}s", flush=True)
+            run_loss, n_loss = 0.0, 0
+        out_of_time = time.time() - t0 > args.dit_time_limit
+        if step % args.ckpt_every == 0 or step == total or out_of_time:
+            save_ckpt(ck, te=te.state_dict(), tr=tr.state_dict(), ema=ema, opt=opt.state_dict(), step=step,
+                      elapsed=time.time() - t0, rng=rng_state(gen, dev_gen))
+        if out_of_time:
+            print(f"[dit] time limit hit at step {step}; stopping early (rerun resumes)")
+            break
+    torch.save({"ema": {m: {k: v.to(torch.bfloat16) for k, v in d.items()} for m, d in ema.items()},
+                "step": step, "elapsed": time.time() - t0, "rng": rng_state(gen, dev_gen)}, light)
+    info = {"steps": step, "seconds": round(time.time() - t0, 1)}
+    (work / "dit_done.json").write_text(json.dumps(info, indent=1))
+    return step >= total
+
+
+def plot_losses(work: Path, path: Path):
+    """Loss curves as PNG with PIL only (no matplotlib dependency)."""
+    from PIL import Image, ImageDraw
+
+    panels = []
+    for name, key in (("loss_vae.csv", "l1"), ("loss_dit.csv", "loss")):
+        p = work / name
+        if p.exists():
+            with open(p) as f:
+                rows = list(csv.DictReader(f))
+            if rows:
+                panels.append((name[:-4] + f" ({key}, log scale)",
+                               [int(r["step"]) for r in rows], [float(r[key]) for r in rows]))
+    W, H, pad = 480, 300, 40
+    img = Image.new("RGB", (W * max(1, len(panels)), H), "white")
+    d = ImageDraw.Draw(img)
+    for i, (title, xs, ys) in enumerate(panels):
+        ox = i * W
+        ly = [math.log10(max(y, 1e-8)) for y in ys]
+        lo, hi = min(ly), max(ly)
+        hi = hi if hi > lo else lo + 1
+        xm = max(xs) or 1
+        pts = [(ox + pad + (W - 2 * pad) * x / xm, H - pad - (H - 2 * pad) * (y - lo) / (hi - lo))
+               for x, y in zip(xs, ly)]
+        d.rectangle([ox + pad, pad, ox + W - pad, H - pad], outline="black")
+        if len(pts) > 1:
+            d.line(pts, fill=(200, 30, 30), width=2)
+        d.text((ox + pad, 10), title, fill="black")
+        d.text((ox + pad, H - pad + 5), "step 0", fill="black")
+        d.text((ox + W - pad - 60, H - pad + 5), f"step {xm}", fill="black")
+        d.text((ox + 2, pad), f"{10 ** hi:.3g}", fill="black")
+        d.text((ox + 2, H - pad - 10), f"{10 ** lo:.3g}", fill="black")
+    img.save(path)
+
+
+def export(args, C, device, work: Path, out: Path):
+    from diffusers import AutoencoderKLWan, WanPipeline
+
+    vae = AutoencoderKLWan.from_pretrained(work / "vae")
+    tok = build_tokenizer()
+    te = build_text_encoder(C["te"], len(tok))
+    tr = build_transformer(C["dit"], vae.config.z_dim)
+    ck = work / "ckpt_dit.pt"
+    s = torch.load(ck if ck.exists() else work / "ckpt_dit_light.pt", map_location="cpu", weights_only=False)
+    te.load_state_dict({k: v.float() for k, v in s["ema"]["te"].items()})
+    tr.load_state_dict({k: v.float() for k, v in s["ema"]["tr"].items()})
+    pipe = WanPipeline(tokenizer=tok, text_encoder=te, vae=vae, transformer=tr.to(torch.float16),
+                       scheduler=build_scheduler())
+    out.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(out, safe_serialization=True)
+    for name in ("loss_vae.csv", "loss_dit.csv"):
+        if (work / name).exists():
+            (out / name).write_text((work / name).read_text())
+    plot_losses(work, out / "loss_curve.png")
+    vae_info = json.loads((work / "vae_done.json").read_text())
+    dit_info = json.loads((work / "dit_done.json").read_text()) if (work / "dit_done.json").exists() else {}
+    last = list(csv.DictReader(open(work / "loss_dit.csv")))[-20:]
+    summary = {
+        "seed": args.seed, "quick": args.quick, "device": str(device),
+        "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+        "torch": torch.__version__,
+        "vae": {k: vae_info[k] for k in ("steps", "seconds", "final_loss", "final_l1")},
+        "dit": dict(dit_info, final_loss_mean_last_logs=sum(float(r["loss"]) for r in last) / max(1, len(last))),
+        "params": {"vae": sum(p.numel() for p in vae.parameters()),
+                   "text_encoder": sum(p.numel() for p in te.parameters()),
+                   "transformer": sum(p.numel() for p in tr.parameters())},
+        "config": {k: C[k] for k in ("vae_steps", "vae_batch", "vae_lr", "dit_steps", "dit_batch", "dit_lr")},
+    }
+    (out / "training_log.json").write_text(json.dumps(summary, indent=1))
+    print("[export]", json.dumps(summary))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(REPO / "assets" / "tiny-wan"))
+    ap.add_argument("--work", default=str(REPO / "outputs" / "tiny-wan-train"), help="checkpoints and logs")
+    ap.add_argument("--stage", choices=["all", "vae", "dit", "export"], default="all")
+    ap.add_argument("--quick", action="store_true", help="toy sizes and a few steps (CPU smoke test)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vae-steps", type=int)
+    ap.add_argument("--dit-steps", type=int)
+    ap.add_argument("--dit-batch", type=int)
+    ap.add_argument("--vae-time-limit", type=float, default=float("inf"), help="seconds, then checkpoint+stop")
+    ap.add_argument("--dit-time-limit", type=float, default=float("inf"), help="seconds, then checkpoint+stop")
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--ckpt-every", type=int, default=1000)
+    args = ap.parse_args(argv)
+    C = json.loads(json.dumps(QUICK if args.quick else FULL))
+    for k in ("vae_steps", "dit_steps", "dit_batch"):
+        if getattr(args, k) is not None:
+            C[k] = getattr(args, k)
+    if args.quick:
+        args.log_every = 2
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    work, out = Path(args.work), Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(json.dumps(C, indent=1))
+    torch.manual_seed(args.seed)
+    if args.stage in ("all", "vae") and not (work / "vae" / "config.json").exists():
+        train_vae(args, C, device, work)  # a VAE time limit ends the stage early (no resume)
+    if args.stage in ("all", "dit"):
+        train_dit(args, C, device, work)
+    if args.stage in ("all", "export") and any((work / f).exists() for f in ("ckpt_dit.pt", "ckpt_dit_light.pt")):
+        export(args, C, device, work, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
