@@ -1,0 +1,120 @@
+"""Every user error names the fix and leaves the model or pipeline usable and unchanged."""
+
+import pytest
+import torch
+
+import vidaccel
+from tiny_models import family_inputs, wan_pipeline, wan_transformer
+
+
+@pytest.fixture(scope="module")
+def model_and_reference():
+    model = wan_transformer()
+    inputs = family_inputs("wan", grid=(3, 4, 6))
+    with torch.no_grad():
+        return model, inputs, model(**inputs)[0]
+
+
+def _still_unchanged(model, inputs, reference):
+    with torch.no_grad():
+        assert torch.equal(model(**inputs)[0], reference)
+    assert not hasattr(model, "_vidaccel_sparse_attention")
+
+
+def test_unsupported_model_lists_supported_classes(model_and_reference):
+    with pytest.raises(TypeError, match="Supported transformers: CogVideoXTransformer3DModel, "
+                                        "HunyuanVideoTransformer3DModel, LTXVideoTransformer3DModel, "
+                                        "WanTransformer3DModel"):
+        vidaccel.accelerate(torch.nn.Linear(2, 2), "radial")
+    with pytest.raises(TypeError, match="has no `transformer`"):
+        vidaccel.accelerate(object(), "radial")
+    _still_unchanged(*model_and_reference)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(kernel=(0, 3, 3)), "must be positive"),
+    (dict(kernel=(3, -1, 3)), "must be positive"),
+    (dict(kernel=(3, 3)), "three ints"),
+    (dict(kernel=(3, 3, 3), stride=(4, 1, 1)), "Stride must not exceed"),
+    (dict(kernel=(3, 3, 3), dilation=(0, 1, 1)), "must be positive"),
+    (dict(dense_steps=-1), "dense_steps"),
+    (dict(backend="cuda"), "backend must be one of"),
+])
+def test_invalid_window_configs(kwargs, match, model_and_reference):
+    with pytest.raises(ValueError, match=match):
+        vidaccel.accelerate(model_and_reference[0], vidaccel.WindowAttentionConfig(**kwargs))
+    _still_unchanged(*model_and_reference)
+
+
+def test_invalid_radial_config(model_and_reference):
+    with pytest.raises(ValueError, match="decay_factor must be > 0"):
+        vidaccel.RadialAttentionConfig(decay_factor=0)
+    _still_unchanged(*model_and_reference)
+
+
+def test_dilated_window_larger_than_grid_fails_at_call_and_recovers(model_and_reference):
+    model, inputs, reference = model_and_reference
+    vidaccel.accelerate(model, vidaccel.WindowAttentionConfig(kernel=(1, 3, 4), dilation=(1, 1, 2)))
+    with pytest.raises(ValueError, match="kernel\\*dilation = 4\\*2 = 8 > 6 tokens"):
+        with torch.no_grad():
+            model(**inputs)
+    with torch.no_grad():  # a grid the window fits still runs on the same accelerated model
+        model(**family_inputs("wan", grid=(3, 4, 8)))
+    vidaccel.remove(model)
+    _still_unchanged(model, inputs, reference)
+
+
+def test_accelerating_twice_says_remove_first(model_and_reference):
+    model, inputs, reference = model_and_reference
+    vidaccel.accelerate(model, "window")
+    with pytest.raises(RuntimeError, match="Call vidaccel.remove\\(pipe\\) first"):
+        vidaccel.accelerate(model, "radial")
+    vidaccel.remove(model)
+    _still_unchanged(model, inputs, reference)
+
+
+def test_unknown_preset_lists_presets(model_and_reference):
+    with pytest.raises(ValueError, match="Unknown preset 'fast'. Available presets: radial, window"):
+        vidaccel.accelerate(model_and_reference[0], "fast")
+    with pytest.raises(TypeError, match="config must be"):
+        vidaccel.accelerate(model_and_reference[0], 3)
+    _still_unchanged(*model_and_reference)
+
+
+def test_non_native_attention_backend_is_reported(model_and_reference):
+    model, inputs, reference = model_and_reference
+    vidaccel.accelerate(model, "window")
+    attn = model.blocks[0].attn1
+    real = attn.processor
+
+    def processor_without_sdpa(attn_module, hidden_states, *args, **kwargs):
+        return hidden_states  # like a custom backend (flash, sage): SDPA is never called
+
+    attn.processor = processor_without_sdpa
+    try:
+        with pytest.raises(RuntimeError, match="native attention backend"):
+            with torch.no_grad():
+                model(**inputs)
+    finally:
+        attn.processor = real
+    vidaccel.remove(model)
+    _still_unchanged(model, inputs, reference)
+
+
+def test_pipeline_runs_unchanged_after_errors():
+    pipe = wan_pipeline()
+    kw = dict(prompt="a red circle", height=32, width=48, num_frames=5, num_inference_steps=2, output_type="pt")
+    reference = pipe(**kw, generator=torch.Generator().manual_seed(0)).frames
+    for bad in ["nope", vidaccel.WindowAttentionConfig(kernel=(1, 9, 9), dilation=(1, 3, 3))]:
+        try:
+            vidaccel.accelerate(pipe, bad)
+            pipe(**kw, generator=torch.Generator().manual_seed(0))
+        except (ValueError, TypeError):
+            pass
+        vidaccel.remove(pipe)
+        assert torch.equal(pipe(**kw, generator=torch.Generator().manual_seed(0)).frames, reference)
+
+
+def test_remove_without_accelerate_is_harmless(model_and_reference):
+    vidaccel.remove(model_and_reference[0])
+    _still_unchanged(*model_and_reference)
