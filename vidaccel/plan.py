@@ -1,7 +1,8 @@
 """Tiled plans: the compact form of a pattern that a block-sparse kernel consumes.
 
 Tokens are permuted so that each contiguous tile of the sequence is a 3D box of the grid
-(``tile = (tt, th, tw)`` tokens; edge tiles are ragged, never padded). Tiles are numbered
+(``tile = (tt, th, tw)`` tokens, or ``(tt, 0, c)``: tt frames x a run of c consecutive in-frame
+raster positions, for bands in raster distance; edge tiles are ragged, never padded). Tiles are numbered
 temporal-tile-major, then spatial tiles in raster order; inside a tile tokens keep raster order.
 For each query tile the plan lists the key tiles it must visit, split into *full* tiles (every
 pair attended: no masking needed) and *partial* tiles (the element rule must be applied).
@@ -95,61 +96,86 @@ class Plan:
         return self._device_cache[key]
 
 
+def spatial_tile_of(grid: Grid, th: int, tw: int, device=None) -> tuple[torch.Tensor, int]:
+    """(tile id of each in-frame raster index ``h * W + w``, number of spatial tiles).
+
+    ``th >= 1``: (th, tw) boxes, numbered in raster order. ``th == 0``: *raster chunks* - runs of
+    ``tw`` consecutive in-frame raster indices (they may wrap rows but never cross frames), the
+    natural tile for bands in raster distance (radial attention).
+    """
+    _, H, W = grid
+    s = torch.arange(H * W, device=device)
+    if th == 0:
+        return s // tw, math.ceil(H * W / tw)
+    return (s // W // th) * math.ceil(W / tw) + (s % W) // tw, math.ceil(H / th) * math.ceil(W / tw)
+
+
 def _spatial_block_stats(masks: list[torch.Tensor], grid: Grid, th: int, tw: int, chunk: int = 2048):
-    """Per class: counts of attended pairs per (spatial q tile, spatial k tile), and tile sizes."""
+    """Per class: counts of attended pairs per (spatial q tile, spatial k tile), and tile sizes.
+
+    Runs on the masks' device: float64 on CUDA (exact counts, no TF32), float32 on the CPU
+    (counts stay far below 2**24 there).
+    """
     _, H, W = grid
     S = H * W
-    s = torch.arange(S)
-    tile_of = (s // W // th) * math.ceil(W / tw) + (s % W) // tw
-    n_s = math.ceil(H / th) * math.ceil(W / tw)
-    onehot = torch.nn.functional.one_hot(tile_of, n_s).float()  # [S, nS]
+    device = masks[0].device
+    dtype = torch.float64 if device.type == "cuda" else torch.float32
+    tile_of, n_s = spatial_tile_of(grid, th, tw, device)
+    onehot = torch.nn.functional.one_hot(tile_of, n_s).to(dtype)  # [S, nS]
     counts = []
     for mask in masks:
-        acc = torch.zeros(n_s, n_s)
+        acc = torch.zeros(n_s, n_s, dtype=dtype, device=device)
         for start in range(0, S, chunk):
-            acc.index_add_(0, tile_of[start : start + chunk], mask[start : start + chunk].float() @ onehot)
+            acc.index_add_(0, tile_of[start : start + chunk], mask[start : start + chunk].to(dtype) @ onehot)
         counts.append(acc)
     return torch.stack(counts), onehot.sum(0)
 
 
-def classify_blocks(pattern: Pattern, grid: Grid, tile, _spatial_cache: dict | None = None) -> torch.Tensor:
-    """int8 [num_tiles, num_tiles] block classes (EMPTY/PARTIAL/FULL) for `tile`, without N x N work."""
+def classify_blocks(pattern: Pattern, grid: Grid, tile, _spatial_cache: dict | None = None, device=None) -> torch.Tensor:
+    """int8 [num_tiles, num_tiles] block classes (EMPTY/PARTIAL/FULL) for `tile`, without N x N work.
+
+    `device` only says where the (exact) counting runs; the result is always on the CPU.
+    """
     T, H, W = grid
     tt, th, tw = tile
     cache = {} if _spatial_cache is None else _spatial_cache
     if "masks" not in cache:
-        cache["masks"] = [pattern.spatial_class_mask(c, grid) for c in range(pattern.num_classes(grid))]
+        cache["masks"] = [pattern.spatial_class_mask(c, grid, device=device) for c in range(pattern.num_classes(grid))]
     if (th, tw) not in cache:
         cache[(th, tw)] = _spatial_block_stats(cache["masks"], grid, th, tw)
     counts, s_sizes = cache[(th, tw)]  # [C, nS, nS], [nS]
-    classes = pattern.temporal_classes(grid)
-    t_groups = _one_hot_groups(T, tt)  # [nT, T]
+    dev, dtype = counts.device, counts.dtype
+    classes = pattern.temporal_classes(grid).to(dev)
+    t_groups = _one_hot_groups(T, tt).to(device=dev, dtype=dtype)  # [nT, T]
     # frame-pair counts per class and temporal tile pair: [C, nT, nT]
     t_counts = torch.stack(
-        [t_groups @ (classes == c).float() @ t_groups.T for c in range(counts.shape[0])]
+        [t_groups @ (classes == c).to(dtype) @ t_groups.T for c in range(counts.shape[0])]
     )
     t_sizes = t_groups.sum(1)
     attended = torch.einsum("cab,cij->aibj", t_counts, counts)  # [nT, nS, nT, nS]
     total = torch.einsum("a,b,i,j->aibj", t_sizes, t_sizes, s_sizes, s_sizes)
     n = t_sizes.numel() * s_sizes.numel()
     attended, total = attended.reshape(n, n), total.reshape(n, n)
-    out = torch.full((n, n), PARTIAL, dtype=torch.int8)
+    out = torch.full((n, n), PARTIAL, dtype=torch.int8, device=dev)
     out[attended == 0] = EMPTY
     out[attended == total] = FULL
-    return out
+    return out.cpu()
 
 
 def tile_permutation(grid: Grid, tile) -> tuple[torch.Tensor, torch.Tensor]:
-    """(perm, tile_offsets): tiled position -> raster index, and each tile's start in the sequence."""
+    """(perm, tile_offsets): tiled position -> raster index, and each tile's start in the sequence.
+
+    ``tile = (tt, th, tw)`` boxes, or ``(tt, 0, c)``: tt frames x a raster chunk of c in-frame tokens.
+    """
     T, H, W = grid
     tt, th, tw = tile
     idx = torch.arange(T * H * W)
-    t, h, w = idx // (H * W), (idx // W) % H, idx % W
-    n_h, n_w = math.ceil(H / th), math.ceil(W / tw)
-    tile_id = ((t // tt) * n_h + h // th) * n_w + w // tw
+    t, s = idx // (H * W), idx % (H * W)
+    s_tile, n_s = spatial_tile_of(grid, th, tw)
+    tile_id = (t // tt) * n_s + s_tile[s]
     # raster order is kept inside a tile, so a stable sort by tile id is the permutation
     perm = torch.sort(tile_id, stable=True).indices
-    counts = torch.bincount(tile_id, minlength=math.ceil(T / tt) * n_h * n_w)
+    counts = torch.bincount(tile_id, minlength=math.ceil(T / tt) * n_s)
     offsets = torch.zeros(counts.numel() + 1, dtype=torch.int32)
     offsets[1:] = torch.cumsum(counts, 0)
     return perm, offsets
@@ -165,36 +191,73 @@ def _tables(block_class: torch.Tensor, kind: int):
     return torch.where(cols < count[:, None], order, torch.full_like(order, -1)), count
 
 
-def candidate_tiles(grid: Grid, tile_size: int) -> list[tuple[int, int, int]]:
+def candidate_tiles(grid: Grid, tile_size: int, fill_slack: float = 1.1) -> list[tuple[int, int, int]]:
+    """Tile shapes to try: the power-of-two boxes of `tile_size` tokens (clipped to the grid), plus
+    every (tt, th, tw) box and (tt, 0, c) raster-chunk tile of more than half of `tile_size`
+    tokens - any integer sides, not only powers of two - whose tile count is within `fill_slack`
+    of the fewest (ragged edge tiles cost a whole kernel block, so shapes that tile the grid well
+    win: e.g. (21, 3, 2) for the FreeSwim window at 21x45x80)."""
     if tile_size not in _TILE_SHAPES:
         raise ValueError(f"tile_size must be one of {sorted(_TILE_SHAPES)}, got {tile_size}.")
+    T, H, W = grid
     # a tile longer than the grid along a dimension is clipped to it (small grids get smaller
     # tiles); very thin spatial tiles make the block statistics expensive and never win
     clipped = {tuple(min(a, L) for a, L in zip(t, grid)) for t in _TILE_SHAPES[tile_size]}
-    keep = [t for t in clipped if t[1] * t[2] >= min(8, grid[1] * grid[2])]
-    return sorted(keep or clipped)
+    keep = {t for t in clipped if t[1] * t[2] >= min(8, H * W)} or clipped
+    dense_fill = []
+    for tt in range(1, min(T, tile_size) + 1):
+        for th in range(1, min(H, tile_size // tt) + 1):
+            for tw in range(1, min(W, tile_size // (tt * th)) + 1):
+                if 2 * tt * th * tw <= tile_size and tt * th * tw < T * H * W:
+                    continue
+                n = math.ceil(T / tt) * math.ceil(H / th) * math.ceil(W / tw)
+                dense_fill.append((n, (tt, th, tw)))
+        # raster chunks (tt, 0, c): tt frames x c consecutive in-frame tokens
+        for c in range(max(1, tile_size // (2 * tt) + 1), min(H * W, tile_size // tt) + 1):
+            dense_fill.append((math.ceil(T / tt) * math.ceil(H * W / c), (tt, 0, c)))
+    if dense_fill:
+        fewest = min(n for n, _ in dense_fill)
+        keep |= {t for n, t in dense_fill if n <= fill_slack * fewest}
+    return sorted(keep)
 
 
-def build_plan(pattern: Pattern, grid: Grid, tile=None, tile_size: int = 128) -> Plan:
-    """Bind `pattern` to `grid`. With `tile=None` the tile shape with the least visited work is chosen."""
+def _block_cost(blocks: torch.Tensor, offsets: torch.Tensor) -> float:
+    """Work a kernel does for a block table: each visited block costs a whole BLOCK x BLOCK step
+    (ragged tiles are padded to the power of two above the largest tile); partial blocks also
+    evaluate the element rule, weighed as 35% extra."""
+    block = 1 << max(4, int((offsets[1:] - offsets[:-1]).max() - 1).bit_length())
+    n_full = int((blocks == FULL).sum())
+    n_partial = int((blocks == PARTIAL).sum())
+    return (n_full + 1.35 * n_partial) * block * block
+
+
+def build_plan(pattern: Pattern, grid: Grid, tile=None, tile_size: int = 128, device=None) -> Plan:
+    """Bind `pattern` to `grid`. With `tile=None` the tile shape with the least kernel work is chosen.
+
+    `device` (optional) is where the block statistics are counted - a CUDA device makes large grids
+    fast (1088x1920 radial: seconds instead of minutes on the CPU); the plan itself stays on the
+    CPU (use `Plan.to`).
+    """
     grid = tuple(int(x) for x in grid)
     if len(grid) != 3 or min(grid) <= 0:
         raise ValueError(f"grid must be three positive ints (T, H, W), got {grid!r}.")
     pattern.validate(grid)
+    device = torch.device(device) if device is not None else torch.device("cpu")
     if tile is None:
         best, spatial_cache = None, {}
-        for cand in candidate_tiles(grid, tile_size):
-            blocks = classify_blocks(pattern, grid, cand, spatial_cache)
+        # grouped by spatial shape: the spatial statistics are computed once per (th, tw)
+        for cand in sorted(candidate_tiles(grid, tile_size), key=lambda t: (t[1], t[2], t[0])):
+            for key in [k for k in spatial_cache if k != "masks" and k != cand[1:]]:
+                del spatial_cache[key]  # keep memory flat
+            blocks = classify_blocks(pattern, grid, cand, spatial_cache, device=device)
             _, offsets = tile_permutation(grid, cand)
-            sizes = (offsets[1:] - offsets[:-1]).double()
-            # partial tiles pay for masking: weigh them a little more than full ones
-            work = float((sizes[:, None] * sizes[None, :] * (blocks.double() + (blocks == PARTIAL) * 0.25)).sum())
-            if best is None or work < best[0]:
+            work = _block_cost(blocks, offsets)
+            if best is None or work < best[0] or (work == best[0] and cand < best[1]):
                 best = (work, cand, blocks)
         _, tile, block_class = best
     else:
         tile = tuple(int(x) for x in tile)
-        block_class = classify_blocks(pattern, grid, tile)
+        block_class = classify_blocks(pattern, grid, tile, device=device)
     perm, offsets = tile_permutation(grid, tile)
     full_kv, full_count = _tables(block_class, FULL)
     partial_kv, partial_count = _tables(block_class, PARTIAL)
@@ -233,7 +296,7 @@ class PlanCache:
             self._plans.move_to_end(key)
             return plan
         self.misses += 1
-        plan = build_plan(pattern, grid, tile_size=tile_size)
+        plan = build_plan(pattern, grid, tile_size=tile_size, device=device)
         if device is not None:
             plan = plan.to(device)
         self._plans[key] = plan

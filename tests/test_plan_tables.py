@@ -1,0 +1,71 @@
+"""CPU tests of the tile shapes added for the kernel: raster-chunk tiles and the candidate search.
+
+The block tables of box tiles against the dense mask are covered in test_patterns.py; here the
+same exact comparison (torch.equal) runs for ``(tt, 0, c)`` raster-chunk tiles and for the
+non-power-of-two shapes the plan builder may now choose.
+"""
+
+import pytest
+import torch
+
+from vidaccel import RadialPattern, WindowPattern, build_plan
+from vidaccel.plan import EMPTY, FULL, PARTIAL, candidate_tiles, tile_permutation
+
+
+def _expected_blocks(pattern, grid, plan):
+    mask = pattern.dense_mask(grid)[plan.perm][:, plan.perm]
+    offsets = plan.tile_offsets.tolist()
+    n = plan.num_tiles
+    expected = torch.empty(n, n, dtype=torch.int8)
+    for i in range(n):
+        for j in range(n):
+            block = mask[offsets[i] : offsets[i + 1], offsets[j] : offsets[j + 1]]
+            expected[i, j] = FULL if block.all() else (PARTIAL if block.any() else EMPTY)
+    return expected
+
+
+CASES = [
+    (RadialPattern(0.2, block_size=16), (7, 6, 10), (1, 0, 24)),
+    (RadialPattern(1.0, sink=False, block_size=8), (6, 5, 7), (2, 0, 9)),
+    (WindowPattern((3, 3, 5)), (5, 7, 11), (1, 0, 13)),
+    (WindowPattern((2, 4, 6), stride=(1, 2, 3)), (5, 9, 13), (5, 3, 2)),
+    (WindowPattern((3, 3, 3), dilation=(1, 2, 2)), (3, 9, 13), (3, 3, 3)),
+]
+
+
+@pytest.mark.parametrize("pattern,grid,tile", CASES)
+def test_tables_equal_dense_mask(pattern, grid, tile):
+    plan = build_plan(pattern, grid, tile=tile)
+    assert torch.equal(plan.block_class, _expected_blocks(pattern, grid, plan))
+    for i in range(plan.num_tiles):
+        assert torch.all(plan.block_class[i, plan.full_kv[i, : plan.full_count[i]].long()] == FULL)
+        assert torch.all(plan.block_class[i, plan.partial_kv[i, : plan.partial_count[i]].long()] == PARTIAL)
+        assert int(plan.full_count[i] + plan.partial_count[i]) == int((plan.block_class[i] > 0).sum())
+
+
+def test_raster_chunks_stay_inside_frames():
+    grid, tile = (4, 5, 7), (2, 0, 12)
+    perm, offsets = tile_permutation(grid, tile)
+    assert torch.equal(torch.sort(perm).values, torch.arange(4 * 35))
+    t, s = perm // 35, perm % 35
+    for i in range(len(offsets) - 1):
+        a, b = offsets[i], offsets[i + 1]
+        assert (t[a:b] // 2).unique().numel() == 1 and (s[a:b] // 12).unique().numel() == 1
+        assert 0 < b - a <= 24
+
+
+@pytest.mark.parametrize("pattern,grid", [(RadialPattern(0.2, block_size=16), (9, 6, 10)),
+                                          (WindowPattern((3, 5, 7)), (5, 9, 13))])
+def test_chosen_tile_is_exact_and_fits_tile_size(pattern, grid):
+    plan = build_plan(pattern, grid, tile_size=32)
+    assert plan.tile in candidate_tiles(grid, 32)
+    sizes = plan.tile_offsets[1:] - plan.tile_offsets[:-1]
+    assert int(sizes.max()) <= 32
+    assert torch.equal(plan.block_class, _expected_blocks(pattern, grid, plan))
+
+
+def test_candidates_include_well_filling_shapes():
+    cands = candidate_tiles((21, 45, 80), 128)
+    assert (21, 3, 2) in cands  # tiles 21x45x80 exactly with 126-token tiles
+    assert (1, 0, 120) in cands  # 3600 tokens per frame = 30 chunks of 120
+    assert all(t[0] * max(t[1], 1) * t[2] <= 128 for t in cands)
