@@ -123,7 +123,7 @@ def test_dense_warmup_by_step_and_layer():
     config = vidaccel.RadialAttentionConfig(decay_factor=0.5, dense_steps=2, dense_layers=1, block_size=4)
     vidaccel.accelerate(pipe, config)
     _pipe_run(pipe, num_inference_steps=4)
-    state = pipe.transformer._vidaccel_sparse_attention[0]
+    state = pipe.transformer._vidaccel_sparse_attention
     # layer 0 always dense; layer 1 dense for steps 0-1 (x2 for CFG) and sparse for steps 2-3
     assert state.dense_calls == {0: 8, 1: 4} and state.sparse_calls == {1: 4}
     vidaccel.remove(pipe)

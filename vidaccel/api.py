@@ -58,8 +58,8 @@ def accelerate(pipe_or_transformer, config="radial"):
     try:
         for model, adapter in zip(models, adapters):
             state = SparseAttentionState(config=resolved, pattern=pattern, adapter=adapter)
-            created = install(model, state)
-            setattr(model, _STATE_ATTR, (state, created))
+            install(model, state)
+            setattr(model, _STATE_ATTR, state)
             done.append(model)
     except BaseException:
         for model in done:
@@ -69,11 +69,10 @@ def accelerate(pipe_or_transformer, config="radial"):
 
 
 def _remove_one(model) -> bool:
-    entry = model.__dict__.pop(_STATE_ATTR, None)
-    if entry is None:
+    state = model.__dict__.pop(_STATE_ATTR, None)
+    if state is None:
         return False
-    state, created = entry
-    uninstall(model, state, created)
+    uninstall(model, state)
     return True
 
 
@@ -129,10 +128,9 @@ def summary(pipe_or_transformer, grid=None, print_summary: bool = True) -> Summa
     """
     out = Summary(accelerated=False, transformers=[])
     for model in _transformers(pipe_or_transformer):
-        entry = getattr(model, _STATE_ATTR, None)
-        if entry is None:
+        state = getattr(model, _STATE_ATTR, None)
+        if state is None:
             continue
-        state = entry[0]
         out["accelerated"] = True
         g = grid if grid is not None else state.last_grid
         grid_info = None

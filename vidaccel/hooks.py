@@ -1,10 +1,8 @@
 """diffusers hooks that route self-attention through `sparse_attention`.
 
-Two hooks per accelerated transformer, sharing one `SparseAttentionState`:
+The transformer's shared step tracker (`vidaccel.context`) publishes the step context (grid,
+step, CFG branch); then
 
-* `StepContextHook` (pre-forward on the transformer) publishes the *step context*: the token
-  grid after patchify, the denoising step and the CFG branch name (from diffusers'
-  ``cache_context`` when the pipeline sets one, else inferred from the timestep sequence).
 * `SparseAttentionHook` (``new_forward`` on each self-attention module) runs the module's own
   processor unchanged, inside a `TorchFunctionMode` that swaps its
   ``F.scaled_dot_product_attention`` call for `sparse_attention`. No processor code is copied,
@@ -20,39 +18,37 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from diffusers.hooks import HookRegistry, ModelHook
-from diffusers.hooks.hooks import BaseState, StateManager
 from torch.overrides import TorchFunctionMode
 
 from .adapters import ModelAdapter
 from .attention import sparse_attention
+from .context import (
+    StepContext,
+    StepTracker,
+    attach_step_tracker,
+    detach_step_tracker,
+    register_hook,
+    unregister_hooks,
+)
 from .plan import PlanCache
 
 logger = logging.getLogger(__name__)
 
-STEP_HOOK = "vidaccel_step_context"
 ATTENTION_HOOK = "vidaccel_sparse_attention"
-
-
-@dataclass
-class StepContext:
-    grid: tuple[int, int, int]
-    step: int
-    branch: str
+_USER = "sparse_attention"
 
 
 @dataclass
 class SparseAttentionState:
-    """Everything one `accelerate` call installs: config, pattern, plans, step tracking, counters."""
+    """Everything one `accelerate` call installs on a transformer: config, pattern, plans, counters."""
 
     config: object
     pattern: object
     adapter: ModelAdapter
     plan_cache: PlanCache = field(default_factory=PlanCache)
-    current: StepContext | None = None
-    last_timestep: float | None = None
-    step: int = 0
-    last_grid: tuple | None = None
+    tracker: StepTracker | None = None
     layer_names: list = field(default_factory=list)
+    created: dict = field(default_factory=dict)  # module id -> vidaccel created its hook registry
     sparse_calls: dict = field(default_factory=dict)
     dense_calls: dict = field(default_factory=dict)
     logged_dense: set = field(default_factory=set)
@@ -60,61 +56,9 @@ class SparseAttentionState:
     def is_dense(self, layer: int, step: int) -> bool:
         return layer < (self.config.dense_layers or 0) or step < (self.config.dense_steps or 0)
 
-    def new_generation(self) -> None:
-        self.current, self.last_timestep, self.step = None, None, 0
-
-
-class _ContextReader(BaseState):
-    """Placeholder state: diffusers sets the cache context on every `StateManager` of a stateful hook."""
-
-    def reset(self, *args, **kwargs) -> None:
-        pass
-
-
-class StepContextHook(ModelHook):
-    """Pre-forward hook on a transformer: computes and publishes the `StepContext`."""
-
-    _is_stateful = True
-
-    def __init__(self, state: SparseAttentionState):
-        super().__init__()
-        self.state = state
-        self.context_reader = StateManager(_ContextReader)
-
-    @torch.compiler.disable
-    def _step_and_branch(self, args, kwargs) -> tuple[int, str]:
-        context = self.context_reader._context
-        branch = context.name if context is not None else "default"
-        if context is not None and context.step_index is not None:
-            return int(context.step_index), branch
-        timestep = self.state.adapter.timestep(args, kwargs)
-        if timestep is None:
-            return self.state.step, branch
-        # Timesteps fall during a generation: a larger one starts a new generation, an equal one
-        # is another CFG pass of the same step. (.item() syncs once per transformer call.)
-        t = float(torch.as_tensor(timestep).float().max().item())
-        s = self.state
-        if s.last_timestep is None or t > s.last_timestep:
-            s.step = 0
-        elif t < s.last_timestep:
-            s.step += 1
-        s.last_timestep = t
-        return s.step, branch
-
-    def pre_forward(self, module, *args, **kwargs):
-        grid = tuple(int(x) for x in self.state.adapter.grid(module, args, kwargs))
-        if min(grid) <= 0:
-            raise ValueError(f"The input gives an empty token grid {grid}; check the latent shape.")
-        step, branch = self._step_and_branch(args, kwargs)
-        self.state.current = StepContext(grid, step, branch)
-        self.state.last_grid = grid
-        return args, kwargs
-
-    def reset_state(self, module):
-        # diffusers resets stateful hooks at the end of every pipeline call: a new generation
-        self.state.new_generation()
-        self.context_reader.reset()
-        return module
+    @property
+    def last_grid(self):
+        return self.tracker.last_grid if self.tracker is not None else None
 
 
 class _SDPAToSparse(TorchFunctionMode):
@@ -166,7 +110,7 @@ class SparseAttentionHook(ModelHook):
         self.state, self.layer = state, layer
 
     def new_forward(self, module, *args, **kwargs):
-        state, context = self.state, self.state.current
+        state, context = self.state, self.state.tracker.current
         original = self.fn_ref.original_forward
         if context is None:
             return original(*args, **kwargs)
@@ -195,42 +139,22 @@ class SparseAttentionHook(ModelHook):
             )
 
 
-def _register(module: torch.nn.Module, hook: ModelHook, name: str, created: set) -> None:
-    if not hasattr(module, "_diffusers_hook") and "forward" not in module.__dict__:
-        created.add(id(module))
-    HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
-
-
-def install(model: torch.nn.Module, state: SparseAttentionState) -> set:
-    """Register the hooks on `model`; on any failure, remove what was registered and re-raise.
-
-    Returns the ids of the modules whose hook registry vidaccel created (for an exact `uninstall`).
-    """
-    created: set = set()
+def install(model: torch.nn.Module, state: SparseAttentionState) -> None:
+    """Register the hooks on `model`; on any failure, remove what was registered and re-raise."""
     try:
-        _register(model, StepContextHook(state), STEP_HOOK, created)
+        state.tracker = attach_step_tracker(model, state.adapter, _USER)
         for layer, (name, module) in enumerate(state.adapter.self_attention(model)):
             state.layer_names.append(name)
-            _register(module, SparseAttentionHook(state, layer), ATTENTION_HOOK, created)
+            state.created[id(module)] = register_hook(module, SparseAttentionHook(state, layer), ATTENTION_HOOK)
     except BaseException:
-        uninstall(model, state, created)
+        uninstall(model, state)
         raise
     HookRegistry.check_if_exists_or_initialize(model).invalidate_child_registries_cache()
-    return created
 
 
-def uninstall(model: torch.nn.Module, state: SparseAttentionState, created: set) -> None:
-    """Remove vidaccel's hooks; modules whose registry vidaccel created get their exact original state."""
-    modules = [model] + [module for _, module in state.adapter.self_attention(model)]
-    for module in modules:
-        registry = getattr(module, "_diffusers_hook", None)
-        if registry is None:
-            continue
-        for name in (STEP_HOOK, ATTENTION_HOOK):
-            registry.remove_hook(name, recurse=False)
-        if not registry.hooks and id(module) in created:
-            # the registry re-bound `forward` as an instance attribute; drop it to restore the class method
-            module.__dict__.pop("forward", None)
-            del module._diffusers_hook
-    if hasattr(model, "_diffusers_hook"):
-        model._diffusers_hook.invalidate_child_registries_cache()
+def uninstall(model: torch.nn.Module, state: SparseAttentionState) -> None:
+    """Remove the hooks `install` added, restoring modules exactly."""
+    for _, module in state.adapter.self_attention(model):
+        if id(module) in state.created:
+            unregister_hooks(module, [ATTENTION_HOOK], state.created.pop(id(module)))
+    detach_step_tracker(model, _USER)
