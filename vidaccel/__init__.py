@@ -6,6 +6,7 @@
     vidaccel.summary(pipe); vidaccel.remove(pipe)
 """
 
+from . import distributed
 from .api import accelerate, remove, summary
 from .attention import sparse_attention
 from .config import PRESETS, RadialAttentionConfig, WindowAttentionConfig

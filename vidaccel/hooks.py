@@ -30,6 +30,7 @@ from .context import (
     register_hook,
     unregister_hooks,
 )
+from .distributed import check_context_parallel
 from .plan import PlanCache
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,9 @@ class SparseAttentionHook(ModelHook):
             state.dense_calls[self.layer] = state.dense_calls.get(self.layer, 0) + 1
             self._log_dense_once(context.step)
             return original(*args, **kwargs)
+        parallel_config = getattr(getattr(module, "processor", None), "_parallel_config", None)
+        if parallel_config is not None:
+            check_context_parallel(parallel_config.context_parallel_config, state.layer_names[self.layer])
         mode = _SDPAToSparse(state, context, self.layer)
         with mode:
             output = original(*args, **kwargs)

@@ -1,0 +1,55 @@
+"""Sparse attention under diffusers' Ulysses context parallelism: 2 processes, gloo on CPU."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import vidaccel
+from vidaccel.distributed import check_context_parallel, shard
+from tiny_models import hunyuan_transformer
+
+TESTS = pathlib.Path(__file__).resolve().parent
+
+
+def test_ulysses_two_processes_match_single_process(tmp_path):
+    out = tmp_path / "result"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           str(TESTS / "cp_worker.py"), str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        r = json.loads((tmp_path / f"result.{rank}").read_text())
+        assert r["world"] == 2 and r["sparse_calls"] == 4  # 2 layers x (single + parallel run)
+        assert r["max_abs_diff"] <= 1e-5 * max(1.0, r["ref_scale"])
+
+
+def test_ring_attention_is_refused_with_the_fix():
+    from diffusers import ContextParallelConfig
+
+    with pytest.raises(ValueError, match="Use Ulysses instead"):
+        check_context_parallel(ContextParallelConfig(ring_degree=2), "Wan")
+    check_context_parallel(ContextParallelConfig(ulysses_degree=2), "Wan")  # fine
+
+
+def test_models_without_a_context_parallel_plan_are_refused():
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29518", rank=0, world_size=1)
+    try:
+        with pytest.raises(ValueError, match="Context parallelism works for: Wan and LTX-Video"):
+            vidaccel.distributed.enable_context_parallel(hunyuan_transformer(), ulysses_degree=1)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_prompt_sharding_covers_every_prompt_once():
+    prompts = [f"p{i}" for i in range(7)]
+    shards = [shard(prompts, r, 3) for r in range(3)]
+    assert sorted(sum(shards, [])) == sorted(prompts) and shards[0] == ["p0", "p3", "p6"]
