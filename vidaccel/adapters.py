@@ -72,6 +72,11 @@ class ModelAdapter:
     grid: Callable  # (model, args, kwargs) -> (T, H, W)
     self_attention: Callable  # model -> [(qualified name, attention module)] in layer order
     timestep_position: int  # positional index of `timestep` in forward (pipelines pass it by name)
+    # vidaccel.caches: separate cross-attention modules (None for joint attention, where text tokens
+    # change in every block), and the forward arguments (name, position) that alone determine their K/V
+    cross_attention: Callable | None = None
+    text_inputs: tuple = ()
+    prediction_layout: str = "bcfhw"  # the transformer output: (B,C,F,H,W), (B,F,C,H,W) "bfchw" or tokens "bnc"
 
     def timestep(self, args, kwargs):
         return _arg(args, kwargs, "timestep", self.timestep_position)
@@ -80,12 +85,16 @@ class ModelAdapter:
 ADAPTERS = {
     a.class_name: a
     for a in (
-        ModelAdapter("wan", "WanTransformer3DModel", "none", _wan_grid, _blocks("blocks", attr="attn1"), 1),
+        ModelAdapter("wan", "WanTransformer3DModel", "none", _wan_grid, _blocks("blocks", attr="attn1"), 1,
+                     cross_attention=_blocks("blocks", attr="attn2"),
+                     text_inputs=(("encoder_hidden_states", 2), ("encoder_hidden_states_image", 3))),
         ModelAdapter("hunyuan", "HunyuanVideoTransformer3DModel", "suffix", _hunyuan_grid, _hunyuan_attention, 1),
         ModelAdapter("cogvideox", "CogVideoXTransformer3DModel", "prefix", _cogvideox_grid,
-                     _blocks("transformer_blocks", attr="attn1"), 2),
+                     _blocks("transformer_blocks", attr="attn1"), 2, prediction_layout="bfchw"),
         ModelAdapter("ltx", "LTXVideoTransformer3DModel", "none", _ltx_grid,
-                     _blocks("transformer_blocks", attr="attn1"), 2),
+                     _blocks("transformer_blocks", attr="attn1"), 2,
+                     cross_attention=_blocks("transformer_blocks", attr="attn2"),
+                     text_inputs=(("encoder_hidden_states", 1),), prediction_layout="bnc"),
     )
 }
 
