@@ -120,14 +120,15 @@ def block_sparse_attn_fwd_kernel(
             n_valid = offs_n < k_len
             kk = tl.load(k_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
             vv = tl.load(v_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
-            qk = tl.dot(q, tl.trans(kk)) * qk_scale
             if HAS_MASK:
                 ok = n_valid & (tl.load(m_base + kpos, mask=n_valid, other=0) != 0)
+                qk = tl.dot(q, tl.trans(kk)) * qk_scale
                 qk = tl.where(ok[None, :], qk, float("-inf"))
                 acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, True)
             else:
-                if k_len < BLOCK_N:
-                    qk = tl.where(n_valid[None, :], qk, float("-inf"))
+                # ragged tails through an additive bias: fuses with the scale into one FMA
+                bias = tl.where(n_valid, 0.0, float("-inf"))
+                qk = tl.dot(q, tl.trans(kk)) * qk_scale + bias[None, :]
                 acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, False)
 
         # ---- partially covered key tiles: exact element rule from (t, h, w) ----

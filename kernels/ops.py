@@ -27,6 +27,17 @@ _LOG2E = 1.4426950408889634
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+_CAPABILITY: dict = {}
+
+
+def _capability(device: torch.device) -> tuple[int, int]:
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    cap = _CAPABILITY.get(index)
+    if cap is None:
+        cap = _CAPABILITY[index] = torch.cuda.get_device_capability(index)
+    return cap
+
+
 # --------------------------------------------------------------------------------------------
 # validation: one helper for both auto dispatch (returns a reason) and forced dispatch (raises)
 # --------------------------------------------------------------------------------------------
@@ -34,8 +45,8 @@ def kernel_unsupported_reason(q: torch.Tensor, attn_mask: Optional[torch.Tensor]
     """None when the kernel can run this input, otherwise a sentence naming the problem and the fix."""
     if q.device.type != "cuda" and not _INTERPRET:
         return f"the Triton kernel needs a CUDA tensor, got q.device={q.device}"
-    if q.device.type == "cuda" and torch.cuda.get_device_capability(q.device)[0] < 8:
-        return f"the Triton kernel needs compute capability >= 8.0, got {torch.cuda.get_device_capability(q.device)}"
+    if q.device.type == "cuda" and _capability(q.device)[0] < 8:
+        return f"the Triton kernel needs compute capability >= 8.0, got {_capability(q.device)}"
     if q.dtype not in SUPPORTED_DTYPES:
         return f"the Triton kernel supports bfloat16 and float16, got q.dtype={q.dtype} (cast the inputs)"
     if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
