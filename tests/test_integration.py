@@ -138,3 +138,18 @@ def test_radial_density_at_720p_reported_by_summary():
     text = str(vidaccel.summary(pipe, grid=(21, 45, 80), print_summary=False))
     assert "token density 24.5%" in text
     vidaccel.remove(pipe)
+
+
+def test_wan_image_to_video_transformer():
+    """Wan I2V: image K/V in cross-attention; self-attention is the sparse one."""
+    model = TRANSFORMERS["wan"](image_dim=12)
+    inputs = family_inputs("wan", grid=(3, 4, 6))
+    inputs["encoder_hidden_states_image"] = torch.randn(2, 3, 12, generator=torch.Generator().manual_seed(1))
+    dense = _run(model, inputs)
+    vidaccel.accelerate(model, WHOLE)
+    assert ((_run(model, inputs) - dense).abs().max() / dense.abs().max()) <= 1e-5
+    vidaccel.remove(model)
+    vidaccel.accelerate(model, SMALL)
+    assert (_run(model, inputs) - dense).abs().max() > 1e-3
+    vidaccel.remove(model)
+    assert torch.equal(_run(model, inputs), dense)
