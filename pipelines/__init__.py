@@ -1,0 +1,5 @@
+"""diffusers pipeline wrappers (installed as ``vidaccel.pipelines``)."""
+
+from .freeswim import FreeSwimPipeline
+
+__all__ = ["FreeSwimPipeline"]

@@ -10,6 +10,7 @@ from . import distributed
 from .api import accelerate, remove, summary
 from .attention import sparse_attention
 from .config import PRESETS, RadialAttentionConfig, WindowAttentionConfig
+from .freeswim_hooks import FreeSwimConfig, disable_freeswim, enable_freeswim, set_freeswim_active
 from .patterns import RadialPattern, WindowPattern
 from .plan import Plan, PlanCache, build_plan
 
@@ -19,3 +20,4 @@ __all__ = [
     "accelerate", "remove", "summary", "sparse_attention", "PRESETS", "RadialAttentionConfig",
     "WindowAttentionConfig", "RadialPattern", "WindowPattern", "Plan", "PlanCache", "build_plan",
 ]
+__all__ += ["FreeSwimConfig", "enable_freeswim", "disable_freeswim", "set_freeswim_active"]

@@ -88,8 +88,9 @@ class Summary(dict):
     """What vidaccel runs on a pipeline; a dict that prints as a readable report."""
 
     def __str__(self) -> str:
+        features = _feature_text(self)
         if not self.get("accelerated"):
-            return "vidaccel: not accelerated"
+            return features or "vidaccel: not accelerated"
         lines = []
         for t in self["transformers"]:
             lines.append(f"vidaccel on {t['class']} ({t['family']}): {t['pattern']}")
@@ -108,7 +109,16 @@ class Summary(dict):
             lines.append(f"  calls: {t['sparse_calls']} sparse, {t['dense_calls']} dense")
             c = t["plan_cache"]
             lines.append(f"  plan cache: {c['entries']}/{c['max_entries']} plans, {c['hits']} hits, {c['misses']} misses")
-        return "\n".join(lines)
+        return "\n".join(lines + ([features] if features else []))
+
+
+def _feature_text(summary: dict) -> str:
+    """Sections of features beside sparse attention (FreeSwim)."""
+    if not summary.get("freeswim"):
+        return ""
+    from .freeswim_hooks import format_freeswim_report
+
+    return format_freeswim_report(summary["freeswim"])
 
 
 def _layer_groups(n_layers: int, dense_layers: int, pattern_text: str) -> list[dict]:
@@ -156,6 +166,10 @@ def summary(pipe_or_transformer, grid=None, print_summary: bool = True) -> Summa
             "dense_calls": sum(state.dense_calls.values()),
             "plan_cache": state.plan_cache.stats(),
         })
+    from .freeswim_hooks import freeswim_report  # FreeSwim section: window, call counts, cache bytes
+
+    if freeswim := freeswim_report(pipe_or_transformer):
+        out["freeswim"] = freeswim
     if print_summary:
         print(out)
     return out
