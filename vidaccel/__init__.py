@@ -9,6 +9,8 @@
 from . import distributed
 from .api import accelerate, remove, summary
 from .attention import sparse_attention
+from .caches import (BlockReuseConfig, Profile, cache_summary, disable_block_reuse, disable_caches, disable_kv_cache,
+                     enable_block_reuse, enable_kv_cache, profile)
 from .config import PRESETS, RadialAttentionConfig, WindowAttentionConfig
 from .freeswim_hooks import FreeSwimConfig, disable_freeswim, enable_freeswim, set_freeswim_active
 from .patterns import RadialPattern, WindowPattern
@@ -21,3 +23,5 @@ __all__ = [
     "WindowAttentionConfig", "RadialPattern", "WindowPattern", "Plan", "PlanCache", "build_plan",
 ]
 __all__ += ["FreeSwimConfig", "enable_freeswim", "disable_freeswim", "set_freeswim_active"]
+__all__ += ["enable_kv_cache", "disable_kv_cache", "enable_block_reuse", "disable_block_reuse", "disable_caches",
+            "cache_summary", "profile", "Profile", "BlockReuseConfig"]

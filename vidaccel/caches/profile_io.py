@@ -1,0 +1,199 @@
+"""The block profile: what `vidaccel.profile` measured, as data that round-trips through JSON.
+
+A profile file holds, for each transformer of the pipeline (``transformer``, and ``transformer_2``
+for Wan2.2), the model identity (class, config hash, number of blocks) and per block: mean
+foreground ratio ``R``, ``R`` per step, relative L1 change of the block's residual between
+consecutive steps, received-attention entropy per step, and the classification (``R >= tau``
+-> foreground, else background). The run settings (resolution, frames, steps, prompts, seeds),
+the foreground estimate and how ``tau`` was chosen are recorded next to them.
+
+Layout (``format: vidaccel-profile``, ``version: 1``)::
+
+    {"format", "version", "created", "versions": {...}, "run": {...}, "foreground": {...},
+     "tau": {"value", "method", "detail"},
+     "models": [{"attribute", "model_class", "config_hash", "num_blocks", "grid",
+                 "blocks": [{"index", "name", "kind", "R", "R_per_step",
+                             "residual_change_per_step", "attention_entropy_per_step"}]}]}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ._blocks import config_hash
+
+FORMAT, VERSION = "vidaccel-profile", 1
+MAKE_ONE = (
+    "Make one with `vidaccel profile --model <pipeline id or folder> --prompt \"...\" --height H --width W "
+    "--frames F --steps S --out profile.json` or `vidaccel.profile(pipe, prompts, path=\"profile.json\")`."
+)
+
+
+@dataclass
+class BlockStats:
+    index: int
+    name: str
+    kind: str  # "foreground" or "background"
+    R: float  # mean foreground ratio over profiled steps (nan when no step could be measured)
+    R_per_step: list = field(default_factory=list)
+    residual_change_per_step: list = field(default_factory=list)  # relative L1 vs the previous step (first: nan)
+    attention_entropy_per_step: list = field(default_factory=list)  # of received attention, in [0, 1]
+
+
+@dataclass
+class ModelProfile:
+    attribute: str  # pipeline attribute: "transformer" or "transformer_2"
+    model_class: str
+    config_hash: str
+    num_blocks: int
+    grid: list | None
+    blocks: list = field(default_factory=list)
+
+    @property
+    def background_blocks(self) -> list[int]:
+        return [b.index for b in self.blocks if b.kind == "background"]
+
+    def check(self, model: torch.nn.Module, num_blocks: int, source: str = "the profile") -> None:
+        """Raise ValueError naming every difference if this profile was made for another model."""
+        have = {"class": type(model).__name__, "config hash": config_hash(model), "number of blocks": num_blocks}
+        want = {"class": self.model_class, "config hash": self.config_hash, "number of blocks": self.num_blocks}
+        diff = [f"{k}: profile {want[k]!r}, this model {have[k]!r}" for k in want if want[k] != have[k]]
+        if diff:
+            raise ValueError(
+                f"{source} was made for another model ({'; '.join(diff)}). A profile only fits the model it was "
+                f"measured on. {MAKE_ONE}"
+            )
+
+
+@dataclass
+class Profile:
+    run: dict
+    foreground: dict
+    tau: dict
+    models: list
+    created: str = ""
+    versions: dict = field(default_factory=dict)
+
+    def model(self, attribute: str) -> ModelProfile:
+        for m in self.models:
+            if m.attribute == attribute:
+                return m
+        have = [m.attribute for m in self.models]
+        raise ValueError(f"The profile has no entry for pipe.{attribute} (it has {have}). {MAKE_ONE}")
+
+    def reclassified(self, tau: float, method: str = "given") -> "Profile":
+        """A copy with every block classified by ``R >= tau``."""
+        models = [
+            ModelProfile(m.attribute, m.model_class, m.config_hash, m.num_blocks, m.grid,
+                         [BlockStats(**{**asdict(b), "kind": classify(b.R, tau)}) for b in m.blocks])
+            for m in self.models
+        ]
+        detail = "set by the user" if method == "given" else method
+        return Profile(self.run, self.foreground, {"value": tau, "method": method, "detail": detail}, models,
+                       self.created, self.versions)
+
+    def to_dict(self) -> dict:
+        return _clean({"format": FORMAT, "version": VERSION, "created": self.created, "versions": self.versions,
+                       "run": self.run, "foreground": self.foreground, "tau": self.tau,
+                       "models": [asdict(m) for m in self.models]})
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "profile") -> "Profile":
+        if data.get("format") != FORMAT or data.get("version") != VERSION:
+            raise ValueError(
+                f"{source} is not a vidaccel profile of version {VERSION} (format={data.get('format')!r}, "
+                f"version={data.get('version')!r}). {MAKE_ONE}"
+            )
+        models = []
+        for m in data["models"]:
+            blocks = [BlockStats(**_nan(b)) for b in m["blocks"]]
+            models.append(ModelProfile(m["attribute"], m["model_class"], m["config_hash"], m["num_blocks"],
+                                       m.get("grid"), blocks))
+        tau = {**data["tau"], "value": _nan(data["tau"].get("value"))}
+        return cls(data["run"], data["foreground"], tau, models, data.get("created", ""),
+                   data.get("versions", {}))
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Profile":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"No block profile at {str(path)!r}. {MAKE_ONE}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON ({exc}). {MAKE_ONE}") from None
+        return cls.from_dict(data, source=str(path))
+
+
+def classify(R: float, tau: float) -> str:
+    """``R >= tau`` -> "foreground"; a block whose R could not be measured (nan) stays foreground (always computed)."""
+    return "background" if (not math.isnan(R) and R < tau) else "foreground"
+
+
+def otsu_threshold(values) -> float:
+    """Threshold maximising the between-class variance of a 1D sample (exact over all splits).
+
+    Returns the midpoint between the two classes' neighbouring values; for fewer than two
+    distinct values it returns their mean.
+    """
+    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    v = v[~torch.isnan(v)].sort().values
+    if v.numel() == 0:
+        return float("nan")
+    if v[0] == v[-1]:
+        return float(v.mean())
+    n = v.numel()
+    csum = torch.cumsum(v, 0)
+    k = torch.arange(1, n, dtype=torch.float64)  # size of the lower class for split after index k-1
+    m0 = csum[:-1] / k
+    m1 = (csum[-1] - csum[:-1]) / (n - k)
+    between = k * (n - k) * (m0 - m1) ** 2
+    between[v[1:] == v[:-1]] = -1  # a split must fall between distinct values
+    i = int(torch.argmax(between))
+    return float((v[i] + v[i + 1]) / 2)
+
+
+def choose_tau(mean_R: list[float], tau) -> dict:
+    """``tau`` as a number, or chosen from the blocks' mean R: "otsu" (two-class split) or "median"."""
+    if isinstance(tau, (int, float)):
+        return {"value": float(tau), "method": "given", "detail": "set by the user"}
+    if tau == "otsu":
+        return {"value": otsu_threshold(mean_R), "method": "otsu",
+                "detail": f"threshold maximising the between-class variance of the mean R of {len(mean_R)} blocks"}
+    if tau == "median":
+        finite = torch.tensor([r for r in mean_R if not math.isnan(r)], dtype=torch.float64)
+        return {"value": float(finite.median()) if finite.numel() else float("nan"), "method": "median",
+                "detail": "median of the blocks' mean R (about half the blocks become background)"}
+    raise ValueError(f"tau must be a number, 'otsu' or 'median', not {tau!r}.")
+
+
+def _clean(obj):
+    """JSON has no NaN: write it as null."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _nan(obj):
+    if obj is None:
+        return float("nan")
+    if isinstance(obj, dict):
+        return {k: (v if k in ("name", "kind", "index") else _nan(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan(v) for v in obj]
+    return obj
