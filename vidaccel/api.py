@@ -113,12 +113,15 @@ class Summary(dict):
 
 
 def _feature_text(summary: dict) -> str:
-    """Sections of features beside sparse attention (FreeSwim)."""
-    if not summary.get("freeswim"):
-        return ""
-    from .freeswim_hooks import format_freeswim_report
+    """Sections of features beside sparse attention (FreeSwim, caches)."""
+    from .caches.api import format_cache_summary
 
-    return format_freeswim_report(summary["freeswim"])
+    sections = format_cache_summary(summary.get("caches") or [])
+    if summary.get("freeswim"):
+        from .freeswim_hooks import format_freeswim_report
+
+        sections.insert(0, format_freeswim_report(summary["freeswim"]))
+    return "\n".join(sections)
 
 
 def _layer_groups(n_layers: int, dense_layers: int, pattern_text: str) -> list[dict]:
@@ -170,6 +173,10 @@ def summary(pipe_or_transformer, grid=None, print_summary: bool = True) -> Summa
 
     if freeswim := freeswim_report(pipe_or_transformer):
         out["freeswim"] = freeswim
+    from .caches.api import cache_summary  # K/V cache and block reuse section
+
+    if caches := cache_summary(pipe_or_transformer):
+        out["caches"] = caches
     if print_summary:
         print(out)
     return out
