@@ -1,7 +1,8 @@
 """The `vidaccel` command line: one parser, subcommands from `vidaccel.commands`.
 
 Errors a user can fix (bad paths, presets, configs, out of memory) print one clear line and exit
-with status 2; ``--debug`` shows the traceback instead.
+with status 2; ``--debug`` (before or after the subcommand) shows the traceback instead. Ctrl-C
+exits with 130 (`compare` keeps its finished runs).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidaccel",
         description="Faster, higher-resolution video diffusion transformers in diffusers.",
-        epilog="Examples:\n  vidaccel demo\n  vidaccel <command> --help",
+        epilog="Examples:\n  vidaccel demo\n  vidaccel generate \"a red circle moving right on a blue background\"\n"
+               "  vidaccel compare \"a red circle moving right\" --accel radial --out report/\n"
+               "  vidaccel bench attention --grid 5 8 8\n  vidaccel <command> --help",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -30,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # subcommand not part of this build
         module.add_parser(sub)
+        # also accept --debug after the subcommand; SUPPRESS keeps the top-level value otherwise
+        sub.choices[name].add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                       help="show full tracebacks on errors")
     return parser
 
 
@@ -38,7 +44,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, RuntimeError, FileNotFoundError, OSError) as exc:
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("vidaccel: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, RuntimeError, MemoryError, OSError) as exc:
         if args.debug:
             raise
         print(f"vidaccel: error: {exc}", file=sys.stderr)

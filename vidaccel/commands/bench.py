@@ -1,0 +1,164 @@
+"""`vidaccel bench`: time attention or whole-pipeline configurations on this machine's device.
+
+Small and honest: medians of a few repeats after a warm-up, the device and versions printed with
+them, nothing extrapolated. The full GPU attention study (cuDNN, flash, FlexAttention, tile
+sizes) is `scripts/bench_attention.py`; end to end on real models, `scripts/bench_e2e.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+from ._options import add_generation_options, add_model_options, check_positive, formatter
+
+EXAMPLES = """examples:
+  vidaccel bench attention                                   # every preset at a small grid, CPU or GPU
+  vidaccel bench attention --grid 21 45 80 --heads 12 --head-dim 128 --dtype bfloat16 --out bench.json
+  vidaccel bench pipeline "a red circle moving right" --accel radial --repeats 3     # tiny model
+  vidaccel bench pipeline "a fox" --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --frames 81 --accel my.yaml"""
+
+
+def _median_s(fn, repeats: int, device) -> list[float]:
+    import torch
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    fn()  # warm-up: first-call costs (kernel compilation, caches) are not timed
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _bench_attention(args, configs, device) -> list[dict]:
+    import torch
+    import torch.nn.functional as F
+
+    from .. import runner
+    from ..attention import sparse_attention
+    from ..plan import build_plan
+
+    dtype = runner.resolve_dtype(args.dtype, device)
+    grid = tuple(args.grid)
+    n = grid[0] * grid[1] * grid[2]
+    g = torch.Generator(device="cpu").manual_seed(0)
+    q, k, v = (torch.randn(1, args.heads, n, args.head_dim, generator=g).to(device, dtype) for _ in range(3))
+    with torch.inference_mode():
+        dense = _median_s(lambda: F.scaled_dot_product_attention(q, k, v), args.repeats, device)
+        rows = [{"config": "dense SDPA", "median_ms": statistics.median(dense) * 1e3, "density": 1.0,
+                 "block_density": 1.0, "speedup": 1.0}]
+        for named in configs:
+            config = named.config.resolved(args.family)
+            start = time.perf_counter()
+            plan = build_plan(config.build_pattern(), grid, tile_size=config.tile_size, device=device)
+            plan_s = time.perf_counter() - start
+            times = _median_s(lambda: sparse_attention(q, k, v, plan, backend=config.backend), args.repeats, device)
+            med = statistics.median(times)
+            rows.append({"config": named.name, "median_ms": med * 1e3, "density": plan.density,
+                         "block_density": plan.block_density(), "speedup": statistics.median(dense) / med,
+                         "plan_build_ms": plan_s * 1e3})
+    return rows
+
+
+def _bench_pipeline(args, configs, device_arg) -> tuple[list[dict], dict]:
+    from .. import runner
+
+    prompts = runner.read_prompts(args.prompts or ["a red circle moving right on a blue background"],
+                                  args.prompts_file)
+    runner.quiet_libraries()
+    pipe, info = runner.load_pipeline(args.model, device_arg, args.dtype, args.offload)
+    d = runner.default_settings(args.model)
+    gen = dict(height=args.height or d["height"], width=args.width or d["width"],
+               num_frames=args.frames or d["num_frames"], steps=args.steps or d["steps"],
+               guidance_scale=args.guidance if args.guidance is not None else d["guidance_scale"],
+               negative_prompt=args.negative_prompt, offload=args.offload, progress=args.progress)
+    rows = []
+    for named in [runner.NamedConfig(runner.BASELINE, None, "dense"), *configs]:
+        runner.apply_config(pipe, named)
+        try:
+            results = [runner.generate(pipe, prompts[0], 0, desc=f"{named.name} {i}", **gen)
+                       for i in range(args.repeats + 1)][1:]  # the first is the warm-up
+        finally:
+            runner.remove_config(pipe, named)
+        steps = [r.step_s for r in results if r.step_s]
+        rows.append({"config": named.name, "median_s": statistics.median(r.wall_s for r in results),
+                     "median_step_s": statistics.median(steps) if steps else None,
+                     "peak_memory": results[-1].peak_memory})
+    for row in rows:
+        row["speedup"] = rows[0]["median_s"] / row["median_s"]
+    return rows, info
+
+
+def run(args) -> int:
+    from .. import runner
+    from ..report import environment
+
+    check_positive(args)
+    configs = runner.accel_configs(args.accel or sorted(runner._presets()))
+    if args.mode == "attention":
+        if len(args.grid) != 3 or min(args.grid) <= 0:
+            raise ValueError(f"--grid takes three positive token counts T H W, got {args.grid}")
+        device = runner.resolve_device(args.device)
+        rows = _bench_attention(args, configs, device)
+        setup = {"grid": list(args.grid), "heads": args.heads, "head_dim": args.head_dim,
+                 "dtype": str(runner.resolve_dtype(args.dtype, device)).removeprefix("torch."),
+                 "family": args.family, "repeats": args.repeats}
+        header = f"attention, grid {tuple(args.grid)}, {args.heads} heads x {args.head_dim}, {setup['dtype']}"
+        cols = [("config", "{}"), ("median_ms", "{:.3f} ms"), ("density", "{:.1%}"), ("block_density", "{:.1%}"),
+                ("speedup", "{:.2f}x")]
+    else:
+        rows, info = _bench_pipeline(args, configs, args.device)
+        device = runner.resolve_device(info["device"])
+        setup = {**info, "repeats": args.repeats}
+        header = f"pipeline {info['model']} ({info['pipeline']}), {info['dtype']}"
+        cols = [("config", "{}"), ("median_s", "{:.3f} s"), ("median_step_s", "{:.4f} s/step"), ("speedup", "{:.2f}x")]
+    env = environment(str(device))
+    where = env.get("gpu") or env.get("cpu")
+    print(f"vidaccel bench {header} on {device} ({where}); medians of {args.repeats} after 1 warm-up")
+    table = [[c for c, _ in cols]] + [[f.format(r[c]) if r.get(c) is not None else "n/a" for c, f in cols] for r in rows]
+    widths = [max(len(t[i]) for t in table) for i in range(len(cols))]
+    for line in table:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"mode": args.mode, "setup": setup, "environment": env, "rows": rows}, indent=2) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    from ..config import PRESETS
+
+    p = subparsers.add_parser(
+        "bench", help="time attention or pipeline configurations on this device", formatter_class=formatter,
+        description="Time configurations on the current device: 'attention' runs sparse_attention against dense SDPA "
+                    "on random inputs at a token grid; 'pipeline' times whole generations against the dense "
+                    "pipeline. Medians of --repeats after one warm-up.",
+        epilog=EXAMPLES,
+    )
+    p.add_argument("mode", choices=["attention", "pipeline"], help="what to time")
+    p.add_argument("--accel", action="append", metavar="PRESET_OR_FILE",
+                   help=f"configuration(s) to time, repeatable: a preset ({', '.join(sorted(PRESETS))}) or a .yaml/.json "
+                        f"config file (default: every preset)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per configuration (default: 5)")
+    p.add_argument("--out", metavar="FILE.json", help="also write the rows, setup and environment as JSON")
+    a = p.add_argument_group("attention mode")
+    a.add_argument("--grid", type=int, nargs="+", default=[5, 16, 16], metavar="N",
+                   help="token grid T H W (default: 5 16 16; Wan 720p 81 frames is 21 45 80)")
+    a.add_argument("--heads", type=int, default=4, help="attention heads (default: 4)")
+    a.add_argument("--head-dim", type=int, default=64, help="head dimension (default: 64)")
+    a.add_argument("--family", default="wan", choices=["wan", "hunyuan", "cogvideox", "ltx"],
+                   help="model family whose radial defaults apply (default: wan)")
+    add_model_options(p)
+    add_generation_options(p, seeds=False)
+    p.set_defaults(func=run)

@@ -1,0 +1,102 @@
+"""``report.html``: one self-contained page (videos referenced by relative path, plot inline SVG)."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+
+from . import format as fmt
+from .plot import speed_quality_svg
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
+table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}
+th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}.note{color:#555;font-size:13px}
+.row{display:flex;flex-wrap:wrap;gap:12px;margin-bottom:20px}figure{margin:0;text-align:center}
+video{width:256px;height:auto;background:#000;image-rendering:pixelated;display:block}
+figcaption{font-size:12px;max-width:256px}.pending{width:256px;height:144px;background:#eee;display:flex;
+align-items:center;justify-content:center;color:#777}.status{font-size:11px;color:#777}.status.bad{color:#c00}
+#configurations td,#settings td,#environment td{text-align:left;white-space:normal}
+pre{background:#f6f6f6;padding:6px;font-size:12px;white-space:pre-wrap}
+"""
+
+# Shows under each video whether the browser can play it; records drawn positions as data-rect.
+_SCRIPT = """
+function mark(el) {  // page coordinates of what was drawn, for the reader's tools and for tests
+  const r = el.getBoundingClientRect();
+  el.dataset.rect = [r.left + scrollX, r.top + scrollY, r.width, r.height].map(Math.round).join(',');
+}
+for (const el of document.querySelectorAll('#summary, #speed-quality-plot')) mark(el);
+for (const v of document.querySelectorAll('video')) {
+  const s = v.parentElement.querySelector('.status');
+  const update = () => {
+    mark(v); v.dataset.readyState = v.readyState; v.dataset.duration = v.duration;
+    if (v.readyState >= 2) s.textContent = 'playable, ' + v.duration.toFixed(2) + ' s';
+  };
+  v.addEventListener('loadeddata', update); v.addEventListener('canplay', update);
+  v.addEventListener('error', () => { v.dataset.error = '1'; s.classList.add('bad');
+    s.textContent = 'this browser cannot play the file (H.264 MP4); open it with a video player'; });
+  update();
+}
+"""
+
+
+def _table(header, rows, table_id="") -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table{f" id={table_id!r}" if table_id else ""}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _video_rows(data: dict) -> str:
+    s = data["settings"]
+    runs = {(r["config"], r["prompt_index"], r["seed"]): r for r in data["runs"]}
+    out = []
+    for pi, prompt in enumerate(s["prompts"]):
+        for seed in s["seeds"]:
+            cells = []
+            for conf in data["configurations"]:
+                r = runs.get((conf["name"], pi, seed))
+                if r is None:
+                    cells.append(f'<figure><div class="pending">pending</div><figcaption>{escape(conf["name"])}'
+                                 f'</figcaption></figure>')
+                    continue
+                q = r.get("quality")
+                quality = "reference" if not q else f"PSNR {fmt.db(q.get('psnr'))}, SSIM {fmt.plain(q.get('ssim'), 3)}"
+                cells.append(
+                    f'<figure><video src="{escape(r["video"])}" data-config="{escape(conf["name"])}" controls autoplay '
+                    f'muted loop playsinline preload="auto"></video><figcaption><b>{escape(conf["name"])}</b> '
+                    f'{fmt.seconds(r["wall_s"])}, {quality}<br><span class="status">loading...</span></figcaption>'
+                    f'</figure>')
+            out.append(f'<h3>"{escape(prompt)}", seed {seed}</h3><div class="row">{"".join(cells)}</div>')
+    return "\n".join(out)
+
+
+def render_html(data: dict) -> str:
+    s, env = data["settings"], data["environment"]
+    total = len(data["configurations"]) * len(s["prompts"]) * len(s["seeds"])
+    state = "complete" if data.get("complete") else "incomplete: rerun with --resume to continue"
+    header, rows = fmt.summary_rows(data)
+    lpips = sorted({r["lpips_note"] for r in data["per_configuration"] if r.get("lpips") is None and r.get("lpips_note")})
+    conf_rows = [[c["name"], json.dumps({k: v for k, v in c.items() if k not in ("name",)})] for c in data["configurations"]]
+    settings_rows = [[k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)] for k, v in s.items()]
+    env_rows = [[k, str(v)] for k, v in env.items()]
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>vidaccel comparison</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>vidaccel comparison</h1><p id='status'>{escape(s['model'])}: {s['width']}x{s['height']}, "
+        f"{s['num_frames']} frames, {s['steps']} steps. Runs finished: {len(data['runs'])}/{total} ({state}).</p>",
+        "<h2>Speed and quality</h2>", _table(header, rows, "summary"),
+        f"<p class='note'>Speedups: each run against the baseline run with the same prompt and seed (median over "
+        f"pairs). Quality: means over runs against the baseline output (PSNR/SSIM per frame, averaged; flicker Δ = "
+        f"mean frame-to-frame change minus the baseline's, 0-255 units). {escape(fmt.memory_note(data))} "
+        + " ".join(f"LPIPS unavailable: {escape(n)}." for n in lpips) + "</p>",
+        speed_quality_svg(data["per_configuration"]),
+        "<h2>Videos</h2>", _video_rows(data),
+        "<h2>Configurations</h2>", _table(["name", "definition"], conf_rows, "configurations"),
+        "<h2>Settings</h2>", _table(["setting", "value"], settings_rows, "settings"),
+        "<h2>Environment</h2>", _table(["", ""], env_rows, "environment"),
+        f"<p class='note'>Updated {escape(data.get('updated_utc', ''))}. Data: <a href='results.json'>results.json</a>, "
+        f"<a href='results.md'>results.md</a>.</p>",
+        f"<script>{_SCRIPT}</script></body></html>",
+    ]
+    return "\n".join(parts) + "\n"

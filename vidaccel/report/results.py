@@ -1,0 +1,212 @@
+"""The comparison record: ``results.json`` (the data), ``results.md`` and ``report.html`` (views of it).
+
+Layout of ``results.json``::
+
+    {"settings": {...},            # model, prompts, seeds, resolution, frames, steps, device, dtype
+     "environment": {...},         # GPU/CPU, versions, date
+     "configurations": [{"name": "baseline", "type": "dense"}, {"name": "radial", ...}],
+     "runs": [{"config", "prompt_index", "prompt", "seed", "video", "wall_s", "step_s",
+               "peak_memory": {"kind", "bytes"}, "quality": {...} or null (baseline), "density"}],
+     "per_configuration": [{"config", "runs", "wall_s", "step_s", "speedup", "step_speedup",
+                            "peak_memory_bytes", "psnr", "ssim", "flicker_delta", "temporal_error",
+                            "lpips", "lpips_note", "token_density"}],
+     "complete": bool}
+
+PSNR of identical outputs is infinite; JSON has no infinity, so it is written as the string
+``"inf"``. Every write replaces the three files atomically, after each finished run, so an
+interrupted comparison keeps what finished and ``--resume`` continues from it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import statistics
+from pathlib import Path
+
+from ..runner import BASELINE
+
+RESULTS_JSON, RESULTS_MD, REPORT_HTML = "results.json", "results.md", "report.html"
+
+
+def environment(device: str) -> dict:
+    """Device name and library versions for the report."""
+    import diffusers
+    import torch
+    import transformers
+
+    import vidaccel
+
+    env = {"date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
+           "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+           "vidaccel": vidaccel.__version__, "device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        env["cuda"] = torch.version.cuda
+        try:
+            import triton
+
+            env["triton"] = triton.__version__
+        except ImportError:
+            env["triton"] = "not installed"
+    else:
+        env["cpu"] = _cpu_name()
+        env["cpu_threads"] = torch.get_num_threads()
+        if hasattr(os, "getloadavg"):  # other processes on the CPU make timings noisy: say how busy it was
+            env["load_average_1min"] = round(os.getloadavg()[0], 2)
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return "inf" if value > 0 else ("-inf" if value < 0 else None)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def as_float(value) -> float | None:
+    """A JSON number back to float (``"inf"`` -> inf, None stays None)."""
+    if value is None:
+        return None
+    return float(value)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class Results:
+    """The comparison folder's record; `save` rewrites results.json, results.md and report.html."""
+
+    def __init__(self, folder: Path, data: dict):
+        self.folder, self.data = Path(folder), data
+
+    @classmethod
+    def open(cls, folder, settings: dict, configurations: list[dict], environment: dict, resume: bool,
+             force: bool) -> "Results":
+        """Start a record, or continue the one in `folder` with ``resume`` (settings must match)."""
+        folder = Path(folder)
+        path = folder / RESULTS_JSON
+        cls.check_folder(folder, resume, force)
+        if path.exists() and resume:
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ValueError(f"--resume: cannot read {path} ({exc}); pass --force to start over") from exc
+            _check_same(data.get("settings", {}), settings)
+            recorded = {c["name"]: c for c in data["configurations"]}
+            for c in configurations:
+                old = recorded.get(c["name"])
+                if old is not None and _definition(old) != _definition(c):
+                    raise ValueError(f"--resume: configuration {c['name']!r} was recorded with different "
+                                     f"parameters; rename it or use a new --out")
+                if old is None:
+                    data["configurations"].append(c)
+            data["environment_resumed"] = environment
+        else:
+            data = {"settings": settings, "environment": environment, "configurations": configurations,
+                    "runs": [], "per_configuration": [], "complete": False}
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(folder, data)
+
+    @staticmethod
+    def check_folder(folder, resume: bool, force: bool) -> None:
+        """Refuse to overwrite a recorded comparison unless asked to resume or start over."""
+        if (Path(folder) / RESULTS_JSON).exists() and not (resume or force):
+            raise FileExistsError(f"{folder} already holds a comparison: pass --resume to continue it, --force to "
+                                  f"start over, or a different --out")
+
+    def has_run(self, config: str, prompt_index: int, seed: int) -> bool:
+        return self.find(config, prompt_index, seed) is not None
+
+    def find(self, config: str, prompt_index: int, seed: int) -> dict | None:
+        for run in self.data["runs"]:
+            if (run["config"], run["prompt_index"], run["seed"]) == (config, prompt_index, seed):
+                return run
+        return None
+
+    def add_run(self, run: dict) -> None:
+        self.data["runs"].append(_json_safe(run))
+        self.save()
+
+    def expected_runs(self) -> int:
+        s = self.data["settings"]
+        return len(self.data["configurations"]) * len(s["prompts"]) * len(s["seeds"])
+
+    def save(self) -> None:
+        from .html import render_html
+        from .markdown import render_markdown
+
+        self.data["complete"] = len(self.data["runs"]) >= self.expected_runs()
+        self.data["per_configuration"] = _json_safe(aggregate(self.data))
+        self.data["updated_utc"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        _atomic_write(self.folder / RESULTS_JSON, json.dumps(self.data, indent=2) + "\n")
+        _atomic_write(self.folder / RESULTS_MD, render_markdown(self.data))
+        _atomic_write(self.folder / REPORT_HTML, render_html(self.data))
+
+
+def _definition(c: dict) -> dict:
+    return {k: v for k, v in c.items() if k != "source"}
+
+
+def _check_same(recorded: dict, now: dict) -> None:
+    for key in sorted(set(recorded) | set(now)):
+        if recorded.get(key) != now.get(key):
+            raise ValueError(f"--resume: setting {key!r} differs from the recorded comparison "
+                             f"(recorded {recorded.get(key)!r}, now {now.get(key)!r}); use the same options or a "
+                             f"new --out")
+
+
+def _mean(values):
+    values = [as_float(v) for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _median(values):
+    values = [as_float(v) for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def aggregate(data: dict) -> list[dict]:
+    """Per configuration: medians of time, speedups against the baseline run with the same prompt and
+    seed (median over pairs), means of the quality metrics over its runs."""
+    base = {(r["prompt_index"], r["seed"]): r for r in data["runs"] if r["config"] == BASELINE}
+    out = []
+    for conf in data["configurations"]:
+        runs = [r for r in data["runs"] if r["config"] == conf["name"]]
+        pairs = [(base[(r["prompt_index"], r["seed"])], r) for r in runs if (r["prompt_index"], r["seed"]) in base]
+        mem = [r["peak_memory"]["bytes"] for r in runs]
+        row = {
+            "config": conf["name"], "runs": len(runs),
+            "wall_s": _median(r["wall_s"] for r in runs), "step_s": _median(r["step_s"] for r in runs),
+            "speedup": _median(b["wall_s"] / r["wall_s"] for b, r in pairs),
+            "step_speedup": _median(b["step_s"] / r["step_s"] for b, r in pairs if b["step_s"] and r["step_s"]),
+            "peak_memory_kind": runs[0]["peak_memory"]["kind"] if runs else None,
+            "peak_memory_bytes": max(mem) if mem and None not in mem else None,
+            "token_density": _median(r.get("density") for r in runs),
+        }
+        if conf["name"] != BASELINE:
+            q = [r["quality"] for r in runs if r.get("quality")]
+            row.update({k: _mean(x.get(k) for x in q) for k in ("psnr", "ssim", "flicker_delta", "temporal_error", "lpips")})
+            row["lpips_note"] = q[0].get("lpips_note") if q else None
+        out.append(row)
+    return out

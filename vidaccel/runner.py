@@ -1,0 +1,422 @@
+"""What the CLI commands share: load a pipeline, build acceleration configs, generate with timing.
+
+- `resolve_model` / `load_pipeline`: a local folder saved with ``save_pretrained`` or a Hub id, on
+  ``device`` in ``dtype``, optionally with diffusers' CPU offload; the shipped tiny model when no
+  model is given. Unsupported pipelines, missing paths and failed loads raise with the fix.
+- `parse_accel`: a preset name or a YAML/JSON config file -> `NamedConfig` objects; file errors
+  name the key.
+- `generate`: one clip with per-step progress, wall time, time per step and peak memory;
+  out-of-memory becomes `OutOfMemory` with the options that reduce memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+OFFLOAD = ("none", "model", "sequential")
+BASELINE = "baseline"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class OutOfMemory(RuntimeError):
+    """Generation ran out of memory; the message lists what to reduce."""
+
+
+# ----------------------------------------------------------------------------------------- model
+
+
+def resolve_model(model: str | None) -> tuple[str, bool]:
+    """``(location, is_local)`` for ``--model``; None -> the shipped tiny model when installed."""
+    if model is None:
+        from .tiny import tiny_model_path
+
+        try:
+            return str(tiny_model_path()), True
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                f"no --model given and the shipped tiny model is not available ({exc}). Pass "
+                "--model PATH (a folder saved with save_pretrained) or a Hub id such as "
+                "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+            ) from None
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise ValueError(
+                f"--model {model!r} is not a diffusers pipeline folder (no model_index.json): pass the folder "
+                f"written by pipe.save_pretrained(...) or a Hub id"
+            )
+        return str(path), True
+    if _HUB_ID.match(model) and not model.startswith((".", "~")):
+        return model, False
+    raise FileNotFoundError(f"--model {model!r} does not exist: pass an existing pipeline folder or a Hub id "
+                            f"(owner/name)")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a torch device: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} was asked for but CUDA is not available: use --device cpu")
+    return dev
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r} is unknown: use auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_pipeline(model: str | None, device: str = "auto", dtype: str = "auto", offload: str = "none"):
+    """Load a supported diffusers video pipeline; returns ``(pipe, info)``.
+
+    Args:
+        model: folder or Hub id; None = the shipped tiny model (`vidaccel.tiny`).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
+        dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU), ``float32``, ``float16``, ``bfloat16``.
+        offload: ``none``; ``model`` = ``enable_model_cpu_offload`` (whole components move to the GPU
+            when used); ``sequential`` = ``enable_sequential_cpu_offload`` (least memory, slowest).
+    """
+    from diffusers import DiffusionPipeline
+
+    from .adapters import ADAPTERS
+
+    if offload not in OFFLOAD:
+        raise ValueError(f"--offload {offload!r} is unknown: use one of {', '.join(OFFLOAD)}")
+    location, local = resolve_model(model)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    if offload != "none" and dev.type != "cuda":
+        raise ValueError(f"--offload {offload} moves weights between CPU and a GPU: it needs --device cuda")
+    try:
+        pipe = DiffusionPipeline.from_pretrained(location, dtype=torch_dtype, local_files_only=local)
+    except Exception as exc:  # diffusers raises many types here; the cause stays chained for --debug
+        where = "folder" if local else "Hub id (check the id, your network or HF_HUB_OFFLINE)"
+        raise ValueError(f"could not load a diffusers pipeline from {where} {location!r}: {exc}") from exc
+    transformer = getattr(pipe, "transformer", None)
+    if transformer is None or type(transformer).__name__ not in ADAPTERS:
+        found = type(transformer).__name__ if transformer is not None else "no transformer"
+        raise ValueError(
+            f"{location!r} is a {type(pipe).__name__} with {found}; vidaccel supports video pipelines whose "
+            f"transformer is one of {', '.join(sorted(ADAPTERS))} (e.g. WanPipeline, HunyuanVideoPipeline, "
+            f"CogVideoXPipeline, LTXPipeline)"
+        )
+    pipe.set_progress_bar_config(disable=True)  # our own bars report steps
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=dev)
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=dev)
+    else:
+        pipe.to(dev)
+    info = {"model": location, "pipeline": type(pipe).__name__, "transformer": type(transformer).__name__,
+            "device": str(dev), "dtype": str(torch_dtype).removeprefix("torch."), "offload": offload,
+            "tiny_model": model is None}
+    return pipe, info
+
+
+def default_settings(model: str | None) -> dict:
+    """Generation defaults: the tiny model's training settings, else None (= the pipeline's defaults)."""
+    if model is None:
+        from . import tiny
+
+        return dict(height=tiny.HEIGHT, width=tiny.WIDTH, num_frames=tiny.NUM_FRAMES, steps=tiny.NUM_STEPS,
+                    guidance_scale=tiny.GUIDANCE_SCALE)
+    return dict(height=None, width=None, num_frames=None, steps=None, guidance_scale=None)
+
+
+# --------------------------------------------------------------------------------------- configs
+
+
+@dataclass(frozen=True)
+class NamedConfig:
+    """An acceleration configuration with its label; ``config`` None means dense (the baseline)."""
+
+    name: str
+    config: object | None
+    source: str
+
+    def describe(self) -> dict:
+        if self.config is None:
+            return {"name": self.name, "type": "dense", "source": self.source}
+        fields = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config)}
+        return {"name": self.name, "type": type(self.config).__name__, "source": self.source,
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}}
+
+
+def _presets() -> dict:
+    from .config import PRESETS
+
+    return PRESETS
+
+
+def _preset_list() -> str:
+    return ", ".join(sorted(_presets()))
+
+
+def parse_accel(spec: str) -> list[NamedConfig]:
+    """``--accel`` value: a preset name, or a ``.yaml``/``.yml``/``.json`` file (one config or ``configs:``)."""
+    presets = _presets()
+    if spec in presets:
+        return [NamedConfig(spec, presets[spec](), f"preset {spec}")]
+    if spec.lower().endswith((".yaml", ".yml", ".json")) or os.path.sep in spec:
+        return load_config_file(spec)
+    raise ValueError(f"unknown preset {spec!r}: available presets are {_preset_list()}; or pass a .yaml/.json "
+                     f"config file")
+
+
+def load_config_file(path) -> list[NamedConfig]:
+    """Read a YAML/JSON file holding one configuration mapping or ``configs: [mapping, ...]``.
+
+    A mapping has ``type`` (a preset name: its config class), optional ``name`` and the config
+    class's fields, e.g. ``{type: radial, decay_factor: 0.2, dense_steps: 2}`` or
+    ``{type: window, kernel: [3, 5, 5]}``. Errors say which key is wrong and what is allowed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:
+        raise ValueError(f"config file {path}: cannot parse it ({exc})") from exc
+    if isinstance(data, dict) and "configs" in data:
+        extra = sorted(set(data) - {"configs"})
+        if extra:
+            raise ValueError(f"config file {path}: unknown top-level key {extra[0]!r} next to 'configs'")
+        entries = data["configs"]
+        if not isinstance(entries, list) or not entries:
+            raise ValueError(f"config file {path}: key 'configs' must be a non-empty list of mappings")
+        where = [f"configs[{i}]" for i in range(len(entries))]
+    else:
+        entries, where = [data], ["top level"]
+    out = []
+    for i, (entry, loc) in enumerate(zip(entries, where)):
+        default = path.stem if len(entries) == 1 else f"{path.stem}-{i}"
+        out.append(_config_from_mapping(entry, f"config file {path} ({loc})", default))
+    return out
+
+
+def _config_from_mapping(entry, where: str, default_name: str) -> NamedConfig:
+    presets = _presets()
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: expected a mapping like {{type: radial, dense_steps: 2}}, got {entry!r}")
+    entry = dict(entry)
+    kind = entry.pop("type", None)
+    if kind is None:
+        raise ValueError(f"{where}: missing key 'type' (one of {_preset_list()})")
+    if kind not in presets:
+        raise ValueError(f"{where}: key 'type' is {kind!r}; available: {_preset_list()}")
+    name = str(entry.pop("name", default_name))
+    cls = presets[kind]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in entry.items():
+        if key not in fields:
+            raise ValueError(f"{where}: unknown key {key!r} for type {kind}; valid keys: name, type, "
+                             f"{', '.join(sorted(fields))}")
+        kwargs[key] = tuple(value) if isinstance(value, list) else value
+        try:  # one key at a time, so the message names the key that is wrong
+            cls(**{key: kwargs[key]})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: key {key!r} = {value!r} is invalid: {exc}") from None
+    try:
+        config = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: keys {', '.join(map(repr, kwargs))} do not fit together: {exc}") from None
+    return NamedConfig(name, config, where)
+
+
+def accel_configs(specs: list[str] | None) -> list[NamedConfig]:
+    """All configurations from repeated ``--accel`` values, with unique names."""
+    out = [c for spec in specs or [] for c in parse_accel(spec)]
+    seen = {BASELINE}
+    for c in out:
+        if not re.fullmatch(r"[\w.-]+", c.name):
+            raise ValueError(f"configuration name {c.name!r} ({c.source}): use letters, digits, '_', '-' or '.'")
+        if c.name in seen:
+            raise ValueError(f"configuration name {c.name!r} is used twice ({c.source}); give each a distinct "
+                             f"'name' in its config file")
+        seen.add(c.name)
+    return out
+
+
+def read_prompts(prompts: list[str] | None, prompts_file: str | None) -> list[str]:
+    """Prompts from the command line and/or a file (one per line; blank lines and '#' comments skipped)."""
+    out = list(prompts or [])
+    if prompts_file:
+        path = Path(prompts_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"--prompts-file {prompts_file!r} does not exist")
+        out += [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not out:
+        raise ValueError("no prompt given: pass one or more prompts, or --prompts-file FILE (one per line)")
+    return out
+
+
+# ------------------------------------------------------------------------------------ generation
+
+
+@dataclass
+class RunResult:
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    wall_s: float
+    step_s: float | None  # mean interval between step ends, steps 2..n (None with one step)
+    peak_memory: dict
+
+
+class _PeakMemory:
+    """CUDA: max allocated bytes during the run. CPU: peak resident set above the run's start,
+    sampled every 10 ms from /proc (a sampled, approximate figure; 'n/a' where /proc is missing)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.result = device, {}
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        self._statm = Path("/proc/self/statm")
+        if not self._statm.exists():
+            return self
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._start = self._peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _rss(self) -> int:
+        return int(self._statm.read_text().split()[1]) * self._page
+
+    def _sample(self):
+        while not self._stop.wait(0.01):
+            self._peak = max(self._peak, self._rss())
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.result = {"kind": "cuda_max_allocated", "bytes": int(torch.cuda.max_memory_allocated(self.device))}
+        elif hasattr(self, "_thread"):
+            self._stop.set()
+            self._thread.join()
+            self._peak = max(self._peak, self._rss())
+            self.result = {"kind": "cpu_peak_rss_delta", "bytes": int(self._peak - self._start)}
+        else:
+            self.result = {"kind": "n/a", "bytes": None}
+        return False
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def oom_message(device, height, width, num_frames, offload) -> str:
+    size = f"{num_frames or 'default'} frames at {height or 'default'}x{width or 'default'}"
+    hint = "a smaller --height/--width, fewer --frames"
+    if offload == "none":
+        hint += ", or --offload model (--offload sequential uses the least memory, slowest)"
+    elif offload == "model":
+        hint += ", or --offload sequential"
+    return f"out of memory on {device} generating {size}: try {hint}"
+
+
+def generate(pipe, prompt: str, seed: int, *, height=None, width=None, num_frames=None, steps=None,
+             guidance_scale=None, negative_prompt=None, offload: str = "none", progress: bool | None = None,
+             desc: str = "steps") -> RunResult:
+    """Generate one clip; timings cover the pipeline call (text encoding to decoded frames).
+
+    ``None`` settings take the pipeline's defaults. The seed drives a CPU generator, so a seed
+    gives the same initial noise on every device. ``progress`` None shows a per-step bar on a TTY.
+    """
+    from tqdm.auto import tqdm
+
+    device = pipe._execution_device
+    kwargs = dict(prompt=prompt, output_type="np", generator=torch.Generator("cpu").manual_seed(seed))
+    for key, value in (("height", height), ("width", width), ("num_frames", num_frames),
+                       ("num_inference_steps", steps), ("guidance_scale", guidance_scale),
+                       ("negative_prompt", negative_prompt)):
+        if value is not None:
+            kwargs[key] = value
+    ends: list[float] = []
+    bar = tqdm(total=steps, desc=desc, unit="step", leave=False, disable=None if progress is None else not progress)
+
+    def on_step_end(_pipe, _i, _t, callback_kwargs):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # step boundaries in wall time, not launch time
+        ends.append(time.perf_counter())
+        bar.update(1)
+        return callback_kwargs
+
+    try:
+        with _PeakMemory(device) as mem, torch.inference_mode():
+            start = time.perf_counter()
+            frames = pipe(**kwargs, callback_on_step_end=on_step_end).frames
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            wall = time.perf_counter() - start
+    except BaseException as exc:
+        if _is_oom(exc):
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise OutOfMemory(oom_message(device, height, width, num_frames, offload)) from exc
+        raise
+    finally:
+        bar.close()
+    from .report.video import to_uint8
+
+    step_s = (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) > 1 else None
+    return RunResult(frames=to_uint8(frames), wall_s=wall, step_s=step_s, peak_memory=mem.result)
+
+
+def apply_config(pipe, named: NamedConfig):
+    """Accelerate `pipe` with `named` (no-op for the dense baseline)."""
+    if named.config is not None:
+        import vidaccel
+
+        vidaccel.accelerate(pipe, named.config)
+
+
+def remove_config(pipe, named: NamedConfig) -> dict | None:
+    """Undo `apply_config`; returns the summary (density at the last grid) taken just before removal."""
+    if named.config is None:
+        return None
+    import vidaccel
+
+    info = vidaccel.summary(pipe, print_summary=False)
+    vidaccel.remove(pipe)
+    return info
+
+
+def quiet_libraries():
+    """Silence diffusers/transformers info logs and loading bars (our own output says what runs)."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
