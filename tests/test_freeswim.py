@@ -298,3 +298,32 @@ def test_offloaded_cache_matches_device_cache_on_gpu():
         if offload:
             assert report["cache_bytes"]["host"] > 0
     assert all(torch.equal(outs[False, s], outs[True, s]) for s in range(3))
+
+
+def test_image_to_video_with_two_transformers_runs_each_own_cache():
+    """WanImageToVideoPipeline (Wan2.2 style: `transformer_2` below the boundary, no image encoder)."""
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+
+    def transformer(seed):  # in_channels = noisy latents 4 + condition latents 4 + mask 4
+        torch.manual_seed(seed)
+        return WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=12, out_channels=4,
+            text_dim=16, freq_dim=16, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads", rope_max_seq_len=32).eval()
+
+    t2v = wan_pipeline()
+    pipe = WanImageToVideoPipeline(tokenizer=t2v.tokenizer, text_encoder=t2v.text_encoder, vae=t2v.vae,
+                                   scheduler=t2v.scheduler, transformer=transformer(0), transformer_2=transformer(1),
+                                   boundary_ratio=0.5)
+    pipe.set_progress_bar_config(disable=True)
+    fs = FreeSwimPipeline(pipe, FreeSwimConfig(base_size=BASE))
+    embeds = torch.randn(1, 16, 16, generator=torch.Generator().manual_seed(0))  # (the I2V prompt cleaner needs ftfy)
+    out = fs(prompt_embeds=embeds, negative_prompt_embeds=torch.zeros_like(embeds), image=torch.rand(1, 3, *BASE),
+             video=_clip(), height=TARGET[0], width=TARGET[1], num_inference_steps=STEPS, strength=STRENGTH,
+             output_type="latent").frames
+    assert out.shape == (1, 4, 2, 8, 6) and torch.isfinite(out).all()
+    high, low = (r["counts"] for r in freeswim_report(pipe))
+    # steps 0-1 on `transformer` (guide, reuse); step 2 on `transformer_2`: its own full branch (guide)
+    assert (high["guide_calls"], high["reuse_calls"], low["guide_calls"], low["reuse_calls"]) == (1, 1, 1, 0)
+    fs.remove()
+    assert not hasattr(pipe.transformer, "_diffusers_hook") and not hasattr(pipe.transformer_2, "_diffusers_hook")
