@@ -245,6 +245,9 @@ class FreeSwimPipeline:
         Returns the wrapped pipeline's output for stage 3 (``.frames``).
         """
         pipe = self.pipe
+        if pipe_kwargs.get("num_videos_per_prompt", 1) != 1:
+            raise ValueError("FreeSwimPipeline makes one video per prompt: repeat the prompt in a list instead of "
+                             "num_videos_per_prompt.")
         if not freeswim_states(pipe):
             raise RuntimeError("This FreeSwimPipeline was removed; create a new FreeSwimPipeline(pipe).")
         base = tuple(self.config.base_size)

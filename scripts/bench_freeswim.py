@@ -199,9 +199,16 @@ def run_method(name, model, latents, texts, timesteps, args, setup, grid, device
             if name == "reference":
                 cache_bytes = ref.cache_bytes()
             elif name.startswith("vidaccel"):
-                rep = vidaccel.freeswim_hooks.freeswim_report(model)[0]
+                from vidaccel.attention import _logged_fallbacks
+                from vidaccel.freeswim_hooks import freeswim_report, freeswim_states
+
+                rep = freeswim_report(model)[0]
                 cache_bytes = rep["peak_cache_bytes"]
-                calls = rep["counts"]
+                plan = next(iter(freeswim_states(model)[0][1].plan_cache._plans.values()))
+                extra = dict(calls=rep["counts"], window_density=round(plan.density, 4),
+                             window_block_density=round(plan.block_density(), 4), tile=list(plan.tile),
+                             # non-empty: the window ran on the reference implementation, not the kernel
+                             attention_fallbacks=sorted(_logged_fallbacks))
     finally:
         if name.startswith("vidaccel"):
             vidaccel.disable_freeswim(model)
@@ -218,7 +225,7 @@ def run_method(name, model, latents, texts, timesteps, args, setup, grid, device
         "cache_gib": round(cache_bytes / 2**30, 3), "finite_output": finite,
     }
     if name.startswith("vidaccel"):
-        row.update(offload_cache=name == "vidaccel_offload", calls=calls)
+        row.update(offload_cache=name == "vidaccel_offload", **extra)
     return row
 
 
