@@ -327,3 +327,15 @@ def test_image_to_video_with_two_transformers_runs_each_own_cache():
     assert (high["guide_calls"], high["reuse_calls"], low["guide_calls"], low["reuse_calls"]) == (1, 1, 1, 0)
     fs.remove()
     assert not hasattr(pipe.transformer, "_diffusers_hook") and not hasattr(pipe.transformer_2, "_diffusers_hook")
+
+
+def test_upscale_cli_errors_exit_2_with_the_fix(tmp_path, capsys):
+    from vidaccel.cli import main
+
+    args = ["upscale", "a red circle", "--model", "tiny-random", "--steps", "2", "--output", str(tmp_path / "o.mp4")]
+    assert main(args + ["--height", "70", "--width", "64"]) == 2
+    assert "nearest valid values are 64 and 80" in capsys.readouterr().err
+    assert main(args + ["--input", str(tmp_path / "missing.mp4")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(args[:-1] + [str(tmp_path / "o.avi")]) == 2
+    assert "must end in .mp4" in capsys.readouterr().err
