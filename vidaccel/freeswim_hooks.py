@@ -62,6 +62,7 @@ CROSS_ATTENTION_HOOK = "vidaccel_freeswim_cross_attention"
 _USER = "freeswim"
 _STATE_ATTR = "_vidaccel_freeswim"
 _SPARSE_STATE_ATTR = "_vidaccel_sparse_attention"  # vidaccel.api's state: both would own self-attention
+_BLOCK_REUSE_ATTR = "_vidaccel_block_reuse"  # vidaccel.caches block reuse skips blocks the full branch needs
 
 
 @dataclass(frozen=True)
@@ -370,6 +371,11 @@ def enable_freeswim(pipe_or_transformer, config: FreeSwimConfig | None = None):
             raise RuntimeError(
                 "This model is accelerated with vidaccel.accelerate, which also replaces self-attention. FreeSwim "
                 "brings its own window attention: call vidaccel.remove(pipe) first, then enable_freeswim."
+            )
+        if model.__dict__.get(_BLOCK_REUSE_ATTR) is not None:
+            raise RuntimeError(
+                "This model has vidaccel block reuse enabled, which skips blocks FreeSwim's two branches run. Call "
+                "vidaccel.disable_block_reuse(pipe) first, then enable_freeswim."
             )
     done = []
     try:
