@@ -2,14 +2,18 @@
 
 One program handles one query tile of one (batch, head). Programs ``0 .. n_text_tiles - 1`` are
 the text query rows (dense over every key); the rest are the plan's visual query tiles, which
-visit, in this order: the *full* key tiles (no element mask), the *partial* key tiles (element
-rule of `vidaccel.patterns.KernelRule` evaluated from (t, h, w) coordinates), then the text keys.
+visit, in this order: the *full* key tiles (no element mask), the *partial* key tiles, then the
+text keys. Partial tiles take their element mask either from a precomputed int8 table (one
+BLOCK_M x BLOCK_N block per partial tile pair, ``MASK_TABLE``; fastest) or by evaluating the
+`vidaccel.patterns.KernelRule` from (t, h, w) coordinates in the kernel (no extra memory).
 
 Layout contract (set up by `kernels/ops.py`):
 * ``Q``/``O`` are read/written in the caller's sequence order through ``ROWS`` (kernel position
   -> sequence row), so the query gather and output scatter are fused into the kernel.
 * ``K``/``V`` are already gathered into kernel order: ``N`` visual tokens in tiled order, then the
-  text tokens. ``TILE_OFF`` gives each tile's start in that order (ragged, no padding).
+  text tokens. ``TILE_OFF`` gives each tile's start in that order (ragged, no padding). On Hopper
+  they are read through TMA tensor descriptors over the ``(B * heads * S, D)`` view (``USE_TMA``);
+  rows past a ragged tile's end are finite neighbours or zero fill, and are masked.
 * Rule tables: ``PERM`` (tiled position -> raster index), ``LO``/``HI`` (per raster query, (h, w)
   window bounds), ``WTAB`` (float [T*T]: band width of each frame pair, -1 = not attended).
 """
@@ -47,14 +51,25 @@ def _softmax_step(acc, l_i, m_i, qk, v, GUARD: tl.constexpr):
     return acc, l_i, m_ij
 
 
+@triton.jit
+def _load_kv(k_base, v_base, K_DESC, V_DESC, desc_row, kpos, offs_d, n_valid, stride_ks, USE_TMA: tl.constexpr):
+    if USE_TMA:
+        kk = K_DESC.load([desc_row, 0])
+        vv = V_DESC.load([desc_row, 0])
+    else:
+        kk = tl.load(k_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
+        vv = tl.load(v_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
+    return kk, vv
+
+
 @triton.autotune(
     configs=_configs(),
-    key=["HEAD_DIM", "BLOCK_M", "BLOCK_N", "HAS_WINDOW", "HAS_DIL", "HAS_TEXT", "HAS_MASK"],
+    key=["HEAD_DIM", "BLOCK_M", "BLOCK_N", "HAS_WINDOW", "HAS_DIL", "HAS_TEXT", "HAS_MASK", "USE_TMA", "MASK_TABLE"],
 )
 @triton.jit
 def block_sparse_attn_fwd_kernel(
-    Q, K, V, O, LSE, ROWS, KVMASK,
-    TILE_OFF, FULL_KV, FULL_CNT, PART_KV, PART_CNT,
+    Q, K, V, K_DESC, V_DESC, O, LSE, ROWS, KVMASK,
+    TILE_OFF, FULL_KV, FULL_CNT, PART_KV, PART_CNT, PART_BASE, PMASK,
     PERM, LO, HI, WTAB,
     stride_qb, stride_qh, stride_qs,
     stride_kb, stride_kh, stride_ks,
@@ -65,6 +80,7 @@ def block_sparse_attn_fwd_kernel(
     qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_WINDOW: tl.constexpr, HAS_DIL: tl.constexpr, HAS_TEXT: tl.constexpr, HAS_MASK: tl.constexpr,
+    USE_TMA: tl.constexpr, MASK_TABLE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     bh = tl.program_id(1)
@@ -76,6 +92,7 @@ def block_sparse_attn_fwd_kernel(
     k_base = K + b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
     v_base = V + b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
     m_base = KVMASK + b.to(tl.int64) * stride_mb
+    row0 = bh * S  # first row of this (batch, head) in the descriptors' (B * heads * S, D) view
 
     is_text = pid < n_text_tiles
     if is_text:
@@ -101,8 +118,7 @@ def block_sparse_attn_fwd_kernel(
         for start in range(0, S, BLOCK_N):
             kpos = start + offs_n
             n_valid = kpos < S
-            kk = tl.load(k_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
-            vv = tl.load(v_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
+            kk, vv = _load_kv(k_base, v_base, K_DESC, V_DESC, row0 + start, kpos, offs_d, n_valid, stride_ks, USE_TMA)
             qk = tl.dot(q, tl.trans(kk)) * qk_scale
             ok = n_valid
             if HAS_MASK:
@@ -110,7 +126,7 @@ def block_sparse_attn_fwd_kernel(
             qk = tl.where(ok[None, :], qk, float("-inf"))
             acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, True)
     else:
-        # ---- fully covered key tiles: no element mask (only ragged tails) ----
+        # ---- fully covered key tiles: no element mask (ragged tails through an additive bias) ----
         n_full = tl.load(FULL_CNT + tile)
         for j in range(0, n_full):
             kt = tl.load(FULL_KV + tile * max_full + j)
@@ -118,67 +134,85 @@ def block_sparse_attn_fwd_kernel(
             k_len = tl.load(TILE_OFF + kt + 1) - k_start
             kpos = k_start + offs_n
             n_valid = offs_n < k_len
-            kk = tl.load(k_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
-            vv = tl.load(v_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
+            kk, vv = _load_kv(k_base, v_base, K_DESC, V_DESC, row0 + k_start, kpos, offs_d, n_valid, stride_ks, USE_TMA)
             if HAS_MASK:
                 ok = n_valid & (tl.load(m_base + kpos, mask=n_valid, other=0) != 0)
                 qk = tl.dot(q, tl.trans(kk)) * qk_scale
                 qk = tl.where(ok[None, :], qk, float("-inf"))
                 acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, True)
             else:
-                # ragged tails through an additive bias: fuses with the scale into one FMA
-                bias = tl.where(n_valid, 0.0, float("-inf"))
+                bias = tl.where(n_valid, 0.0, float("-inf"))  # fuses with the scale into one FMA
                 qk = tl.dot(q, tl.trans(kk)) * qk_scale + bias[None, :]
                 acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, False)
 
-        # ---- partially covered key tiles: exact element rule from (t, h, w) ----
+        # ---- partially covered key tiles: exact element mask ----
         n_part = tl.load(PART_CNT + tile)
-        if n_part > 0:
-            r_q = tl.load(PERM + pos, mask=m_valid, other=0)
-            t_q = r_q // HW
-            s_q = r_q - t_q * HW
-            if HAS_WINDOW:
-                lo_h = tl.load(LO + 2 * r_q, mask=m_valid, other=0)
-                lo_w = tl.load(LO + 2 * r_q + 1, mask=m_valid, other=0)
-                hi_h = tl.load(HI + 2 * r_q, mask=m_valid, other=0)
-                hi_w = tl.load(HI + 2 * r_q + 1, mask=m_valid, other=0)
+        if MASK_TABLE:
+            # precomputed int8 masks, one BLOCK_M x BLOCK_N block per (tile, partial key tile) pair
+            pbase = tl.load(PART_BASE + tile).to(tl.int64)
+            mask_offs = offs_m[:, None] * BLOCK_N + offs_n[None, :]
             for j in range(0, n_part):
                 kt = tl.load(PART_KV + tile * max_part + j)
                 k_start = tl.load(TILE_OFF + kt)
                 k_len = tl.load(TILE_OFF + kt + 1) - k_start
                 kpos = k_start + offs_n
                 n_valid = offs_n < k_len
-                kk = tl.load(k_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
-                vv = tl.load(v_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
-                qk = tl.dot(q, tl.trans(kk)) * qk_scale
-                r_k = tl.load(PERM + kpos, mask=n_valid, other=0)
-                t_k = r_k // HW
-                s_k = r_k - t_k * HW
-                width = tl.load(WTAB + t_q[:, None] * T + t_k[None, :])
-                diff = s_q[:, None] - s_k[None, :]
-                diff = tl.where(diff < 0, -diff, diff)
-                ok = diff.to(tl.float32) <= width
-                if HAS_WINDOW:
-                    h_k = s_k // W
-                    w_k = s_k - h_k * W
-                    ok = ok & (h_k[None, :] >= lo_h[:, None]) & (h_k[None, :] < hi_h[:, None])
-                    ok = ok & (w_k[None, :] >= lo_w[:, None]) & (w_k[None, :] < hi_w[:, None])
-                    if HAS_DIL:
-                        ok = ok & (((h_k[None, :] - lo_h[:, None]) % dil_h) == 0)
-                        ok = ok & (((w_k[None, :] - lo_w[:, None]) % dil_w) == 0)
-                ok = ok & n_valid[None, :]
+                kk, vv = _load_kv(k_base, v_base, K_DESC, V_DESC, row0 + k_start, kpos, offs_d, n_valid, stride_ks,
+                                  USE_TMA)
+                mk = tl.load(PMASK + (pbase + j) * (BLOCK_M * BLOCK_N) + mask_offs)
+                ok = mk != 0
                 if HAS_MASK:
                     ok = ok & (tl.load(m_base + kpos, mask=n_valid, other=0) != 0)[None, :]
+                qk = tl.dot(q, tl.trans(kk)) * qk_scale
                 qk = tl.where(ok, qk, float("-inf"))
                 acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, True)
+        else:
+            if n_part > 0:
+                r_q = tl.load(PERM + pos, mask=m_valid, other=0)
+                t_q = r_q // HW
+                s_q = r_q - t_q * HW
+                if HAS_WINDOW:
+                    lo_h = tl.load(LO + 2 * r_q, mask=m_valid, other=0)
+                    lo_w = tl.load(LO + 2 * r_q + 1, mask=m_valid, other=0)
+                    hi_h = tl.load(HI + 2 * r_q, mask=m_valid, other=0)
+                    hi_w = tl.load(HI + 2 * r_q + 1, mask=m_valid, other=0)
+                for j in range(0, n_part):
+                    kt = tl.load(PART_KV + tile * max_part + j)
+                    k_start = tl.load(TILE_OFF + kt)
+                    k_len = tl.load(TILE_OFF + kt + 1) - k_start
+                    kpos = k_start + offs_n
+                    n_valid = offs_n < k_len
+                    kk, vv = _load_kv(k_base, v_base, K_DESC, V_DESC, row0 + k_start, kpos, offs_d, n_valid,
+                                      stride_ks, USE_TMA)
+                    qk = tl.dot(q, tl.trans(kk)) * qk_scale
+                    r_k = tl.load(PERM + kpos, mask=n_valid, other=0)
+                    t_k = r_k // HW
+                    s_k = r_k - t_k * HW
+                    width = tl.load(WTAB + t_q[:, None] * T + t_k[None, :])
+                    diff = s_q[:, None] - s_k[None, :]
+                    diff = tl.where(diff < 0, -diff, diff)
+                    ok = diff.to(tl.float32) <= width
+                    if HAS_WINDOW:
+                        h_k = s_k // W
+                        w_k = s_k - h_k * W
+                        ok = ok & (h_k[None, :] >= lo_h[:, None]) & (h_k[None, :] < hi_h[:, None])
+                        ok = ok & (w_k[None, :] >= lo_w[:, None]) & (w_k[None, :] < hi_w[:, None])
+                        if HAS_DIL:
+                            ok = ok & (((h_k[None, :] - lo_h[:, None]) % dil_h) == 0)
+                            ok = ok & (((w_k[None, :] - lo_w[:, None]) % dil_w) == 0)
+                    ok = ok & n_valid[None, :]
+                    if HAS_MASK:
+                        ok = ok & (tl.load(m_base + kpos, mask=n_valid, other=0) != 0)[None, :]
+                    qk = tl.where(ok, qk, float("-inf"))
+                    acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, True)
 
         # ---- text keys: dense for visual queries ----
         if HAS_TEXT:
             for start in range(N, S, BLOCK_N):
                 kpos = start + offs_n
                 n_valid = kpos < S
-                kk = tl.load(k_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
-                vv = tl.load(v_base + kpos[:, None] * stride_ks + offs_d[None, :], mask=n_valid[:, None], other=0.0)
+                kk, vv = _load_kv(k_base, v_base, K_DESC, V_DESC, row0 + start, kpos, offs_d, n_valid, stride_ks,
+                                  USE_TMA)
                 qk = tl.dot(q, tl.trans(kk)) * qk_scale
                 ok = n_valid
                 if HAS_MASK:

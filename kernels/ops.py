@@ -22,6 +22,11 @@ import triton
 from .block_sparse_fwd import block_sparse_attn_fwd_kernel
 
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
+# Partial tiles read a precomputed int8 mask block per (query tile, partial key tile) pair when the
+# table fits this budget (bytes); above it the kernel evaluates the pattern's rule in place.
+MASK_TABLE_MAX_BYTES = int(os.environ.get("VIDACCEL_MASK_TABLE_MAX_BYTES", 6 * 2**30))
+# K/V through TMA tensor descriptors on Hopper (None = auto: compute capability >= 9).
+USE_TMA: Optional[bool] = None
 SUPPORTED_HEAD_DIMS = (64, 128)
 _LOG2E = 1.4426950408889634
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -87,6 +92,9 @@ def kernel_tables(plan) -> dict:
         "full_count": plan.full_count.to(device=device, dtype=torch.int32),
         "partial_kv": plan.partial_kv.to(device=device, dtype=torch.int32).contiguous(),
         "partial_count": plan.partial_count.to(device=device, dtype=torch.int32),
+        "partial_base": (torch.cumsum(plan.partial_count.to(torch.int64), 0) - plan.partial_count).to(
+            device=device, dtype=torch.int32),
+        "num_partial": int(plan.partial_count.sum()),
         "perm": plan.perm.to(device=device, dtype=torch.int32),
         "lo": lo.reshape(-1).to(device),
         "hi": hi.reshape(-1).to(device),
@@ -98,6 +106,56 @@ def kernel_tables(plan) -> dict:
     }
     plan._device_cache["kernel_tables"] = tables
     return tables
+
+
+def partial_mask_table(plan, tables: dict) -> Optional[torch.Tensor]:
+    """int8 [num_partial, BLOCK, BLOCK]: the exact element mask of every partial tile pair, in
+    the order of the plan's partial tables (rows = query positions in the tile, columns = keys;
+    ragged rows/columns are 0). Built once on the plan's device from the same `KernelRule` the
+    in-kernel path evaluates; None when it would exceed `MASK_TABLE_MAX_BYTES`."""
+    block, P = tables["block"], tables["num_partial"]
+    if P == 0 or P * block * block > MASK_TABLE_MAX_BYTES:
+        return None
+    if "partial_masks" in tables:
+        return tables["partial_masks"]
+    device = plan.perm.device
+    T, H, W = plan.grid
+    HW = H * W
+    n = plan.num_tokens
+    offs = tables["tile_offsets"].long()
+    counts = tables["partial_count"].long()
+    pkv = tables["partial_kv"].long()
+    qt = torch.repeat_interleave(torch.arange(counts.numel(), device=device), counts)
+    kt = pkv[pkv >= 0]  # row-major: the same order as PART_BASE + j
+    perm = tables["perm"].long()
+    wtab = tables["wtab"]
+    lo, hi = tables["lo"].view(-1, 2).long(), tables["hi"].view(-1, 2).long()
+    dil_h, dil_w = tables["dilation"]
+    ar = torch.arange(block, device=device)
+    out = torch.empty(max(P, 1), block, block, dtype=torch.int8, device=device)
+    chunk = max(1, (256 * 128 * 128) // (block * block))
+    for c0 in range(0, P, chunk):
+        q0, k0 = offs[qt[c0 : c0 + chunk]], offs[kt[c0 : c0 + chunk]]
+        qlen = offs[qt[c0 : c0 + chunk] + 1] - q0
+        klen = offs[kt[c0 : c0 + chunk] + 1] - k0
+        qv, kv = ar[None] < qlen[:, None], ar[None] < klen[:, None]
+        rq = perm[(q0[:, None] + ar[None]).clamp(max=n - 1)]
+        rk = perm[(k0[:, None] + ar[None]).clamp(max=n - 1)]
+        tq, sq = rq // HW, rq % HW
+        tk, sk = rk // HW, rk % HW
+        ok = (sq[:, :, None] - sk[:, None, :]).abs().float() <= wtab[tq[:, :, None] * T + tk[:, None, :]]
+        if tables["has_window"]:
+            hk, wk = (sk // W)[:, None, :], (sk % W)[:, None, :]
+            lh, lw = lo[rq, 0][:, :, None], lo[rq, 1][:, :, None]
+            ok &= (hk >= lh) & (hk < hi[rq, 0][:, :, None]) & (wk >= lw) & (wk < hi[rq, 1][:, :, None])
+            if dil_h > 1:
+                ok &= (hk - lh) % dil_h == 0
+            if dil_w > 1:
+                ok &= (wk - lw) % dil_w == 0
+        ok &= qv[:, :, None] & kv[:, None, :]
+        out[c0 : c0 + chunk] = ok.to(torch.int8)
+    tables["partial_masks"] = out
+    return out
 
 
 def _rows(plan, tables: dict, text_len: int, text_position: str) -> torch.Tensor:
@@ -130,6 +188,8 @@ def block_sparse_attn_fwd(
     full_count: torch.Tensor,
     partial_kv: torch.Tensor,
     partial_count: torch.Tensor,
+    partial_base: torch.Tensor,
+    partial_masks: Optional[torch.Tensor],
     perm: torch.Tensor,
     lo: torch.Tensor,
     hi: torch.Tensor,
@@ -139,6 +199,7 @@ def block_sparse_attn_fwd(
     has_window: bool,
     block: int,
     scale: float,
+    use_tma: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     B, Hh, S, D = q.shape
     T, H, W = grid
@@ -158,10 +219,19 @@ def block_sparse_attn_fwd(
     has_mask = kv_mask is not None
     mask_arg = kv_mask if has_mask else rows
     stride_mb = (kv_mask.stride(0) if kv_mask.shape[0] > 1 else 0) if has_mask else 0
+    if use_tma:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        k_desc = TensorDescriptor.from_tensor(kg.view(B * Hh * S, D), block_shape=[block, D])
+        v_desc = TensorDescriptor.from_tensor(vg.view(B * Hh * S, D), block_shape=[block, D])
+    else:
+        k_desc, v_desc = kg, vg
+    mask_table = partial_masks is not None
     launch = (n_text_tiles + num_tiles, B * Hh)
     block_sparse_attn_fwd_kernel[launch](
-        q, kg, vg, out, lse, rows, mask_arg,
-        tile_offsets, full_kv, full_count, partial_kv, partial_count,
+        q, kg, vg, k_desc, v_desc, out, lse, rows, mask_arg,
+        tile_offsets, full_kv, full_count, partial_kv, partial_count, partial_base,
+        partial_masks if mask_table else partial_base,
         perm, lo, hi, wtab,
         q.stride(0), q.stride(1), q.stride(2),
         kg.stride(0), kg.stride(1), kg.stride(2),
@@ -172,13 +242,14 @@ def block_sparse_attn_fwd(
         scale * _LOG2E,
         HEAD_DIM=D, BLOCK_M=block, BLOCK_N=block,
         HAS_WINDOW=has_window, HAS_DIL=tuple(dilation) != (1, 1), HAS_TEXT=text_len > 0, HAS_MASK=has_mask,
+        USE_TMA=use_tma, MASK_TABLE=mask_table,
     )
     return out, lse
 
 
 @block_sparse_attn_fwd.register_fake
-def _(q, k, v, rows, kv_mask, tile_offsets, full_kv, full_count, partial_kv, partial_count, perm, lo, hi, wtab,
-      grid, dilation, has_window, block, scale):
+def _(q, k, v, rows, kv_mask, tile_offsets, full_kv, full_count, partial_kv, partial_count, partial_base,
+      partial_masks, perm, lo, hi, wtab, grid, dilation, has_window, block, scale, use_tma):
     B, Hh, S, _ = q.shape
     return torch.empty_like(q), q.new_empty((B, Hh, S), dtype=torch.float32)
 
@@ -205,11 +276,15 @@ def block_sparse_attention_with_lse(
         m = attn_mask.reshape(attn_mask.shape[0], attn_mask.shape[-1])
         kv_mask = m.index_select(1, rows.to(m.device)).to(torch.int8)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    use_tma = USE_TMA
+    if use_tma is None:
+        use_tma = q.device.type == "cuda" and _capability(q.device)[0] >= 9
     return torch.ops.vidaccel.block_sparse_attn_fwd(
         q, k, v, rows, kv_mask,
         tables["tile_offsets"], tables["full_kv"], tables["full_count"], tables["partial_kv"],
-        tables["partial_count"], tables["perm"], tables["lo"], tables["hi"], tables["wtab"],
-        list(plan.grid), list(tables["dilation"]), tables["has_window"], tables["block"], scale,
+        tables["partial_count"], tables["partial_base"], partial_mask_table(plan, tables),
+        tables["perm"], tables["lo"], tables["hi"], tables["wtab"],
+        list(plan.grid), list(tables["dilation"]), tables["has_window"], tables["block"], scale, bool(use_tma),
     )
 
 

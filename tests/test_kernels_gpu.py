@@ -239,3 +239,18 @@ def test_lse_math_consistency():
     _, lse = block_sparse_attention_with_lse(q, k, v, plan)
     ref = torch.logsumexp((q.float() @ k.float().transpose(-1, -2)) / math.sqrt(64), -1)
     torch.testing.assert_close(lse, ref, atol=1e-2, rtol=1e-3)
+
+
+@pytest.mark.parametrize("use_tma", [False, True])
+@pytest.mark.parametrize("mask_table", [False, True])
+def test_kernel_paths(monkeypatch, use_tma, mask_table):
+    """Every kernel path: K/V by pointers or TMA descriptors; partial masks from the precomputed
+    table or from the in-kernel rule."""
+    from vidaccel.kernels import ops
+
+    if use_tma and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("TMA needs Hopper")
+    monkeypatch.setattr(ops, "USE_TMA", use_tma)
+    monkeypatch.setattr(ops, "MASK_TABLE_MAX_BYTES", 2**40 if mask_table else 0)
+    _check(WindowPattern((3, 5, 7), dilation=(1, 2, 2)), (5, 17, 29), text_len=33, text_position="suffix", mask=True)
+    _check(RadialPattern(0.2, block_size=32), (5, 17, 29), D=64, tile_size=64)
