@@ -165,6 +165,9 @@ def test_unknown_preset_lists_the_presets(capsys):
     ("{type: radial, dense_steps: -2}\n", "'dense_steps'"),
     ("configs:\n  - {type: radial}\n  - {type: sparse}\n", "configs[1]"),
     ("{decay_factor: 0.2}\n", "'type'"),
+    ("{type: radial, kv_cache: maybe}\n", "'kv_cache'"),
+    ("{block_reuse: {profile: missing.json}}\n", "'block_reuse.profile'"),
+    ("{block_reuse: {background_blocks: [1], intervall: 2}}\n", "'block_reuse.intervall'"),
 ])
 def test_invalid_config_file_names_the_key(capsys, tmp_path, text, key):
     path = tmp_path / "bad.yaml"
@@ -194,3 +197,29 @@ def test_out_of_memory_suggests_smaller_sizes_or_offload(capsys, model_dir, monk
     code, err = _main(capsys, "generate", "x", "--model", model_dir, *SMALL, "--out", tmp_path / "o.mp4")
     assert code == 2 and "out of memory" in err
     assert "--height/--width" in err and "--frames" in err and "--offload model" in err and "Traceback" not in err
+
+
+def test_kv_cache_configuration_is_exact_through_generate(capsys, model_dir, tmp_path):
+    """A caches-only configuration file: the K/V cache is exact, so the video equals the dense one."""
+    path = tmp_path / "kv.yaml"
+    path.write_text("{name: kv, kv_cache: {max_prompts: 2}}\n")
+    dense, cached = tmp_path / "dense.mp4", tmp_path / "kv.mp4"
+    assert cli.main(["generate", "a red circle", "--model", str(model_dir), *SMALL, "--out", str(dense)]) == 0
+    assert cli.main(["generate", "a red circle", "--model", str(model_dir), *SMALL, "--out", str(cached),
+                     "--accel", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "acceleration: kv" in out and "K/V cache" in out
+    assert np.array_equal(read_mp4(dense), read_mp4(cached))
+
+
+def test_config_file_combining_attention_and_block_reuse(tmp_path):
+    from vidaccel import runner
+
+    path = tmp_path / "combo.yaml"
+    path.write_text("configs:\n  - {name: combo, type: radial, block_size: 8, kv_cache: true,\n"
+                    "     block_reuse: {background_blocks: [1], warmup_steps: 1, interval: 2}}\n")
+    (named,) = runner.accel_configs([str(path)])
+    assert named.config.block_size == 8 and named.kv_cache == {} and named.block_reuse.background_blocks == (1,)
+    described = json.loads(json.dumps(named.describe()))  # goes into results.json as is
+    assert described["block_reuse"]["interval"] == 2 and described["kv_cache"] == {}
+    assert not named.is_baseline

@@ -145,18 +145,38 @@ def default_settings(model: str | None) -> dict:
 
 @dataclass(frozen=True)
 class NamedConfig:
-    """An acceleration configuration with its label; ``config`` None means dense (the baseline)."""
+    """A labelled configuration: sparse attention (``config``) and/or vidaccel's caches.
+
+    ``config`` None and no cache is the dense baseline. ``kv_cache`` holds `enable_kv_cache`
+    keyword arguments, ``block_reuse`` a resolved `BlockReuseConfig` (None: not enabled).
+    """
 
     name: str
     config: object | None
     source: str
+    kv_cache: dict | None = None
+    block_reuse: object | None = None
+    profile_path: str | None = None  # where block_reuse's profile came from, for the report
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.config is None and self.kv_cache is None and self.block_reuse is None
 
     def describe(self) -> dict:
-        if self.config is None:
-            return {"name": self.name, "type": "dense", "source": self.source}
-        fields = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config)}
-        return {"name": self.name, "type": type(self.config).__name__, "source": self.source,
-                **{k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}}
+        out = {"name": self.name, "type": "dense" if self.config is None else type(self.config).__name__,
+               "source": self.source}
+        if self.config is not None:
+            out.update(_fields(self.config))
+        if self.kv_cache is not None:
+            out["kv_cache"] = dict(self.kv_cache)
+        if self.block_reuse is not None:
+            out["block_reuse"] = {**_fields(self.block_reuse), "profile": self.profile_path}
+        return out
+
+
+def _fields(obj) -> dict:
+    values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if k != "profile"}
 
 
 def _presets() -> dict:
@@ -213,28 +233,33 @@ def load_config_file(path) -> list[NamedConfig]:
     out = []
     for i, (entry, loc) in enumerate(zip(entries, where)):
         default = path.stem if len(entries) == 1 else f"{path.stem}-{i}"
-        out.append(_config_from_mapping(entry, f"config file {path} ({loc})", default))
+        out.append(_config_from_mapping(entry, f"config file {path} ({loc})", default, path.parent))
     return out
 
 
-def _config_from_mapping(entry, where: str, default_name: str) -> NamedConfig:
+def _config_from_mapping(entry, where: str, default_name: str, base_dir: Path) -> NamedConfig:
     presets = _presets()
     if not isinstance(entry, dict):
         raise ValueError(f"{where}: expected a mapping like {{type: radial, dense_steps: 2}}, got {entry!r}")
     entry = dict(entry)
     kind = entry.pop("type", None)
+    name = str(entry.pop("name", default_name))
+    kv = _kv_cache_options(entry.pop("kv_cache", None), where)
+    reuse, profile_path = _block_reuse_options(entry.pop("block_reuse", None), where, base_dir)
     if kind is None:
-        raise ValueError(f"{where}: missing key 'type' (one of {_preset_list()})")
+        if entry or (kv is None and reuse is None):
+            raise ValueError(f"{where}: missing key 'type' (sparse attention: one of {_preset_list()}); a file "
+                             f"with only kv_cache/block_reuse needs no type")
+        return NamedConfig(name, None, where, kv, reuse, profile_path)
     if kind not in presets:
         raise ValueError(f"{where}: key 'type' is {kind!r}; available: {_preset_list()}")
-    name = str(entry.pop("name", default_name))
     cls = presets[kind]
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in entry.items():
         if key not in fields:
-            raise ValueError(f"{where}: unknown key {key!r} for type {kind}; valid keys: name, type, "
-                             f"{', '.join(sorted(fields))}")
+            raise ValueError(f"{where}: unknown key {key!r} for type {kind}; valid keys: name, type, kv_cache, "
+                             f"block_reuse, {', '.join(sorted(fields))}")
         kwargs[key] = tuple(value) if isinstance(value, list) else value
         try:  # one key at a time, so the message names the key that is wrong
             cls(**{key: kwargs[key]})
@@ -244,7 +269,55 @@ def _config_from_mapping(entry, where: str, default_name: str) -> NamedConfig:
         config = cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: keys {', '.join(map(repr, kwargs))} do not fit together: {exc}") from None
-    return NamedConfig(name, config, where)
+    return NamedConfig(name, config, where, kv, reuse, profile_path)
+
+
+def _kv_cache_options(value, where: str) -> dict | None:
+    """``kv_cache: true`` or ``{max_prompts: N}`` -> `enable_kv_cache` kwargs; false/absent -> None."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, dict) and set(value) <= {"max_prompts"}:
+        if not isinstance(value.get("max_prompts", 1), int) or value.get("max_prompts", 1) < 1:
+            raise ValueError(f"{where}: key 'kv_cache.max_prompts' must be an int >= 1, got {value['max_prompts']!r}")
+        return dict(value)
+    raise ValueError(f"{where}: key 'kv_cache' must be true, false or {{max_prompts: N}}, got {value!r}")
+
+
+def _block_reuse_options(value, where: str, base_dir: Path):
+    """``block_reuse: {profile: FILE, preset: profiled|adaptive, <BlockReuseConfig fields>}``."""
+    if value is None or value is False:
+        return None, None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: key 'block_reuse' must be a mapping such as {{profile: tiny.json}}, got {value!r}")
+    from dataclasses import replace
+
+    from .caches.block_reuse import PRESETS as REUSE_PRESETS
+    from .caches.block_reuse import BlockReuseConfig, resolve_config
+
+    value = dict(value)
+    preset = value.pop("preset", "profiled")
+    if preset not in REUSE_PRESETS:
+        raise ValueError(f"{where}: key 'block_reuse.preset' is {preset!r}; available: {', '.join(sorted(REUSE_PRESETS))}")
+    fields = {f.name for f in dataclasses.fields(BlockReuseConfig)}
+    for key in value:
+        if key not in fields:
+            raise ValueError(f"{where}: unknown key 'block_reuse.{key}'; valid keys: preset, {', '.join(sorted(fields))}")
+    profile_path = None
+    if value.get("profile") is not None:
+        path = Path(value["profile"]).expanduser()
+        path = path if path.is_absolute() or path.exists() else base_dir / path  # relative to the config file
+        if not path.is_file():
+            raise ValueError(f"{where}: key 'block_reuse.profile': {value['profile']!r} does not exist (make one with "
+                             f"`vidaccel profile ... --out FILE`)")
+        value["profile"] = profile_path = str(path)
+    if isinstance(value.get("background_blocks"), list):
+        value["background_blocks"] = tuple(value["background_blocks"])
+    try:
+        return resolve_config(replace(REUSE_PRESETS[preset], **value)), profile_path
+    except (TypeError, ValueError, OSError) as exc:
+        raise ValueError(f"{where}: key 'block_reuse' is invalid: {exc}") from None
 
 
 def accel_configs(specs: list[str] | None) -> list[NamedConfig]:
@@ -393,21 +466,33 @@ def generate(pipe, prompt: str, seed: int, *, height=None, width=None, num_frame
 
 
 def apply_config(pipe, named: NamedConfig):
-    """Accelerate `pipe` with `named` (no-op for the dense baseline)."""
-    if named.config is not None:
-        import vidaccel
+    """Enable everything `named` asks for (nothing for the baseline); on error, undo what was enabled."""
+    import vidaccel
 
-        vidaccel.accelerate(pipe, named.config)
+    try:
+        if named.config is not None:
+            vidaccel.accelerate(pipe, named.config)
+        if named.kv_cache is not None:
+            vidaccel.enable_kv_cache(pipe, **named.kv_cache)
+        if named.block_reuse is not None:
+            vidaccel.enable_block_reuse(pipe, named.block_reuse)
+    except BaseException:
+        remove_config(pipe, named)
+        raise
 
 
 def remove_config(pipe, named: NamedConfig) -> dict | None:
-    """Undo `apply_config`; returns the summary (density at the last grid) taken just before removal."""
-    if named.config is None:
+    """Undo `apply_config` exactly; returns the summary (density at the last grid, cache counters)
+    taken just before removal, or None for the baseline."""
+    if named.is_baseline:
         return None
     import vidaccel
 
     info = vidaccel.summary(pipe, print_summary=False)
-    vidaccel.remove(pipe)
+    if named.kv_cache is not None or named.block_reuse is not None:
+        vidaccel.disable_caches(pipe)
+    if named.config is not None:
+        vidaccel.remove(pipe)
     return info
 
 

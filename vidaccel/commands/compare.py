@@ -116,7 +116,7 @@ def run(args) -> int:
                     write_mp4(folder / video, r.frames, fps=args.fps)
                     run = {"config": conf.name, "prompt_index": i, "prompt": prompts[i], "seed": s, "video": video,
                            "wall_s": r.wall_s, "step_s": r.step_s, "peak_memory": r.peak_memory, "quality": None}
-                    if conf.config is None:
+                    if conf.is_baseline:
                         np.save(frames_dir / f"baseline_p{i}_s{s}.npy", r.frames)
                         reference[(i, s)] = r.frames
                     else:

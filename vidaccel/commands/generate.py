@@ -45,7 +45,7 @@ def run(args) -> int:
                     negative_prompt=args.negative_prompt)
     accel = configs[0] if configs else runner.NamedConfig(runner.BASELINE, None, "dense")
     print(f"model {info['model']} ({info['pipeline']}) on {info['device']} {info['dtype']}, "
-          f"acceleration: {accel.name if accel.config is not None else 'none (dense)'}")
+          f"acceleration: {'none (dense)' if accel.is_baseline else accel.name}")
     runner.apply_config(pipe, accel)
     try:
         jobs = _outputs(out, len(prompts), args.seeds)
@@ -56,7 +56,7 @@ def run(args) -> int:
             t, h, w, _ = result.frames.shape
             step = f", {result.step_s:.3f} s/step" if result.step_s else ""
             print(f"wrote {path} ({t} frames {w}x{h}, seed {seed}, {result.wall_s:.2f} s{step})")
-        if accel.config is not None:
+        if not accel.is_baseline:
             import vidaccel
 
             print(vidaccel.summary(pipe, print_summary=False))

@@ -11,12 +11,12 @@ from .plot import speed_quality_svg
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}
-th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}.note{color:#555;font-size:13px}
+th{background:#f0f0f0;white-space:normal}table{font-size:14px}td:first-child,th:first-child{text-align:left}.note{color:#555;font-size:13px}
 .row{display:flex;flex-wrap:wrap;gap:12px;margin-bottom:20px}figure{margin:0;text-align:center}
-video{width:256px;height:auto;background:#000;image-rendering:pixelated;display:block}
+video{width:256px;background:#000;image-rendering:pixelated;display:block}
 figcaption{font-size:12px;max-width:256px}.pending{width:256px;height:144px;background:#eee;display:flex;
 align-items:center;justify-content:center;color:#777}.status{font-size:11px;color:#777}.status.bad{color:#c00}
-#configurations td,#settings td,#environment td{text-align:left;white-space:normal}
+#configurations td,#settings td,#environment td,#configurations th,#settings th{text-align:left;white-space:normal}
 pre{background:#f6f6f6;padding:6px;font-size:12px;white-space:pre-wrap}
 """
 
@@ -50,6 +50,8 @@ def _table(header, rows, table_id="") -> str:
 def _video_rows(data: dict) -> str:
     s = data["settings"]
     runs = {(r["config"], r["prompt_index"], r["seed"]): r for r in data["runs"]}
+    # fixed box from the settings, so the layout does not move while videos load
+    size = f'width="256" height="{round(256 * s["height"] / s["width"])}"' if s.get("height") and s.get("width") else ""
     out = []
     for pi, prompt in enumerate(s["prompts"]):
         for seed in s["seeds"]:
@@ -63,7 +65,7 @@ def _video_rows(data: dict) -> str:
                 q = r.get("quality")
                 quality = "reference" if not q else f"PSNR {fmt.db(q.get('psnr'))}, SSIM {fmt.plain(q.get('ssim'), 3)}"
                 cells.append(
-                    f'<figure><video src="{escape(r["video"])}" data-config="{escape(conf["name"])}" controls autoplay '
+                    f'<figure><video src="{escape(r["video"])}" data-config="{escape(conf["name"])}" {size} controls autoplay '
                     f'muted loop playsinline preload="auto"></video><figcaption><b>{escape(conf["name"])}</b> '
                     f'{fmt.seconds(r["wall_s"])}, {quality}<br><span class="status">loading...</span></figcaption>'
                     f'</figure>')
