@@ -203,3 +203,24 @@ def test_errors_leave_the_model_unchanged():
     vidaccel.disable_caches(model)
     assert not _has_vidaccel_hooks(model)
     assert "forward" not in model.__dict__ and not hasattr(model.blocks[0].attn2.to_k, "_diffusers_hook")
+
+
+def test_inference_mode_tensors_are_compared_by_content():
+    """Inference tensors have no version counter: identity alone is never trusted, content decides."""
+    model = wan_transformer()
+    base = family_inputs("wan", grid=(2, 2, 3), batch=1)
+    g = torch.Generator().manual_seed(6)
+    weights = _kv_weights(model)
+    with torch.inference_mode():
+        prompt = torch.randn(1, 5, 16, generator=g)
+        other = torch.randn(1, 5, 16, generator=g)
+        reference = [model(**dict(base, encoder_hidden_states=e))[0] for e in (prompt, prompt, other)]
+        vidaccel.enable_kv_cache(model)
+        with CountLinear(weights) as counter:
+            first = model(**dict(base, encoder_hidden_states=prompt))[0]
+            second = model(**dict(base, encoder_hidden_states=prompt))[0]
+            prompt.copy_(other)  # allowed in inference mode, invisible to a version counter
+            third = model(**dict(base, encoder_hidden_states=prompt))[0]
+        vidaccel.disable_caches(model)
+    assert torch.equal(first, reference[0]) and torch.equal(second, reference[1]) and torch.equal(third, reference[2])
+    assert counter.calls == 2 * len(weights)

@@ -11,8 +11,8 @@ How it works (diffusers hooks, no copied processor code):
   the forward arguments that alone determine the cross-attention K/V (`ModelAdapter.text_inputs`:
   ``encoder_hidden_states`` and, for Wan I2V, ``encoder_hidden_states_image``). Identity is by
   *content*: the same tensor object with an unchanged version counter is a hit without any
-  work; another tensor is compared with `torch.equal` against a stored copy (one reduction, no
-  hash collisions). Memory addresses (``data_ptr``) are never used: they are reused by new tensors.
+  work; another tensor (or an inference-mode tensor, which has no version counter) is compared
+  with `torch.equal` against a stored copy (one reduction, no hash collisions). Memory addresses (``data_ptr``) are never used: they are reused by new tensors.
 * `ProjectionCacheHook` (``new_forward`` on each K/V projection of every cross-attention module:
   ``to_k``, ``to_v``, fused ``to_kv``, image ``add_k_proj``/``add_v_proj``/fused ``to_added_kv``)
   returns the stored output for (projection, CFG branch, prompt), else computes and stores it.
@@ -44,6 +44,11 @@ PROMPT_HOOK = "vidaccel_kv_cache_prompt"
 PROJECTION_HOOK = "vidaccel_kv_cache"
 PROJECTIONS = ("to_k", "to_v", "to_kv", "add_k_proj", "add_v_proj", "to_added_kv")
 _USER = "kv_cache"
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """The in-place version counter; None for inference-mode tensors, which have none (compared by content)."""
+    return None if t.is_inference() else t._version
 
 
 @dataclass
@@ -93,13 +98,14 @@ class KVCacheState:
     @staticmethod
     def _refs(tensors):
         return (tuple(None if t is None else weakref.ref(t) for t in tensors),
-                tuple(None if t is None else t._version for t in tensors))
+                tuple(None if t is None else _version(t) for t in tensors))
 
     def _same(self, p: _Prompt, tensors: tuple) -> bool:
         if len(p.copies) != len(tensors):
             return False
         fast = all(
-            (t is None and r is None) or (r is not None and t is not None and r() is t and t._version == v)
+            (t is None and r is None)
+            or (r is not None and t is not None and r() is t and v is not None and _version(t) == v)
             for t, r, v in zip(tensors, p.refs, p.versions)
         )
         if fast:
@@ -155,13 +161,14 @@ class ProjectionCacheHook(ModelHook):
         hit = state.values.get(key)
         if hit is not None:
             value, version = hit
-            # the stored tensor must still be what we returned (nobody wrote into it) and fit this input
-            if value._version == version and value.shape[:-1] == hidden_states.shape[:-1] \
+            # the stored tensor must still be what we returned (nobody wrote into it; inference tensors
+            # have no counter, and diffusers' processors never write into K/V) and fit this input
+            if _version(value) == version and value.shape[:-1] == hidden_states.shape[:-1] \
                     and value.device == hidden_states.device:
                 state.hits += 1
                 return value
         value = original(hidden_states)
-        state.values[key] = (value, value._version)
+        state.values[key] = (value, _version(value))
         state.misses += 1
         return value
 
