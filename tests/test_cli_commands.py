@@ -223,3 +223,14 @@ def test_config_file_combining_attention_and_block_reuse(tmp_path):
     described = json.loads(json.dumps(named.describe()))  # goes into results.json as is
     assert described["block_reuse"]["interval"] == 2 and described["kv_cache"] == {}
     assert not named.is_baseline
+
+
+def test_default_model_is_the_tiny_model_folder(capsys, model_dir, monkeypatch, tmp_path):
+    """Without --model the shipped tiny model is used (found through VIDACCEL_TINY_MODEL here)."""
+    monkeypatch.setenv("VIDACCEL_TINY_MODEL", str(model_dir))
+    out = tmp_path / "default.mp4"
+    assert cli.main(["generate", "a red circle", *SMALL, "--out", str(out)]) == 0
+    assert f"model {model_dir} " in capsys.readouterr().out and read_mp4(out).shape == (5, 32, 32, 3)
+    monkeypatch.setenv("VIDACCEL_TINY_MODEL", str(tmp_path / "absent"))
+    code, err = _main(capsys, "generate", "a red circle", *SMALL)
+    assert code == 2 and "no --model given" in err and "--model PATH" in err
