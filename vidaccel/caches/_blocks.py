@@ -1,5 +1,5 @@
-"""Shared by the cache hooks: a model's transformer blocks, their hidden-state I/O, model identity,
-and detection of diffusers' own caches (which would skip the same blocks a second time)."""
+"""Shared by the cache hooks: exact hook bookkeeping, a model's transformer blocks, their hidden-state
+I/O, model identity, and detection of diffusers' own caches (which would skip the same blocks again)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,43 @@ import hashlib
 import json
 
 import torch
+from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks._helpers import TransformerBlockRegistry
 from diffusers.utils.torch_utils import unwrap_module
 
 from ..adapters import ModelAdapter
+from ..context import StepTracker, attach_step_tracker, detach_step_tracker, register_hook, unregister_hooks
+
+
+class HookSet:
+    """The hooks one feature registers on a model, plus its share of the model's step tracker.
+
+    `install(register)` attaches the tracker and calls ``register(self)``, which adds hooks with
+    `add`; on any failure everything added is removed again. `remove` undoes it exactly, in reverse.
+    """
+
+    def __init__(self, model: torch.nn.Module, adapter: ModelAdapter, user: str):
+        self.model, self.adapter, self.user = model, adapter, user
+        self.entries: list[tuple[torch.nn.Module, str, bool]] = []
+
+    def add(self, module: torch.nn.Module, hook: ModelHook, name: str) -> None:
+        self.entries.append((module, name, register_hook(module, hook, name)))
+
+    def install(self, register) -> StepTracker:
+        try:
+            tracker = attach_step_tracker(self.model, self.adapter, self.user)
+            register(self)
+        except BaseException:
+            self.remove()
+            raise
+        HookRegistry.check_if_exists_or_initialize(self.model).invalidate_child_registries_cache()
+        return tracker
+
+    def remove(self) -> None:
+        for module, name, created in reversed(self.entries):
+            unregister_hooks(module, [name], created)
+        self.entries.clear()
+        detach_step_tracker(self.model, self.user)
 
 
 def transformer_blocks(model: torch.nn.Module, adapter: ModelAdapter) -> list[tuple[str, torch.nn.Module]]:

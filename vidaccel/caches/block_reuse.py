@@ -20,11 +20,11 @@ import logging
 from dataclasses import dataclass, field, replace
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 
 from ..adapters import ModelAdapter
-from ..context import StepContext, StepTracker, attach_step_tracker, detach_step_tracker, register_hook, unregister_hooks
-from ._blocks import BlockIO, transformer_blocks
+from ..context import StepContext, StepTracker
+from ._blocks import BlockIO, HookSet, transformer_blocks
 from .profile_io import MAKE_ONE, Profile
 from .schedule import scheduled_compute
 
@@ -144,7 +144,7 @@ class BlockReuseState:
     profile_grid: tuple | None = None
     tracker: StepTracker | None = None
     branches: dict = field(default_factory=dict)
-    created: dict = field(default_factory=dict)
+    hooks: HookSet | None = None
     computed_steps: int = 0
     reused_steps: int = 0
     drift_recomputes: int = 0
@@ -268,25 +268,21 @@ class ProbeHook(ModelHook):
 def install(model: torch.nn.Module, state: BlockReuseState) -> None:
     """Register the run hooks (and the probe); on failure remove what was added and re-raise."""
     blocks = [m for _, m in transformer_blocks(model, state.adapter)]
-    try:
-        state.tracker = attach_step_tracker(model, state.adapter, _USER)
+
+    def register(hooks: HookSet) -> None:
         if state.config.adaptive:
             probe = blocks[state.config.probe_block]
-            state.created[id(probe)] = register_hook(probe, ProbeHook(state, BlockIO(probe)), REUSE_HOOK)
+            hooks.add(probe, ProbeHook(state, BlockIO(probe)), REUSE_HOOK)
         for r, run in enumerate(state.runs):
             for pos, i in enumerate(run):
                 hook = RunHook(state, r, first=pos == 0, last=pos == len(run) - 1, io=BlockIO(blocks[i]))
-                state.created[id(blocks[i])] = register_hook(blocks[i], hook, REUSE_HOOK)
-    except BaseException:
-        uninstall(model, state)
-        raise
-    HookRegistry.check_if_exists_or_initialize(model).invalidate_child_registries_cache()
+                hooks.add(blocks[i], hook, REUSE_HOOK)
+
+    state.hooks = HookSet(model, state.adapter, _USER)
+    state.tracker = state.hooks.install(register)
 
 
 def uninstall(model: torch.nn.Module, state: BlockReuseState) -> None:
     """Remove exactly what `install` added and drop the cached deltas."""
-    for _, block in transformer_blocks(model, state.adapter):
-        if id(block) in state.created:
-            unregister_hooks(block, [REUSE_HOOK], state.created.pop(id(block)))
-    detach_step_tracker(model, _USER)
+    state.hooks.remove()
     state.reset()

@@ -33,10 +33,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 
 from ..adapters import ModelAdapter, _arg
-from ..context import StepTracker, attach_step_tracker, detach_step_tracker, register_hook, unregister_hooks
+from ..context import StepTracker
+from ._blocks import HookSet
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class KVCacheState:
     current: tuple | None = None  # (pid, extra key) of the transformer call in progress
     next_pid: int = 0
     projection_names: list = field(default_factory=list)
-    created: dict = field(default_factory=dict)
+    hooks: HookSet | None = None
     hits: int = 0
     misses: int = 0
 
@@ -199,24 +200,18 @@ def check_supported(model: torch.nn.Module, adapter: ModelAdapter) -> None:
 
 def install(model: torch.nn.Module, state: KVCacheState) -> None:
     """Register the prompt hook and the projection hooks; on failure remove what was added and re-raise."""
-    try:
-        state.tracker = attach_step_tracker(model, state.adapter, _USER)
-        state.created[id(model)] = register_hook(model, PromptIdentityHook(state), PROMPT_HOOK)
+
+    def register(hooks: HookSet) -> None:
+        hooks.add(model, PromptIdentityHook(state), PROMPT_HOOK)
         for index, (name, module) in enumerate(_projections(model, state.adapter)):
             state.projection_names.append(name)
-            state.created[id(module)] = register_hook(module, ProjectionCacheHook(state, index), PROJECTION_HOOK)
-    except BaseException:
-        uninstall(model, state)
-        raise
-    HookRegistry.check_if_exists_or_initialize(model).invalidate_child_registries_cache()
+            hooks.add(module, ProjectionCacheHook(state, index), PROJECTION_HOOK)
+
+    state.hooks = HookSet(model, state.adapter, _USER)
+    state.tracker = state.hooks.install(register)
 
 
 def uninstall(model: torch.nn.Module, state: KVCacheState) -> None:
     """Remove exactly what `install` added and drop the cached tensors."""
-    for _, module in _projections(model, state.adapter):
-        if id(module) in state.created:
-            unregister_hooks(module, [PROJECTION_HOOK], state.created.pop(id(module)))
-    if id(model) in state.created:
-        unregister_hooks(model, [PROMPT_HOOK], state.created.pop(id(model)))
-    detach_step_tracker(model, _USER)
+    state.hooks.remove()
     state.reset()

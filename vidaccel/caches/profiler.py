@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 from torch.overrides import TorchFunctionMode
 
 from ..adapters import ModelAdapter, adapter_for
-from ..context import StepTracker, attach_step_tracker, detach_step_tracker, register_hook, unregister_hooks
-from ._blocks import BlockIO, config_hash, diffusers_caches, transformer_blocks
+from ..context import StepTracker
+from ._blocks import BlockIO, HookSet, config_hash, diffusers_caches, transformer_blocks
 from .foreground import foreground_mask, foreground_ratio, prediction_tokens
 from .profile_io import BlockStats, ModelProfile, Profile, choose_tau, classify
 
@@ -97,7 +97,7 @@ class _Record:
     fg_start: int
     fg_method: str
     tracker: StepTracker | None = None
-    created: dict = field(default_factory=dict)
+    hooks: HookSet | None = None
     generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
     # per generation
     residual_prev: dict = field(default_factory=dict)  # (block, branch) -> (step, residual)
@@ -206,27 +206,16 @@ class _PredictionHook(ModelHook):
 
 def _install(rec: _Record) -> None:
     model = rec.model
-    try:
-        rec.tracker = attach_step_tracker(model, rec.adapter, _USER)
-        rec.created[id(model)] = register_hook(model, _PredictionHook(rec), PROFILE_HOOK)
+
+    def register(hooks: HookSet) -> None:
+        hooks.add(model, _PredictionHook(rec), PROFILE_HOOK)
         blocks = transformer_blocks(model, rec.adapter)
         for i, ((_, block), (_, attn)) in enumerate(zip(blocks, rec.adapter.self_attention(model))):
-            rec.created[id(block)] = register_hook(block, _ResidualHook(rec, i, BlockIO(block)), PROFILE_HOOK)
-            rec.created[id(attn)] = register_hook(attn, _AttentionHook(rec, i), PROFILE_HOOK)
-    except BaseException:
-        _uninstall(rec)
-        raise
-    HookRegistry.check_if_exists_or_initialize(model).invalidate_child_registries_cache()
+            hooks.add(block, _ResidualHook(rec, i, BlockIO(block)), PROFILE_HOOK)
+            hooks.add(attn, _AttentionHook(rec, i), PROFILE_HOOK)
 
-
-def _uninstall(rec: _Record) -> None:
-    model = rec.model
-    modules = [model] + [m for _, m in transformer_blocks(model, rec.adapter)] + \
-              [m for _, m in rec.adapter.self_attention(model)]
-    for module in modules:
-        if id(module) in rec.created:
-            unregister_hooks(module, [PROFILE_HOOK], rec.created.pop(id(module)))
-    detach_step_tracker(model, _USER)
+    rec.hooks = HookSet(model, rec.adapter, _USER)
+    rec.tracker = rec.hooks.install(register)
 
 
 def _check_plain(model: torch.nn.Module) -> None:
@@ -307,7 +296,7 @@ def profile(pipe, prompts, *, height: int | None = None, width: int | None = Non
                 rec.finish_generation(fg, grid)
     finally:
         for rec in installed:
-            _uninstall(rec)
+            rec.hooks.remove()
     return _build(records, prompts, call, seed, tau, path, fg_fractions)
 
 
