@@ -17,7 +17,12 @@ vidaccel variants profile the model first (`vidaccel.profile`, fewer steps by de
 --profile-steps) and reuse that profile's background blocks. --stack-720p adds 720p runs: dense,
 radial attention, and radial + profiled reuse (profile from the 480p run; the grid change is logged).
 
-    python scripts/bench_caches.py --out benchmarks/results
+    python scripts/bench_caches.py --out benchmarks/results       # ~15 min on an H100 (estimate)
+    # or split under a 10-minute limit: the first call stores the baseline and the profile
+    python scripts/bench_caches.py --methods baseline,vidaccel_kv_cache,vidaccel_reuse_profiled,vidaccel_reuse_adaptive \
+        --reference /tmp/ref480.pt --tag bench_caches_a
+    python scripts/bench_caches.py --methods diffusers_fbc,diffusers_magcache,diffusers_taylorseer,diffusers_pab \
+        --reference /tmp/ref480.pt --profile benchmarks/results/bench_caches_a_profile.json --tag bench_caches_b
     python scripts/bench_caches.py --tiny --out benchmarks/results
     python scripts/bench_caches.py --smoke --out /tmp/bench_caches
 """
@@ -246,10 +251,14 @@ def build_latent_setup(args, res, device, model=None):
 
 def run_methods(pipe, transformers, generate, methods, args, profile, steps, device, res, extra_meta):
     rows, reference, base_s = [], None, None
+    if args.reference and os.path.exists(args.reference):  # a baseline stored by an earlier invocation
+        saved = torch.load(args.reference, weights_only=False)
+        reference, base_s = saved["output"], saved["seconds"]
+        print(f"reference: {args.reference} ({base_s:.3f} s uncached)", flush=True)
+        methods = [m for m in methods if m != "baseline"]
     for name in methods:
-        run_once = generate
         try:
-            desc, teardown = setup_method(name, pipe, transformers, args, profile, steps, run_once)
+            desc, teardown = setup_method(name, pipe, transformers, args, profile, steps, generate)
             try:
                 out, times = timed(generate, device, args.repeats)
                 summary = _reuse_counts(pipe) if name.startswith("vidaccel") else {}
@@ -260,6 +269,8 @@ def run_methods(pipe, transformers, generate, methods, args, profile, steps, dev
                    "runs_s": [round(t, 3) for t in times], **extra_meta, **summary}
             if name == "baseline":
                 reference, base_s = out, seconds
+                if args.reference:
+                    torch.save({"output": out, "seconds": seconds}, args.reference)
             elif reference is not None:
                 row.update(speedup=round(base_s / seconds, 3), **quality(reference, out))
         except Exception as exc:  # noqa: BLE001 - record and continue with the next method
@@ -302,8 +313,11 @@ def latent_benchmark(args, device, methods):
     loop(num_inference_steps=2)  # warm-up: kernels, cuDNN plans
     profile_steps = args.profile_steps or steps
     t0 = time.perf_counter()
-    profile = vidaccel.profile(loop, PROMPTS[:1], num_inference_steps=profile_steps, query_rows=args.query_rows,
-                               path=os.path.join(args.out, f"{args.tag}_profile.json"))
+    if args.profile:  # made by an earlier invocation (checked against this model when enabled)
+        profile = vidaccel.Profile.load(args.profile)
+    else:
+        profile = vidaccel.profile(loop, PROMPTS[:1], num_inference_steps=profile_steps, query_rows=args.query_rows,
+                                   path=os.path.join(args.out, f"{args.tag}_profile.json"))
     profile_s = time.perf_counter() - t0
     m = profile.models[0]
     print(f"profile: {len(m.background_blocks)}/{m.num_blocks} background blocks {m.background_blocks}, "
@@ -413,6 +427,10 @@ def main():
     ap.add_argument("--profile-steps", type=int, default=None, help="steps of the profiling run (default: --steps)")
     ap.add_argument("--query-rows", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=1, help="timed runs per method (median)")
+    ap.add_argument("--reference", default=None, metavar="PT",
+                    help="uncached output + time: loaded when the file exists (baseline skipped), else written by "
+                         "the baseline run - to split the methods over several invocations")
+    ap.add_argument("--profile", default=None, metavar="JSON", help="use this profile instead of profiling")
     ap.add_argument("--fbc-threshold", type=float, default=0.05)
     ap.add_argument("--stack-720p", action="store_true", help="also 720p: dense, radial, radial + profiled reuse")
     ap.add_argument("--tiny", action="store_true", help="CPU quality comparison on the shipped tiny trained model")
