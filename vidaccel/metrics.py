@@ -112,8 +112,8 @@ def lpips_status() -> tuple[bool, str]:
     """``(available, reason)``: LPIPS needs the ``lpips`` package and its AlexNet weights on disk."""
     try:
         import lpips  # noqa: F401
-    except ImportError:
-        return False, "the lpips package is not installed (pip install lpips; its AlexNet weights must be cached)"
+    except ImportError as exc:
+        return False, f"cannot import the lpips package ({exc}); pip install lpips, with its AlexNet weights cached"
     hub = Path(torch.hub.get_dir()) / "checkpoints"
     if not any(hub.glob("alexnet-*.pth")):
         return False, f"AlexNet weights for LPIPS are not in {hub} (vidaccel never downloads them during a run)"

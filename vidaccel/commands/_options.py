@@ -46,3 +46,19 @@ def check_positive(args) -> None:
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             raise ValueError(f"--{name} must be a positive integer, got {value}")
+
+
+def add_accel_option(p, repeatable: bool, what: str) -> None:
+    """``--accel PRESET_OR_FILE`` (repeatable in compare and bench); the preset list comes from vidaccel.PRESETS."""
+    from ..config import PRESETS
+
+    p.add_argument("--accel", action="append" if repeatable else "store", metavar="PRESET_OR_FILE",
+                   help=f"{what}: a preset ({', '.join(sorted(PRESETS))}) or a .yaml/.json config file (sparse "
+                        f"attention and/or kv_cache, block_reuse; see README)")
+
+
+def print_table(rows: list[list[str]]) -> None:
+    """Left-aligned text columns; the first row is the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())

@@ -12,7 +12,8 @@ import statistics
 import time
 from pathlib import Path
 
-from ._options import add_generation_options, add_model_options, check_positive, formatter
+from ._options import (add_accel_option, add_generation_options, add_model_options, check_positive, formatter,
+                       print_table)
 
 EXAMPLES = """examples:
   vidaccel bench attention                                   # every preset at a small grid, CPU or GPU
@@ -127,10 +128,8 @@ def run(args) -> int:
     env = environment(str(device))
     where = env.get("gpu") or env.get("cpu")
     print(f"vidaccel bench {header} on {device} ({where}); medians of {args.repeats} after 1 warm-up")
-    table = [[c for c, _ in cols]] + [[f.format(r[c]) if r.get(c) is not None else "n/a" for c, f in cols] for r in rows]
-    widths = [max(len(t[i]) for t in table) for i in range(len(cols))]
-    for line in table:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
+    print_table([[c for c, _ in cols]] + [[f.format(r[c]) if r.get(c) is not None else "n/a" for c, f in cols]
+                                          for r in rows])
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -140,8 +139,6 @@ def run(args) -> int:
 
 
 def add_parser(subparsers) -> None:
-    from ..config import PRESETS
-
     p = subparsers.add_parser(
         "bench", help="time attention or pipeline configurations on this device", formatter_class=formatter,
         description="Time configurations on the current device: 'attention' runs sparse_attention against dense SDPA "
@@ -150,9 +147,7 @@ def add_parser(subparsers) -> None:
         epilog=EXAMPLES,
     )
     p.add_argument("mode", choices=["attention", "pipeline"], help="what to time")
-    p.add_argument("--accel", action="append", metavar="PRESET_OR_FILE",
-                   help=f"configuration(s) to time, repeatable: a preset ({', '.join(sorted(PRESETS))}) or a .yaml/.json "
-                        f"config file (default: every preset)")
+    add_accel_option(p, repeatable=True, what="a configuration to time, repeat for several (default: every preset)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per configuration (default: 5)")
     p.add_argument("--out", metavar="FILE.json", help="also write the rows, setup and environment as JSON")
     a = p.add_argument_group("attention mode")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import inspect
 import re
+import statistics
 from pathlib import Path
 
-from ._options import add_generation_options, add_model_options, check_positive, formatter
+from ._options import (add_accel_option, add_generation_options, add_model_options, check_positive, formatter,
+                       print_table)
 
 EXAMPLES = """examples:
   vidaccel compare "a red circle moving right on a blue background" --out report/      # tiny model
@@ -45,7 +47,7 @@ def _settings(args, prompts, info, pipe) -> dict:
     return {"model": info["model"], "pipeline": info["pipeline"], "transformer": info["transformer"],
             "prompts": prompts, "seeds": list(args.seeds), **resolved, "negative_prompt": args.negative_prompt,
             "device": info["device"], "dtype": info["dtype"], "offload": info["offload"], "fps": args.fps,
-            "warmup": args.warmup}
+            "warmup": args.warmup, "repeats": args.repeats}
 
 
 def _density(summary) -> float | None:
@@ -53,6 +55,17 @@ def _density(summary) -> float | None:
         if t.get("grid"):
             return t["grid"]["density"]
     return None
+
+
+def _timings(samples) -> dict:
+    """Median wall and step time over repeats (all samples kept), the largest peak memory."""
+    steps = [x.step_s for x in samples if x.step_s is not None]
+    mem = samples[0].peak_memory
+    if mem.get("bytes") is not None:
+        mem = {**mem, "bytes": max(x.peak_memory["bytes"] for x in samples)}
+    return {"wall_s": statistics.median(x.wall_s for x in samples),
+            "step_s": statistics.median(steps) if steps else None, "peak_memory": mem,
+            "wall_s_samples": [x.wall_s for x in samples]}
 
 
 def _video_name(config: str, prompt_index: int, seed: int) -> str:
@@ -110,12 +123,13 @@ def run(args) -> int:
                     runner.generate(pipe, prompts[pending[0][0]], pending[0][1], offload=args.offload,
                                     progress=args.progress, desc=f"{conf.name} warm-up", **gen)
                 for i, s in pending:
-                    r = runner.generate(pipe, prompts[i], s, offload=args.offload, progress=args.progress,
-                                        desc=f"{conf.name} p{i} s{s}", **gen)
+                    samples = [runner.generate(pipe, prompts[i], s, offload=args.offload, progress=args.progress,
+                                               desc=f"{conf.name} p{i} s{s}", **gen) for _ in range(args.repeats)]
+                    r = samples[0]  # same seed: every repeat generates the same frames
                     video = _video_name(conf.name, i, s)
                     write_mp4(folder / video, r.frames, fps=args.fps)
                     run = {"config": conf.name, "prompt_index": i, "prompt": prompts[i], "seed": s, "video": video,
-                           "wall_s": r.wall_s, "step_s": r.step_s, "peak_memory": r.peak_memory, "quality": None}
+                           **_timings(samples), "quality": None}
                     if conf.is_baseline:
                         np.save(frames_dir / f"baseline_p{i}_s{s}.npy", r.frames)
                         reference[(i, s)] = r.frames
@@ -131,6 +145,10 @@ def run(args) -> int:
                     bar.write(f"{conf.name} prompt {i} seed {s}: {r.wall_s:.2f} s{quality}")
             finally:
                 runner.remove_config(pipe, conf)
+    except runner.OutOfMemory as exc:
+        bar.close()
+        raise runner.OutOfMemory(f"{exc}. {len(results.data['runs'])} finished run(s) are kept in {folder}: rerun with "
+                                 f"the same options and --resume, or with smaller settings and a new --out") from exc
     except KeyboardInterrupt:
         bar.close()
         print(f"interrupted: {len(results.data['runs'])} finished run(s) kept in {folder}; rerun the same command "
@@ -148,15 +166,10 @@ def _print_table(data) -> None:
 
     header, rows = summary_rows(data)
     keep = [0, 2, 4, 6, 8, 9]  # configuration, wall time, speedup, memory, PSNR, SSIM
-    table = [[header[k] for k in keep]] + [[row[k] for k in keep] for row in rows]
-    widths = [max(len(r[k]) for r in table) for k in range(len(keep))]
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    print_table([[header[k] for k in keep]] + [[row[k] for k in keep] for row in rows])
 
 
 def add_parser(subparsers) -> None:
-    from ..config import PRESETS
-
     p = subparsers.add_parser(
         "compare", help="baseline vs configurations: speed, memory and quality report", formatter_class=formatter,
         description="Run a dense baseline and each configuration with identical prompts and seeds; record wall time, "
@@ -166,12 +179,12 @@ def add_parser(subparsers) -> None:
     )
     add_generation_options(p)
     add_model_options(p)
-    p.add_argument("--accel", action="append", metavar="PRESET_OR_FILE",
-                   help=f"a configuration to compare; repeat for several: a preset ({', '.join(sorted(PRESETS))}) or "
-                        f"a .yaml/.json config file (default: every preset)")
+    add_accel_option(p, repeatable=True, what="a configuration to compare, repeat for several (default: every preset)")
     p.add_argument("--out", default="vidaccel-report", help="report folder (default: vidaccel-report)")
     p.add_argument("--resume", action="store_true", help="continue the comparison in --out, skipping finished runs")
     p.add_argument("--force", action="store_true", help="start over in --out, replacing a recorded comparison")
     p.add_argument("--warmup", type=int, default=1,
                    help="untimed generations per configuration before its timed runs (default: 1)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="timed generations per run; the median is reported, all are kept (default: 1)")
     p.set_defaults(func=run)

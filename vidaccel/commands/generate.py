@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._options import add_generation_options, add_model_options, check_positive, formatter
+from ._options import add_accel_option, add_generation_options, add_model_options, check_positive, formatter
 
 EXAMPLES = """examples:
   vidaccel generate "a red circle moving right on a blue background"          # tiny model, dense
@@ -66,8 +66,6 @@ def run(args) -> int:
 
 
 def add_parser(subparsers) -> None:
-    from ..config import PRESETS
-
     p = subparsers.add_parser(
         "generate", help="generate video(s) to MP4, optionally accelerated", formatter_class=formatter,
         description="Generate videos from text prompts with a diffusers video pipeline, optionally with a vidaccel "
@@ -76,8 +74,6 @@ def add_parser(subparsers) -> None:
     )
     add_generation_options(p)
     add_model_options(p)
-    p.add_argument("--accel", metavar="PRESET_OR_FILE",
-                   help=f"acceleration: a preset ({', '.join(sorted(PRESETS))}) or a .yaml/.json config file "
-                        f"(default: none, dense)")
+    add_accel_option(p, repeatable=False, what="acceleration (default: none, dense)")
     p.add_argument("--out", default="vidaccel.mp4", help="output MP4 path (default: vidaccel.mp4)")
     p.set_defaults(func=run)
