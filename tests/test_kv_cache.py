@@ -224,3 +224,19 @@ def test_inference_mode_tensors_are_compared_by_content():
         vidaccel.disable_caches(model)
     assert torch.equal(first, reference[0]) and torch.equal(second, reference[1]) and torch.equal(third, reference[2])
     assert counter.calls == 2 * len(weights)
+
+
+def test_wan22_both_transformers_cached_and_profiled():
+    pipe = wan_pipeline(two_transformers=True)
+    pipe.set_progress_bar_config(disable=True)
+    reference = _generate(pipe)
+    vidaccel.enable_kv_cache(pipe)
+    assert torch.equal(_generate(pipe), reference)
+    entries = vidaccel.cache_summary(pipe)
+    assert [e["attribute"] for e in entries] == ["transformer", "transformer_2"]
+    assert all(e["kv_cache"]["misses"] == 2 * 2 * 2 for e in entries)  # 2 projections x 2 blocks x 2 branches
+    vidaccel.disable_caches(pipe)
+    prof = vidaccel.profile(pipe, "a red circle", height=32, width=32, num_frames=5, num_inference_steps=3,
+                            query_rows=4)
+    assert [m.attribute for m in prof.models] == ["transformer", "transformer_2"]
+    assert all(len(b.R_per_step) == 3 for m in prof.models for b in m.blocks)

@@ -306,12 +306,13 @@ def _build(records, prompts, call, seed, tau, path, fg_fractions) -> Profile:
     from .. import __version__
 
     models, all_R = [], []
+    steps = max(rec.steps for rec in records)  # per-step lists span the pipeline's steps (Wan2.2 splits them)
     for rec in records:
         blocks = []
         for i, name in enumerate(rec.block_names):
-            r_steps = _per_step(rec.R, i, rec.steps)
+            r_steps = _per_step(rec.R, i, steps)
             blocks.append(BlockStats(i, name, "foreground", _nanmean(r_steps), r_steps,
-                                     _per_step(rec.residual_change, i, rec.steps), _per_step(rec.entropy, i, rec.steps)))
+                                     _per_step(rec.residual_change, i, steps), _per_step(rec.entropy, i, steps)))
         all_R += [b.R for b in blocks]
         models.append(ModelProfile(rec.attribute, type(rec.model).__name__, config_hash(rec.model),
                                    len(rec.block_names), list(rec.grid) if rec.grid else None, blocks))
