@@ -141,6 +141,20 @@ def test_profiling_refuses_modified_models():
         vidaccel.profile(pipe, "a red circle", foreground="edges")
 
 
+def test_non_native_attention_backend_is_reported_and_hooks_removed():
+    pipe = wan_pipeline()
+    attn = pipe.transformer.blocks[1].attn1
+    real = attn.processor
+    attn.processor = lambda attn_module, hidden_states, *args, **kwargs: hidden_states  # never calls SDPA
+    try:
+        with pytest.raises(RuntimeError, match="native attention backend"):
+            vidaccel.profile(pipe, "a red circle", height=32, width=32, num_frames=5, num_inference_steps=2)
+    finally:
+        attn.processor = real
+    assert not any(n.startswith("vidaccel") for m in pipe.transformer.modules()
+                   for n in getattr(getattr(m, "_diffusers_hook", None), "hooks", {}))
+
+
 def test_cli_profile_writes_json(tmp_path):
     model_dir = tmp_path / "tiny"
     wan_pipeline().save_pretrained(model_dir)

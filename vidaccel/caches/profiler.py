@@ -47,10 +47,12 @@ class SDPATap(TorchFunctionMode):
     def __init__(self, observe):
         super().__init__()
         self.observe = observe
+        self.calls = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.scaled_dot_product_attention:
+            self.calls += 1
             self.observe(*args, **kwargs)
         return func(*args, **kwargs)
 
@@ -167,8 +169,15 @@ class _AttentionHook(ModelHook):
         self.record, self.index = record, index
 
     def new_forward(self, module, *args, **kwargs):
-        with SDPATap(self._observe):
-            return self.fn_ref.original_forward(*args, **kwargs)
+        with SDPATap(self._observe) as tap:
+            output = self.fn_ref.original_forward(*args, **kwargs)
+        if tap.calls == 0:
+            raise RuntimeError(
+                f"{self.record.block_names[self.index]}'s self-attention did not call PyTorch SDPA, so the profiler "
+                f"cannot sample it. Profile with diffusers' native attention backend: call "
+                f"`transformer.reset_attention_backend()` or unset DIFFUSERS_ATTN_BACKEND, then run again."
+            )
+        return output
 
     def _observe(self, query, key, value=None, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
         rec, context = self.record, self.record.tracker.current
