@@ -227,3 +227,22 @@ def test_enabling_twice_is_refused():
     assert model._vidaccel_block_reuse.runs == [(1,)]
     vidaccel.disable_block_reuse(model)
     assert not _has_vidaccel_hooks(model)
+
+
+@pytest.mark.slow
+def test_bench_caches_smoke(tmp_path):
+    """scripts/bench_caches.py end to end at toy sizes: every method runs and the files are written."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_caches.py"
+    result = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(tmp_path)], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "bench_caches_smoke.json").read_text())["rows"]
+    assert [r["method"] for r in rows][0] == "baseline" and not [r for r in rows if "error" in r]
+    exact = {r["method"]: r["bit_identical"] for r in rows if r["method"] != "baseline"}
+    assert exact["vidaccel_kv_cache"] is True and exact["vidaccel_reuse_all_blocks"] is False
+    assert (tmp_path / "bench_caches_smoke.md").is_file()
