@@ -234,3 +234,13 @@ def test_default_model_is_the_tiny_model_folder(capsys, model_dir, monkeypatch, 
     monkeypatch.setenv("VIDACCEL_TINY_MODEL", str(tmp_path / "absent"))
     code, err = _main(capsys, "generate", "a red circle", *SMALL)
     assert code == 2 and "no --model given" in err and "--model PATH" in err
+
+
+def test_device_and_offload_options_are_checked_before_loading(capsys, model_dir):
+    code, err = _main(capsys, "generate", "x", "--model", model_dir, "--offload", "model", "--device", "cpu")
+    assert code == 2 and "needs --device cuda" in err
+    if not torch.cuda.is_available():
+        code, err = _main(capsys, "generate", "x", "--model", model_dir, "--device", "cuda")
+        assert code == 2 and "CUDA is not available" in err
+    code, err = _main(capsys, "generate", "x", "--model", model_dir, "--frames", "0")
+    assert code == 2 and "--frames must be a positive integer" in err

@@ -131,10 +131,17 @@ def load_pipeline(model: str | None, device: str = "auto", dtype: str = "auto", 
 
 
 def default_settings(model: str | None) -> dict:
-    """Generation defaults: the tiny model's training settings, else None (= the pipeline's defaults)."""
-    if model is None:
-        from . import tiny
+    """Generation defaults: the tiny model's training settings (no --model, or --model naming its
+    folder), else None (= the pipeline's defaults)."""
+    from . import tiny
 
+    if model is not None:
+        try:
+            is_tiny = Path(model).expanduser().resolve() == tiny.tiny_model_path().resolve()
+        except FileNotFoundError:
+            is_tiny = False
+        model = None if is_tiny else model
+    if model is None:
         return dict(height=tiny.HEIGHT, width=tiny.WIDTH, num_frames=tiny.NUM_FRAMES, steps=tiny.NUM_STEPS,
                     guidance_scale=tiny.GUIDANCE_SCALE)
     return dict(height=None, width=None, num_frames=None, steps=None, guidance_scale=None)

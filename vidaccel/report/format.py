@@ -40,7 +40,7 @@ def percent(v) -> str:
 def memory(nbytes, kind) -> str:
     if nbytes is None or kind in (None, "n/a"):
         return NA
-    label = {"cuda_max_allocated": "", "cpu_peak_rss_delta": " (RSS +)"}.get(kind, "")
+    label = {"cuda_max_allocated": "", "cpu_peak_rss_delta": " RSS+"}.get(kind, "")
     return f"{nbytes / 2 ** 20:.1f} MiB{label}"
 
 
@@ -53,8 +53,8 @@ def summary_rows(data: dict) -> tuple[list[str], list[list[str]]]:
         base = r["config"] == "baseline"
         rows.append([
             r["config"], str(r["runs"]), seconds(r["wall_s"]), seconds(r["step_s"]),
-            "1.00x (reference)" if base else ratio(r["speedup"]),
-            "1.00x (reference)" if base else ratio(r["step_speedup"]),
+            "1.00x" if base else ratio(r["speedup"]),
+            "1.00x" if base else ratio(r["step_speedup"]),
             memory(r["peak_memory_bytes"], r["peak_memory_kind"]),
             "dense" if base else percent(r["token_density"]),
             "reference" if base else db(r.get("psnr")),
@@ -69,7 +69,7 @@ def summary_rows(data: dict) -> tuple[list[str], list[list[str]]]:
 def memory_note(data: dict) -> str:
     kinds = {r.get("peak_memory_kind") for r in data.get("per_configuration", [])}
     if "cpu_peak_rss_delta" in kinds:
-        return ("Peak memory on CPU: the process's peak resident memory above its level at the start of the run, "
+        return ("Peak memory on CPU (RSS+): the process's peak resident memory above its level at the start of the run, "
                 "sampled every 10 ms (approximate; not comparable with GPU figures).")
     if "cuda_max_allocated" in kinds:
         return "Peak memory: torch.cuda.max_memory_allocated during the run (tensors only, not the CUDA context)."

@@ -11,7 +11,7 @@ from .plot import speed_quality_svg
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}
-th{background:#f0f0f0;white-space:normal}table{font-size:14px}td:first-child,th:first-child{text-align:left}.note{color:#555;font-size:13px}
+th{background:#f0f0f0;white-space:normal}table{font-size:13px}.scroll{overflow-x:auto}td:first-child,th:first-child{text-align:left}.note{color:#555;font-size:13px}
 .row{display:flex;flex-wrap:wrap;gap:12px;margin-bottom:20px}figure{margin:0;text-align:center}
 video{width:256px;background:#000;image-rendering:pixelated;display:block}
 figcaption{font-size:12px;max-width:256px}.pending{width:256px;height:144px;background:#eee;display:flex;
@@ -87,7 +87,7 @@ def render_html(data: dict) -> str:
         f"<style>{_CSS}</style></head><body>",
         f"<h1>vidaccel comparison</h1><p id='status'>{escape(s['model'])}: {s['width']}x{s['height']}, "
         f"{s['num_frames']} frames, {s['steps']} steps. Runs finished: {len(data['runs'])}/{total} ({state}).</p>",
-        "<h2>Speed and quality</h2>", _table(header, rows, "summary"),
+        "<h2>Speed and quality</h2><div class='scroll'>", _table(header, rows, "summary"), "</div>",
         f"<p class='note'>Speedups: each run against the baseline run with the same prompt and seed (median over "
         f"pairs). Quality: means over runs against the baseline output (PSNR/SSIM per frame, averaged; flicker Δ = "
         f"mean frame-to-frame change minus the baseline's, 0-255 units). {escape(fmt.memory_note(data))} "
