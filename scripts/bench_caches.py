@@ -19,7 +19,8 @@ radial attention, and radial + profiled reuse (profile from the 480p run; the gr
 
     python scripts/bench_caches.py --out benchmarks/results       # ~15 min on an H100 (estimate)
     # or split under a 10-minute limit: the first call stores the baseline and the profile
-    python scripts/bench_caches.py --methods baseline,vidaccel_kv_cache,vidaccel_reuse_profiled,vidaccel_reuse_adaptive \
+    python scripts/bench_caches.py \
+        --methods baseline,vidaccel_kv_cache,vidaccel_reuse_profiled,vidaccel_reuse_adaptive \
         --reference /tmp/ref480.pt --tag bench_caches_a
     python scripts/bench_caches.py --methods diffusers_fbc,diffusers_magcache,diffusers_taylorseer,diffusers_pab \
         --reference /tmp/ref480.pt --profile benchmarks/results/bench_caches_a_profile.json --tag bench_caches_b
@@ -395,7 +396,8 @@ def write(args, rows, meta):
     from bench_attention import versions
 
     results = {"meta": {**versions(), **meta, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds"), "timer": f"wall clock of the whole denoising loop, median of {args.repeats}"}, "rows": rows}
+        timespec="seconds"), "timer": f"wall clock of the whole denoising loop, median of {args.repeats}"},
+               "rows": rows}
     with open(os.path.join(args.out, f"{args.tag}.json"), "w") as fh:
         json.dump(results, fh, indent=1)
     m = results["meta"]

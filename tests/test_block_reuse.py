@@ -83,8 +83,9 @@ def _toy_calls(family, model, steps=3):
         inputs = family_inputs(family, grid=(2, 2, 3), batch=1, seed=step, timestep=900.0 - 200 * step)
         for branch in ("cond", "uncond"):
             kw = dict(inputs)
-            kw["encoder_hidden_states"] = kw["encoder_hidden_states"] + (0 if branch == "cond" else
-                                                                         torch.randn(kw["encoder_hidden_states"].shape, generator=g))
+            if branch == "uncond":
+                ehs = kw["encoder_hidden_states"]
+                kw["encoder_hidden_states"] = ehs + torch.randn(ehs.shape, generator=g)
             calls.append((step, branch, kw))
     return calls
 

@@ -46,14 +46,16 @@ def test_profile_records_every_block_and_step_and_leaves_the_pipeline_unchanged(
         assert 0 <= b.R <= 1
         assert b.kind == ("foreground" if b.R >= prof.tau["value"] else "background")
     assert prof.tau["method"] == "otsu" and 0 < prof.foreground["fraction"] < 1
-    assert prof.run["prompts"] == ["a red circle moving right", "a blue square moving up"] and prof.run["seeds"] == [0, 1]
-    assert (prof.run["height"], prof.run["width"], prof.run["num_frames"], prof.run["num_inference_steps"]) == (64, 64, 9, 4)
+    run = prof.run
+    assert run["prompts"] == ["a red circle moving right", "a blue square moving up"] and run["seeds"] == [0, 1]
+    assert (run["height"], run["width"], run["num_frames"], run["num_inference_steps"]) == (64, 64, 9, 4)
 
 
 def test_profile_json_round_trips(tiny_profile):
     _, prof, path, _, _ = tiny_profile
     data = json.loads(path.read_text())  # strict JSON: nan is written as null
-    assert data["format"] == "vidaccel-profile" and data["models"][0]["blocks"][0]["residual_change_per_step"][0] is None
+    assert data["format"] == "vidaccel-profile"
+    assert data["models"][0]["blocks"][0]["residual_change_per_step"][0] is None
     loaded = Profile.load(path)
     assert json.dumps(loaded.to_dict(), sort_keys=True) == json.dumps(prof.to_dict(), sort_keys=True)
     forced = loaded.reclassified(2.0)  # R <= 1, so every block becomes background

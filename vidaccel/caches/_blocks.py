@@ -47,7 +47,7 @@ class HookSet:
 
 
 def transformer_blocks(model: torch.nn.Module, adapter: ModelAdapter) -> list[tuple[str, torch.nn.Module]]:
-    """The blocks in execution order, derived from the adapter's self-attention list (``blocks.3.attn1`` -> ``blocks.3``)."""
+    """The blocks in execution order, from the adapter's self-attention list (``blocks.3.attn1`` -> ``blocks.3``)."""
     names = [name.rsplit(".", 1)[0] for name, _ in adapter.self_attention(model)]
     return [(name, model.get_submodule(name)) for name in names]
 
@@ -76,8 +76,9 @@ class BlockIO:
     def inputs(self, args, kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
         m = self.meta
         hs = m._get_parameter_from_args_kwargs(m.hidden_states_argument_name, args, kwargs)
-        ehs = m._get_parameter_from_args_kwargs(m.encoder_hidden_states_argument_name, args, kwargs) if self.joint else None
-        return hs, ehs
+        if not self.joint:
+            return hs, None
+        return hs, m._get_parameter_from_args_kwargs(m.encoder_hidden_states_argument_name, args, kwargs)
 
     def outputs(self, output) -> tuple[torch.Tensor, torch.Tensor | None]:
         if isinstance(output, torch.Tensor):

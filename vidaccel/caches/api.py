@@ -156,7 +156,8 @@ def cache_summary(pipe_or_transformer) -> list[dict]:
         if reuse is not None:
             c = reuse.config
             entry["block_reuse"] = {
-                "source": reuse.source, "runs": [list(r) for r in reuse.runs], "reused_blocks": len(reuse.reused_blocks),
+                "source": reuse.source, "runs": [list(r) for r in reuse.runs],
+                "reused_blocks": len(reuse.reused_blocks),
                 "blocks": len(reuse.block_names), "warmup_steps": c.warmup_steps, "interval": c.interval,
                 "min_interval": c.min_interval, "adaptive": c.adaptive, "drift_threshold": c.drift_threshold,
                 "computed_steps": reuse.computed_steps, "reused_steps": reuse.reused_steps,
@@ -176,7 +177,8 @@ def format_cache_summary(entries: list[dict]) -> list[str]:
         if "block_reuse" in e:
             r = e["block_reuse"]
             mode = "adaptive" if r["adaptive"] else "scheduled"
-            lines.append(f"block reuse on {e['class']} ({mode}, from {r['source']}): {r['reused_blocks']}/{r['blocks']} "
+            lines.append(f"block reuse on {e['class']} ({mode}, from {r['source']}): "
+                         f"{r['reused_blocks']}/{r['blocks']} "
                          f"blocks in runs {r['runs']}; warm-up {r['warmup_steps']}, interval {r['interval']}; "
                          f"transformer calls: {r['computed_steps']} computed, {r['reused_steps']} reused "
                          f"({r['drift_recomputes']} recomputed on drift)")

@@ -74,9 +74,11 @@ class BlockReuseConfig:
             raise ValueError(f"interval must be >= 1, got {self.interval} (1 computes every step).")
         if self.min_interval is not None:
             if self.interval is None or not 1 <= self.min_interval <= self.interval:
-                raise ValueError(f"min_interval must be between 1 and interval ({self.interval}), got {self.min_interval}.")
+                raise ValueError(
+                    f"min_interval must be between 1 and interval ({self.interval}), got {self.min_interval}.")
             if self.num_inference_steps is None:
-                raise ValueError("A decreasing interval (min_interval) needs num_inference_steps=<the pipeline's steps>.")
+                raise ValueError(
+                    "A decreasing interval (min_interval) needs num_inference_steps=<the pipeline's steps>.")
         if self.drift_threshold <= 0:
             raise ValueError(f"drift_threshold must be > 0, got {self.drift_threshold}.")
 
@@ -90,10 +92,12 @@ PRESETS = {
 def resolve_config(config, profile=None) -> BlockReuseConfig:
     if isinstance(config, str):
         if config not in PRESETS:
-            raise ValueError(f"Unknown block reuse preset {config!r}; choose one of {sorted(PRESETS)} or a BlockReuseConfig.")
+            raise ValueError(
+                f"Unknown block reuse preset {config!r}; choose one of {sorted(PRESETS)} or a BlockReuseConfig.")
         config = PRESETS[config]
     if not isinstance(config, BlockReuseConfig):
-        raise TypeError(f"config must be a preset name {sorted(PRESETS)} or a BlockReuseConfig, not {type(config).__name__}.")
+        raise TypeError(
+            f"config must be a preset name {sorted(PRESETS)} or a BlockReuseConfig, not {type(config).__name__}.")
     if profile is not None:
         config = replace(config, profile=profile)
     config.validate()

@@ -12,7 +12,8 @@ How it works (diffusers hooks, no copied processor code):
   ``encoder_hidden_states`` and, for Wan I2V, ``encoder_hidden_states_image``). Identity is by
   *content*: the same tensor object with an unchanged version counter is a hit without any
   work; another tensor (or an inference-mode tensor, which has no version counter) is compared
-  with `torch.equal` against a stored copy (one reduction, no hash collisions). Memory addresses (``data_ptr``) are never used: they are reused by new tensors.
+  with `torch.equal` against a stored copy (one reduction, no hash collisions). Memory
+  addresses (``data_ptr``) are never used: they are reused by new tensors.
 * `ProjectionCacheHook` (``new_forward`` on each K/V projection of every cross-attention module:
   ``to_k``, ``to_v``, fused ``to_kv``, image ``add_k_proj``/``add_v_proj``/fused ``to_added_kv``)
   returns the stored output for (projection, CFG branch, prompt), else computes and stores it.

@@ -42,7 +42,7 @@ _USER = "profiler"
 
 
 class SDPATap(TorchFunctionMode):
-    """Scoped observer of ``F.scaled_dot_product_attention``: calls ``observe(*args, **kwargs)``, then SDPA unchanged."""
+    """Scoped observer of ``F.scaled_dot_product_attention``: ``observe(*args, **kwargs)``, then SDPA unchanged."""
 
     def __init__(self, observe):
         super().__init__()
@@ -207,7 +207,8 @@ class _PredictionHook(ModelHook):
             tokens = prediction_tokens(output[0].detach(), rec.adapter.prediction_layout, context.grid)
             rec.grid = context.grid
             if rec.pred_sum is not None and rec.pred_sum.shape != tokens.shape:
-                raise RuntimeError("The prediction shape changed within one generation; profile one resolution at a time.")
+                raise RuntimeError(
+                    "The prediction shape changed within one generation; profile one resolution at a time.")
             rec.pred_sum = tokens if rec.pred_sum is None else rec.pred_sum + tokens
             rec.pred_count += 1
         return output
@@ -337,7 +338,8 @@ def _build(records, prompts, call, seed, tau, path, fg_fractions) -> Profile:
                     "3x3 spatial smoothing, Otsu threshold; see vidaccel.caches.foreground"}
     profile = Profile(run=run, foreground=fg, tau=tau_info, models=models,
                       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                      versions={"vidaccel": __version__, "diffusers": diffusers.__version__, "torch": torch.__version__})
+                      versions={"vidaccel": __version__, "diffusers": diffusers.__version__,
+                                "torch": torch.__version__})
     if path is not None:
         profile.save(path)
     return profile

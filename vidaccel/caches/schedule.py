@@ -29,7 +29,8 @@ def scheduled_compute(step: int, last_compute: int | None, warmup_steps: int, in
     return step - last_compute >= interval_at(last_compute, warmup_steps, interval, min_interval, num_steps)
 
 
-def compute_steps(num_steps: int, warmup_steps: int = 6, interval: int = 6, min_interval: int | None = None) -> list[bool]:
+def compute_steps(num_steps: int, warmup_steps: int = 6, interval: int = 6,
+                  min_interval: int | None = None) -> list[bool]:
     """``result[s]`` is True where step `s` runs every block (the rest reuse background deltas).
 
     With ``interval=1`` every step computes. The defaults give ProfilingDiT's 14 compute steps of 50
