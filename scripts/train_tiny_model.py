@@ -156,14 +156,37 @@ def autocast(device):
 
 
 # -------------------------------------------------------------------------------------- stages
-def train_vae(args, C, device, work: Path):
+def object_weights(video: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-pixel loss weights: 1 on the (flat) background, 1 + weight on objects.
+
+    Objects cover a few percent of the pixels; unweighted, the VAE learns the backgrounds first and
+    smears small objects away, which no diffusion model on its latents can undo.
+    """
+    bg = video.flatten(2).median(-1).values[..., None, None, None]  # background = the median colour
+    obj = ((video - bg).abs().sum(1, keepdim=True) > 0.1).float()
+    return 1 + weight * obj
+
+
+def train_vae(args, C, device, work: Path, refine_seconds: float = 0.0):
+    """Train the VAE (or, with ``refine_seconds``, continue the saved one for that long)."""
+    from diffusers import AutoencoderKLWan
+
     vae = build_vae(C["vae"]).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=C["vae_lr"], betas=(0.9, 0.99), weight_decay=0.0)
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed + (7 if refine_seconds else 0))
     dev_gen = torch.Generator(device).manual_seed(args.seed + 1)
     step, elapsed = 0, 0.0
     ck = work / "ckpt_vae.pt"
-    if ck.exists():
+    time_limit, warm0 = args.vae_time_limit, 0
+    if refine_seconds:
+        vae = AutoencoderKLWan.from_pretrained(work / "vae").to(device).train()
+        opt = torch.optim.AdamW(vae.parameters(), lr=C["vae_lr"], betas=(0.9, 0.99), weight_decay=0.0)
+        prev = json.loads((work / "vae_done.json").read_text())
+        step = warm0 = prev["steps"]
+        elapsed = prev["seconds"]
+        time_limit = elapsed + refine_seconds
+        print(f"[vae] refining from step {step} for {refine_seconds} s")
+    elif ck.exists():
         s = torch.load(ck, map_location="cpu", weights_only=False)
         vae.load_state_dict(s["model"])
         opt.load_state_dict(s["opt"])
@@ -171,12 +194,12 @@ def train_vae(args, C, device, work: Path):
         dev_gen.set_state(s["rng"]["noise"])
         step, elapsed = s["step"], s["elapsed"]
         print(f"[vae] resumed at step {step}")
-    total = C["vae_steps"]
+    total = C["vae_steps"] if not refine_seconds else 10**9
     log = Logger(work / "loss_vae.csv", ["step", "seconds", "loss", "l1", "mse", "kl"], step)
     spec = tiny_data.ClipSpec()
     t0 = time.time() - elapsed
     while step < total:
-        lr = C["vae_lr"] * min(1.0, (step + 1) / 200)
+        lr = C["vae_lr"] * min(1.0, (step + 1 - warm0) / (200 if not warm0 else 50))
         for g in opt.param_groups:
             g["lr"] = lr
         video, _ = tiny_data.sample_batch(C["vae_batch"], gen, spec, device)
@@ -185,8 +208,9 @@ def train_vae(args, C, device, work: Path):
             z = post.mean + post.std * torch.randn(post.mean.shape, generator=dev_gen, device=device)
             rec = vae.decode(z).sample
         rec = rec.float()
-        l1 = (rec - video).abs().mean()
-        mse = F.mse_loss(rec, video)
+        w = object_weights(video, args.obj_weight)
+        l1 = (w * (rec - video).abs()).sum() / (3 * w.sum())
+        mse = (w * (rec - video) ** 2).sum() / (3 * w.sum())
         kl = 0.5 * (post.mean.float() ** 2 + post.var.float() - 1 - post.logvar.float()).mean()
         loss = l1 + mse + 1e-4 * kl
         opt.zero_grad(set_to_none=True)
@@ -199,8 +223,8 @@ def train_vae(args, C, device, work: Path):
                     l1=f"{l1.item():.5f}", mse=f"{mse.item():.5f}", kl=f"{kl.item():.4f}")
             print(f"[vae] step {step}/{total} loss {loss.item():.4f} l1 {l1.item():.4f} kl {kl.item():.3f} "
                   f"{time.time() - t0:.0f}s", flush=True)
-        out_of_time = time.time() - t0 > args.vae_time_limit
-        if step % args.ckpt_every == 0 or step == total or out_of_time:
+        out_of_time = time.time() - t0 > time_limit
+        if (step % args.ckpt_every == 0 or step == total or out_of_time) and not refine_seconds:
             save_ckpt(ck, model=vae.state_dict(), opt=opt.state_dict(), step=step,
                       elapsed=time.time() - t0, rng=rng_state(gen, dev_gen))
         if out_of_time:
@@ -404,12 +428,17 @@ def main(argv=None):
     ap.add_argument("--dit-batch", type=int)
     ap.add_argument("--vae-time-limit", type=float, default=float("inf"), help="seconds, then checkpoint+stop")
     ap.add_argument("--dit-time-limit", type=float, default=float("inf"), help="seconds, then checkpoint+stop")
+    ap.add_argument("--vae-batch", type=int)
+    ap.add_argument("--obj-weight", type=float, default=10.0, help="extra VAE loss weight on object pixels")
+    ap.add_argument("--refine-vae", type=float, default=0.0,
+                    help="seconds: continue the saved VAE (object-weighted), re-measure latent stats, then the "
+                         "dit stage resumes on the new latents")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--ckpt-every", type=int, default=1000)
     args = ap.parse_args(argv)
     C = json.loads(json.dumps(QUICK if args.quick else FULL))
-    for k in ("vae_steps", "dit_steps", "dit_batch"):
+    for k in ("vae_steps", "vae_batch", "dit_steps", "dit_batch"):
         if getattr(args, k) is not None:
             C[k] = getattr(args, k)
     if args.quick:
@@ -425,6 +454,8 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     if args.stage in ("all", "vae") and not (work / "vae" / "config.json").exists():
         train_vae(args, C, device, work)  # a VAE time limit ends the stage early (no resume)
+    elif args.stage in ("all", "vae") and args.refine_vae > 0:
+        train_vae(args, C, device, work, refine_seconds=args.refine_vae)
     if args.stage in ("all", "dit"):
         train_dit(args, C, device, work)
     if args.stage in ("all", "export") and any((work / f).exists() for f in ("ckpt_dit.pt", "ckpt_dit_light.pt")):
