@@ -137,12 +137,21 @@ def run(args) -> int:
                         import vidaccel
 
                         run["quality"] = compare_videos(baseline_frames(i, s), r.frames)
-                        run["density"] = _density(vidaccel.summary(pipe, print_summary=False))
+                        info = vidaccel.summary(pipe, print_summary=False)
+                        run["density"] = _density(info)
+                        run["summary"] = str(info)  # resolved settings (family defaults filled in), counters
+                        if conf.config is not None and info.get("transformers") and not any(
+                                t["sparse_calls"] for t in info["transformers"]):
+                            run["note"] = ("no sparse attention call in this run (dense warm-up covers every step or "
+                                           "layer): same computation as dense")
+                        elif run["density"] == 1.0:
+                            run["note"] = "the pattern covers the whole token grid at this size: same computation as dense"
                     results.add_run(run)
                     bar.update(1)
                     q = run["quality"]
                     quality = "" if q is None else f", PSNR {q['psnr']:.2f} dB, SSIM {q['ssim']:.4f}"
-                    bar.write(f"{conf.name} prompt {i} seed {s}: {r.wall_s:.2f} s{quality}")
+                    note = f" [{run['note']}]" if run.get("note") else ""
+                    bar.write(f"{conf.name} prompt {i} seed {s}: {run['wall_s']:.2f} s{quality}{note}")
             finally:
                 runner.remove_config(pipe, conf)
     except runner.OutOfMemory as exc:

@@ -16,6 +16,7 @@ th{background:#f0f0f0;white-space:normal}table{font-size:13px}.scroll{overflow-x
 video{width:256px;background:#000;image-rendering:pixelated;display:block}
 figcaption{font-size:12px;max-width:256px}.pending{width:256px;height:144px;background:#eee;display:flex;
 align-items:center;justify-content:center;color:#777}.status{font-size:11px;color:#777}.status.bad{color:#c00}
+#configurations td:last-child{white-space:pre-wrap;font-family:monospace;font-size:11px}
 #configurations td,#settings td,#environment td,#configurations th,#settings th{text-align:left;white-space:normal}
 pre{background:#f6f6f6;padding:6px;font-size:12px;white-space:pre-wrap}
 """
@@ -63,11 +64,12 @@ def _video_rows(data: dict) -> str:
                                  f'</figcaption></figure>')
                     continue
                 q = r.get("quality")
+                note = f'<br><i>{escape(r["note"])}</i>' if r.get("note") else ""
                 quality = "reference" if not q else f"PSNR {fmt.db(q.get('psnr'))}, SSIM {fmt.plain(q.get('ssim'), 3)}"
                 cells.append(
                     f'<figure><video src="{escape(r["video"])}" data-config="{escape(conf["name"])}" {size} controls autoplay '
                     f'muted loop playsinline preload="auto"></video><figcaption><b>{escape(conf["name"])}</b> '
-                    f'{fmt.seconds(r["wall_s"])}, {quality}<br><span class="status">loading...</span></figcaption>'
+                    f'{fmt.seconds(r["wall_s"])}, {quality}{note}<br><span class="status">loading...</span></figcaption>'
                     f'</figure>')
             out.append(f'<h3>"{escape(prompt)}", seed {seed}</h3><div class="row">{"".join(cells)}</div>')
     return "\n".join(out)
@@ -79,7 +81,11 @@ def render_html(data: dict) -> str:
     state = "complete" if data.get("complete") else "incomplete: rerun with --resume to continue"
     header, rows = fmt.summary_rows(data)
     lpips = sorted({r["lpips_note"] for r in data["per_configuration"] if r.get("lpips") is None and r.get("lpips_note")})
-    conf_rows = [[c["name"], json.dumps({k: v for k, v in c.items() if k not in ("name",)})] for c in data["configurations"]]
+    resolved = {}
+    for r in data["runs"]:  # what actually ran: vidaccel.summary of the first run of each configuration
+        resolved.setdefault(r["config"], r.get("summary"))
+    conf_rows = [[c["name"], json.dumps({k: v for k, v in c.items() if k != "name"}), resolved.get(c["name"]) or ""]
+                 for c in data["configurations"]]
     settings_rows = [[k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)] for k, v in s.items()]
     env_rows = [[k, str(v)] for k, v in env.items()]
     parts = [
@@ -94,7 +100,7 @@ def render_html(data: dict) -> str:
         + " ".join(f"LPIPS unavailable: {escape(n)}." for n in lpips) + "</p>",
         speed_quality_svg(data["per_configuration"]),
         "<h2>Videos</h2>", _video_rows(data),
-        "<h2>Configurations</h2>", _table(["name", "definition"], conf_rows, "configurations"),
+        "<h2>Configurations</h2>", _table(["name", "definition", "as run (vidaccel.summary after the first run)"], conf_rows, "configurations"),
         "<h2>Settings</h2>", _table(["setting", "value"], settings_rows, "settings"),
         "<h2>Environment</h2>", _table(["", ""], env_rows, "environment"),
         f"<p class='note'>Updated {escape(data.get('updated_utc', ''))}. Data: <a href='results.json'>results.json</a>, "

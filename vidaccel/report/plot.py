@@ -55,13 +55,18 @@ def speed_quality_svg(per_configuration: list[dict]) -> str:
                    f'<text x="{LEFT - 6}" y="{sy(t) + 4:.1f}" font-size="11" text-anchor="end">{t:g}</text>')
     out.append(f'<line x1="{sx(1):.1f}" x2="{sx(1):.1f}" y1="{TOP}" y2="{TOP + ph}" stroke="#555" '
                f'stroke-dasharray="4 3"/><text x="{sx(1) + 4:.1f}" y="{TOP + 12}" font-size="11">baseline</text>')
+    placed: list[tuple[float, float]] = []  # label anchors so far: nearby points get stacked labels
     for i, (name, x, y) in enumerate(points):
         c = COLORS[i % len(COLORS)]
         label = escape(name) + ("" if math.isfinite(y) else " (identical)")
         right = sx(x) > LEFT + 0.6 * pw  # label on the side with room
+        ly = sy(y) + (18 if not math.isfinite(y) else 4)
+        while any(abs(ly - py) < 14 and abs(sx(x) - px) < 160 for px, py in placed):
+            ly += 14
+        placed.append((sx(x), ly))
         out.append(f'<circle class="point" data-config="{escape(name)}" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="7" '
                    f'fill="{c}"><title>{escape(name)}: {x:.2f}x, PSNR {y:.2f} dB</title></circle>'
-                   f'<text x="{sx(x) + (-10 if right else 10):.1f}" y="{sy(y) + (18 if not math.isfinite(y) else 4):.1f}" '
+                   f'<text x="{sx(x) + (-10 if right else 10):.1f}" y="{ly:.1f}" '
                    f'font-size="12" text-anchor="{"end" if right else "start"}">{label}</text>')
     out.append(f'<text x="{LEFT + pw / 2}" y="{H - 12}" font-size="12" text-anchor="middle">speedup over baseline '
                f'(wall time, same prompt and seed)</text>'
