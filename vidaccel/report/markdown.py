@@ -29,13 +29,13 @@ def render_markdown(data: dict) -> str:
     for note in sorted(lpips_notes):
         lines.append(f"LPIPS unavailable: {note}.")
     lines += ["", "## Runs", ""]
-    header = ["configuration", "prompt", "seed", "wall time", "time/step", "PSNR", "SSIM", "video"]
+    header = ["configuration", "prompt", "seed", "wall time", "time/step", "PSNR", "SSIM", "video", "note"]
     rows = []
     for r in data["runs"]:
         q = r.get("quality") or {}
         rows.append([r["config"], r["prompt"], str(r["seed"]), fmt.seconds(r["wall_s"]), fmt.seconds(r["step_s"]),
                      fmt.db(q.get("psnr")) if q else "reference", fmt.plain(q.get("ssim")) if q else "reference",
-                     f"[{r['video']}]({r['video']})"])
+                     f"[{r['video']}]({r['video']})", r.get("note", "")])
     lines += _table(header, rows)
     lines += ["", "## Configurations", ""]
     lines += [f"- `{c['name']}`: `{json.dumps({k: v for k, v in c.items() if k != 'name'})}`" for c in data["configurations"]]
