@@ -25,14 +25,26 @@ import triton.language as tl
 
 
 def _configs():
-    # (BLOCK 128, d 128): 2 stages of K+V = 128 KB + Q 32 KB fit Hopper's 227 KB; 3 stages does not
-    # always fit with the mask temporaries, the autotuner drops configs that run out of resources.
+    # (BLOCK 128, d 128): 2-3 stages of K+V (64 KB a stage) + Q 32 KB fit Hopper's 227 KB; the
+    # autotuner drops configs that run out of shared memory. MASK_TMA: partial-tile masks through
+    # a TMA descriptor (async, pipelined, but 16 KB of shared memory a stage at BLOCK 128) or
+    # plain vector loads into registers - the faster one depends on the share of partial tiles.
     if os.environ.get("TRITON_INTERPRET", "0") == "1":  # CPU interpreter: nothing to tune
-        return [triton.Config({}, num_warps=4, num_stages=1)]
+        return [triton.Config({"MASK_TMA": True}, num_warps=4, num_stages=1)]
     out = []
     for warps, stages in ((8, 2), (8, 3), (4, 2), (4, 3)):
-        out.append(triton.Config({}, num_warps=warps, num_stages=stages))
+        out.append(triton.Config({"MASK_TMA": False}, num_warps=warps, num_stages=stages))
+    for warps, stages in ((8, 2), (4, 2), (4, 3)):
+        out.append(triton.Config({"MASK_TMA": True}, num_warps=warps, num_stages=stages))
     return out
+
+
+def _prune(configs, named_args, **kwargs):
+    """MASK_TMA only matters with TMA on and a mask table: otherwise keep one variant."""
+    args = {**named_args, **kwargs}
+    if args.get("USE_TMA") and args.get("MASK_TABLE"):
+        return configs
+    return [c for c in configs if not c.kwargs.get("MASK_TMA")] or configs
 
 
 @triton.jit
@@ -65,10 +77,11 @@ def _load_kv(k_base, v_base, K_DESC, V_DESC, desc_row, kpos, offs_d, n_valid, st
 @triton.autotune(
     configs=_configs(),
     key=["HEAD_DIM", "BLOCK_M", "BLOCK_N", "HAS_WINDOW", "HAS_DIL", "HAS_TEXT", "HAS_MASK", "USE_TMA", "MASK_TABLE"],
+    prune_configs_by={"early_config_prune": _prune},
 )
 @triton.jit
 def block_sparse_attn_fwd_kernel(
-    Q, K, V, K_DESC, V_DESC, O, LSE, ROWS, KVMASK,
+    Q, K, V, K_DESC, V_DESC, PMASK_DESC, O, LSE, ROWS, KVMASK,
     TILE_OFF, FULL_KV, FULL_CNT, PART_KV, PART_CNT, PART_BASE, PMASK,
     PERM, LO, HI, WTAB,
     stride_qb, stride_qh, stride_qs,
@@ -80,7 +93,7 @@ def block_sparse_attn_fwd_kernel(
     qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_WINDOW: tl.constexpr, HAS_DIL: tl.constexpr, HAS_TEXT: tl.constexpr, HAS_MASK: tl.constexpr,
-    USE_TMA: tl.constexpr, MASK_TABLE: tl.constexpr,
+    USE_TMA: tl.constexpr, MASK_TABLE: tl.constexpr, MASK_TMA: tl.constexpr,
 ):
     pid = tl.program_id(0)
     bh = tl.program_id(1)
@@ -159,7 +172,10 @@ def block_sparse_attn_fwd_kernel(
                 n_valid = offs_n < k_len
                 kk, vv = _load_kv(k_base, v_base, K_DESC, V_DESC, row0 + k_start, kpos, offs_d, n_valid, stride_ks,
                                   USE_TMA)
-                mk = tl.load(PMASK + (pbase + j) * (BLOCK_M * BLOCK_N) + mask_offs)
+                if USE_TMA and MASK_TMA:
+                    mk = PMASK_DESC.load([((pbase + j) * BLOCK_M).to(tl.int32), 0])
+                else:
+                    mk = tl.load(PMASK + (pbase + j) * (BLOCK_M * BLOCK_N) + mask_offs)
                 ok = mk != 0
                 if HAS_MASK:
                     ok = ok & (tl.load(m_base + kpos, mask=n_valid, other=0) != 0)[None, :]

@@ -227,9 +227,12 @@ def block_sparse_attn_fwd(
     else:
         k_desc, v_desc = kg, vg
     mask_table = partial_masks is not None
+    pm_desc = partial_base
+    if use_tma and mask_table:
+        pm_desc = TensorDescriptor.from_tensor(partial_masks.view(-1, block), block_shape=[block, block])
     launch = (n_text_tiles + num_tiles, B * Hh)
     block_sparse_attn_fwd_kernel[launch](
-        q, kg, vg, k_desc, v_desc, out, lse, rows, mask_arg,
+        q, kg, vg, k_desc, v_desc, pm_desc, out, lse, rows, mask_arg,
         tile_offsets, full_kv, full_count, partial_kv, partial_count, partial_base,
         partial_masks if mask_table else partial_base,
         perm, lo, hi, wtab,
