@@ -180,7 +180,7 @@ def main():
     ap.add_argument("--patterns", default=",".join(PATTERNS))
     ap.add_argument("--tile-sizes", default="128,64", help="vidaccel plans to time (tokens per tile)")
     ap.add_argument("--no-flex", action="store_true")
-    ap.add_argument("--flex-max-heads-1088p", type=int, default=40, help="skip Flex at 1088p above this")
+    ap.add_argument("--flex-max-heads-1088p", type=int, default=12, help="skip Flex at 1088p above this")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--tag", default="bench_attention")

@@ -42,7 +42,7 @@ def variants():
     return {
         "dense": None,
         "window_freeswim_21x30x52": WindowAttentionConfig(kernel=(21, 30, 52), dense_steps=0, backend="auto"),
-        "window_9x15x15": WindowAttentionConfig(kernel=(9, 15, 15), dense_steps=0, backend="auto"),
+        "window_9x15x15": WindowAttentionConfig(kernel=(9, 15, 15), dense_steps=0, backend="auto", tile_size=64),
         "radial_wan": RadialAttentionConfig(dense_steps=0, backend="auto"),
     }
 
