@@ -21,7 +21,7 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,temperature.gpu
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 for stage in $STAGES; do
   case $stage in
-    tests) timeout ${TESTS_TIMEOUT:-300} python3 -m pytest tests/test_kernels_gpu.py -q -rA --durations=15 -p no:cacheprovider 2>&1 | tail -60 > "$OUT/tests.log"; tail -25 "$OUT/tests.log" ;;
+    tests) timeout ${TESTS_TIMEOUT:-300} python3 -m pytest tests/test_kernels_gpu.py -q ${TESTS_K:+-k "$TESTS_K"} -rA --durations=15 -p no:cacheprovider 2>&1 | tail -60 > "$OUT/tests.log"; tail -25 "$OUT/tests.log" ;;
     attn) timeout ${ATTN_TIMEOUT:-420} python3 scripts/bench_attention.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench_attention.log" | grep -v '^{' ;;
     variants) timeout ${VAR_TIMEOUT:-300} python3 scripts/bench_kernel_variants.py --out "$OUT/variants.json" 2>&1 | tee "$OUT/variants.log" | cut -c1-400 ;;
     e2e) timeout ${E2E_TIMEOUT:-400} python3 scripts/bench_e2e.py --out "$OUT" 2>&1 | tee "$OUT/bench_e2e.log" | tail -15 ;;
