@@ -129,6 +129,10 @@ def flex_fn():
     if _FLEX is None:
         from torch.nn.attention.flex_attention import flex_attention
 
+        # one compiled kernel per (heads, length, mask) shape: the default recompile limit of 8 is
+        # reached inside one run, after which Flex silently runs unfused (and OOMs at 1088p)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 128)
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 128)
         _FLEX = torch.compile(flex_attention, dynamic=False)
     return _FLEX
 
