@@ -53,3 +53,26 @@ def test_prompt_sharding_covers_every_prompt_once():
     prompts = [f"p{i}" for i in range(7)]
     shards = [shard(prompts, r, 3) for r in range(3)]
     assert sorted(sum(shards, [])) == sorted(prompts) and shards[0] == ["p0", "p3", "p6"]
+
+
+def test_generate_gpus_spreads_prompts_over_processes(tmp_path):
+    """`vidaccel generate --gpus 2` with two prompts: torchrun, one process per device (gloo on CPU),
+    each writes its share; the videos equal a single-process run."""
+    from tiny_models import wan_pipeline
+    from vidaccel.report.video import read_mp4
+
+    model = tmp_path / "model"
+    wan_pipeline(seed=0).save_pretrained(model)
+    small = ["--model", str(model), "--height", "32", "--width", "32", "--frames", "5", "--steps", "2",
+             "--no-progress", "--device", "cpu", "--seed", "3"]
+
+    def generate(out, *extra):
+        cmd = [sys.executable, "-m", "vidaccel.cli", "generate", "a red circle", "a blue square", *small,
+               "--out", str(out), *extra]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return [read_mp4(out.with_name(f"{out.stem}_{i:02d}_s3.mp4")) for i in range(2)]
+
+    parallel = generate(tmp_path / "two" / "v.mp4", "--gpus", "2")
+    single = generate(tmp_path / "one" / "v.mp4")
+    assert all((p == s).all() for p, s in zip(parallel, single))

@@ -12,9 +12,14 @@ EXAMPLES = """examples:
       --height 480 --width 832 --frames 81 --steps 50 --accel radial --out fox.mp4
   vidaccel generate --prompts-file prompts.txt --seed 0 1 --accel my_radial.yaml --out clips/out.mp4
   vidaccel generate "..." --model ./my-wan --offload model --dtype bfloat16
+  vidaccel generate "a fox" --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --accel radial --gpus 2   # one video, 2 GPUs
+  vidaccel generate --prompts-file prompts.txt --model ... --gpus 4           # prompts spread over 4 GPUs
 
 A config file (YAML or JSON) holds one configuration: {type: radial, dense_steps: 2, block_size: 32}.
-Several prompts/seeds write OUT_<prompt>_s<seed>.mp4 next to --out."""
+Several prompts/seeds write OUT_<prompt>_s<seed>.mp4 next to --out.
+
+--gpus N launches N processes through torchrun: one video is split across the GPUs with diffusers'
+Ulysses context parallelism (Wan, LTX-Video); several videos are shared out, one GPU each."""
 
 
 def _outputs(out: Path, n_prompts: int, seeds: list[int]) -> list[tuple[int, int, Path]]:
@@ -23,11 +28,33 @@ def _outputs(out: Path, n_prompts: int, seeds: list[int]) -> list[tuple[int, int
     return [(i, s, out.with_name(f"{out.stem}_{i:02d}_s{s}{out.suffix}")) for i in range(n_prompts) for s in seeds]
 
 
+def _launch(args) -> int:
+    """Re-run this command under torchrun with one process per GPU."""
+    import subprocess
+    import sys
+
+    if args.gpus < 1:
+        raise ValueError(f"--gpus must be at least 1, got {args.gpus}")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.gpus),
+           "-m", "vidaccel.cli", *args.argv]
+    return subprocess.call(cmd)
+
+
 def run(args) -> int:
+    import os
+
+    if args.gpus > 1 and "RANK" not in os.environ:
+        return _launch(args)
+    return _run(args)
+
+
+def _run(args) -> int:
     from .. import runner
+    from ..distributed import enable_context_parallel, init_distributed, shard
     from ..report.video import write_mp4
 
     check_positive(args)
+    rank, world = init_distributed()
     prompts = runner.read_prompts(args.prompts, args.prompts_file)
     configs = runner.accel_configs([args.accel] if args.accel else [])
     if len(configs) > 1:
@@ -49,9 +76,17 @@ def run(args) -> int:
     runner.apply_config(pipe, accel)
     try:
         jobs = _outputs(out, len(prompts), args.seeds)
+        context_parallel = world > 1 and len(jobs) == 1
+        if context_parallel:  # one video: every rank works on it, rank 0 writes it
+            enable_context_parallel(pipe, ulysses_degree=world)
+        elif world > 1:  # several videos: data parallel
+            jobs = shard(jobs, rank, world)
         for n, (i, seed, path) in enumerate(jobs):
-            result = runner.generate(pipe, prompts[i], seed, offload=args.offload, progress=args.progress,
-                                     desc=f"video {n + 1}/{len(jobs)}", **settings)
+            result = runner.generate(pipe, prompts[i], seed, offload=args.offload,
+                                     progress=args.progress if rank == 0 else False, desc=f"video {n + 1}/{len(jobs)}",
+                                     **settings)
+            if context_parallel and rank != 0:
+                continue
             write_mp4(path, result.frames, fps=args.fps)
             t, h, w, _ = result.frames.shape
             step = f", {result.step_s:.3f} s/step" if result.step_s else ""
@@ -76,4 +111,7 @@ def add_parser(subparsers) -> None:
     add_model_options(p)
     add_accel_option(p, repeatable=False, what="acceleration (default: none, dense)")
     p.add_argument("--out", default="vidaccel.mp4", help="output MP4 path (default: vidaccel.mp4)")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="GPUs (processes via torchrun): one video uses context parallelism, several videos are "
+                        "spread one per GPU (default: 1)")
     p.set_defaults(func=run)
