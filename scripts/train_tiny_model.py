@@ -393,6 +393,11 @@ def export(args, C, device, work: Path, out: Path):
                        scheduler=build_scheduler())
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out, safe_serialization=True)
+    # transformers 5 records its TokenizersBackend class; PreTrainedTokenizerFast loads on 4.x and 5.x
+    for f, key in (("model_index.json", "tokenizer"), ("tokenizer/tokenizer_config.json", "tokenizer_class")):
+        d = json.loads((out / f).read_text())
+        d[key] = ["transformers", "PreTrainedTokenizerFast"] if key == "tokenizer" else "PreTrainedTokenizerFast"
+        (out / f).write_text(json.dumps(d, indent=2) + "\n")
     for name in ("loss_vae.csv", "loss_dit.csv"):
         if (work / name).exists():
             (out / name).write_text((work / name).read_text())

@@ -60,7 +60,7 @@ def load_tiny(device: str | torch.device = "cpu", dtype: torch.dtype = torch.flo
     """
     from diffusers import WanPipeline
 
-    pipe = WanPipeline.from_pretrained(str(path or tiny_model_path()), torch_dtype=dtype, local_files_only=True)
+    pipe = WanPipeline.from_pretrained(str(path or tiny_model_path()), dtype=dtype, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
