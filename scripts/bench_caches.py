@@ -406,6 +406,9 @@ def write(args, rows, meta):
              f"{m.get('steps')} steps, CFG 5.0; {m['timer']}. Reference: the uncached run.", "",
              f"Profile: background blocks {m.get('background_blocks')}, tau {m.get('tau', {}).get('value')} "
              f"({m.get('tau', {}).get('method')}).", "",
+             *([] if m.get("gpu") else [
+                 "CPU run: times and speedups are not a speed measurement (a shared machine, other jobs ran "
+                 "concurrently); the PSNR/SSIM columns are the result.", ""]),
              "| res | method | s | x uncached | PSNR dB | SSIM | max abs diff | settings |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
