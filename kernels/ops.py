@@ -1,8 +1,9 @@
 """Glue around the Triton kernel: plan tables, gathers, the torch custom op, input validation.
 
-Nothing here synchronises with the device per call: plan tables are built once per (plan,
-device) and cached on the device plan (`Plan._device_cache`); the per-call work is two gathers
-(K and V into tiled order) and one kernel launch. The query gather and the output scatter are
+Nothing here synchronises with the device per call: plan tables (block lists, rule tables and
+the int8 mask blocks of partial tile pairs) are built once per (plan, device) and cached on the
+device plan (`Plan._device_cache`); the per-call work is two gathers (K and V into tiled order)
+and one kernel launch. The query gather and the output scatter are
 fused into the kernel (it reads Q and writes O at the caller's rows).
 
 The launch is registered as the custom op ``torch.ops.vidaccel.block_sparse_attn_fwd`` with a
