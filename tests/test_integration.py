@@ -153,3 +153,17 @@ def test_wan_image_to_video_transformer():
     assert (_run(model, inputs) - dense).abs().max() > 1e-3
     vidaccel.remove(model)
     assert torch.equal(_run(model, inputs), dense)
+
+
+def test_summary_block_density_from_the_plan_cache_or_on_request():
+    model = TRANSFORMERS["wan"]()
+    vidaccel.accelerate(model, SMALL)
+    _run(model, family_inputs("wan", grid=(3, 4, 6)))
+    cached = vidaccel.summary(model, print_summary=False)["transformers"][0]["grid"]
+    assert cached["tile"] is not None and cached["block_density"] >= cached["density"]
+    other = vidaccel.summary(model, grid=(5, 8, 8), print_summary=False)["transformers"][0]["grid"]
+    assert other["tile"] is None and "no plan built yet" in str(vidaccel.summary(model, grid=(5, 8, 8),
+                                                                                 print_summary=False))
+    built = vidaccel.summary(model, grid=(5, 8, 8), blocks=True, print_summary=False)["transformers"][0]["grid"]
+    assert built["tile"] is not None and built["density"] == other["density"]
+    vidaccel.remove(model)

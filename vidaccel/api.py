@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 
@@ -99,10 +100,10 @@ class Summary(dict):
             if g is None:
                 lines.append("  grid: not run yet (pass grid=(T, H, W) to see densities)")
             else:
-                lines.append(
-                    f"  grid {tuple(g['grid'])} = {g['tokens']} tokens: token density {g['density']:.1%}, "
-                    f"block density {g['block_density']:.1%} with tile {tuple(g['tile'])}"
-                )
+                blocks = (f"block density {g['block_density']:.1%} with tile {tuple(g['tile'])}"
+                          if g["tile"] else "no plan built yet for this grid")
+                lines.append(f"  grid {tuple(g['grid'])} = {g['tokens']} tokens: token density {g['density']:.1%}, "
+                             + blocks)
             for group in t["layer_groups"]:
                 lines.append(f"  layers {group['layers']}: {group['mode']}")
             lines.append(f"  dense warm-up: first {t['dense_steps']} steps, first {t['dense_layers']} layers")
@@ -133,11 +134,13 @@ def _layer_groups(n_layers: int, dense_layers: int, pattern_text: str) -> list[d
     return groups
 
 
-def summary(pipe_or_transformer, grid=None, print_summary: bool = True) -> Summary:
+def summary(pipe_or_transformer, grid=None, print_summary: bool = True, blocks: bool = False) -> Summary:
     """Report what is active: pattern per layer, density at the last (or given) grid, warm-up, plan cache.
 
     Args:
         grid: optional ``(T, H, W)`` to report densities for instead of the last grid run.
+        blocks: also build the plan to report block density and tile shape when it is not cached
+            (always done on CUDA; on a CPU this takes tens of seconds at 720p).
     """
     out = Summary(accelerated=False, transformers=[])
     for model in _transformers(pipe_or_transformer):
@@ -148,11 +151,16 @@ def summary(pipe_or_transformer, grid=None, print_summary: bool = True) -> Summa
         g = grid if grid is not None else state.last_grid
         grid_info = None
         if g is not None:
-            plan = build_plan(state.pattern, g, tile_size=state.config.tile_size)
-            grid_info = {
-                "grid": list(plan.grid), "tokens": plan.num_tokens, "density": plan.density,
-                "block_density": plan.block_density(), "tile": list(plan.tile),
-            }
+            g = tuple(int(x) for x in g)
+            grid_info = {"grid": list(g), "tokens": math.prod(g), "density": state.pattern.density(g),
+                         "block_density": None, "tile": None}
+            plan = state.plan_cache.find(state.pattern, g)
+            device = next(model.parameters()).device
+            if plan is None and (device.type == "cuda" or blocks):
+                # block statistics: seconds on a GPU, tens of seconds on a CPU at 720p
+                plan = build_plan(state.pattern, g, tile_size=state.config.tile_size, device=device)
+            if plan is not None:
+                grid_info.update(block_density=plan.block_density(), tile=list(plan.tile))
         pattern_text = state.pattern.name + (f" ({grid_info['density']:.1%} dense)" if grid_info else "")
         n_layers = len(state.layer_names)
         out["transformers"].append({

@@ -304,6 +304,13 @@ class PlanCache:
             self._plans.popitem(last=False)
         return plan
 
+    def find(self, pattern: Pattern, grid: Grid) -> Plan | None:
+        """A cached plan of `pattern` at `grid` on any device, without building one (no stats change)."""
+        for (pid, g, _, _), plan in self._plans.items():
+            if pid == id(pattern) and g == tuple(grid):
+                return plan
+        return None
+
     def stats(self) -> dict:
         return {"entries": len(self._plans), "max_entries": self.max_entries, "hits": self.hits, "misses": self.misses}
 
