@@ -80,8 +80,13 @@ def sample_batch(
     device: torch.device | str = "cpu",
     p_objects: tuple[float, ...] = (0.6, 0.3, 0.1),
     p_bg_phrase: float = 0.8,
-) -> tuple[torch.Tensor, list[str]]:
+    return_meta: bool = False,
+):
     """Render ``n`` clips; returns ``(video (n, 3, T, H, W) in [-1, 1], captions)``.
+
+    With ``return_meta`` a third item holds the caption's parse as class indices (first object's
+    ``color``/``shape``/``motion``, ``bg`` = background colour or ``len(COLORS)`` when the caption
+    does not name it), for auxiliary text-encoder objectives. It draws no extra random numbers.
 
     The random draws use ``generator`` (a CPU generator) so a seed fixes the batch on any device.
     """
@@ -153,6 +158,10 @@ def sample_batch(
     for i in range(n):
         objs = [(int(col[i, k]), int(shp[i, k]), int(mot[i, k])) for k in range(int(n_obj[i]))]
         caps.append(_caption(objs, int(bg[i]), bool(with_bg[i])))
+    if return_meta:
+        meta = {"color": col[:, 0], "shape": shp[:, 0], "motion": mot[:, 0],
+                "bg": torch.where(with_bg, bg, torch.full_like(bg, len(COLORS)))}
+        return video, caps, meta
     return video, caps
 
 
