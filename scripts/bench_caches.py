@@ -44,6 +44,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
@@ -206,20 +208,43 @@ def quality(reference, output) -> dict:
             "bit_identical": bool(same)}
 
 
+class FlopCount(TorchFunctionMode):
+    """Counts the FLOPs of ``F.linear`` and ``F.scaled_dot_product_attention`` (the transformer's work):
+    a machine-independent cost, for CPU runs whose wall clock is noise on a shared machine."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is F.linear:
+            x = args[0] if args else kwargs["input"]
+            self.flops += 2 * out.numel() * x.shape[-1]
+        elif func is F.scaled_dot_product_attention:
+            q = args[0] if args else kwargs["query"]
+            k = args[1] if len(args) > 1 else kwargs["key"]
+            self.flops += 4 * q.shape[:-1].numel() * k.shape[-2] * q.shape[-1]
+        return out
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
-def timed(fn, device, repeats):
-    times, out = [], None
+def timed(fn, device, repeats, count_flops=False):
+    """Output, wall-clock times and (CPU runs) the FLOPs of the last run."""
+    times, out, counter = [], None, None
     for _ in range(repeats):
         _sync(device)
         t0 = time.perf_counter()
-        out = fn()
+        with (FlopCount() if count_flops else contextlib.nullcontext()) as counter:
+            out = fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return out, times
+    return out, times, (counter.flops if counter is not None else None)
 
 
 # ----------------------------------------------------------------------------------------- runs
@@ -251,29 +276,33 @@ def build_latent_setup(args, res, device, model=None):
 
 
 def run_methods(pipe, transformers, generate, methods, args, profile, steps, device, res, extra_meta):
-    rows, reference, base_s = [], None, None
+    rows, reference, base_s, base_flops = [], None, None, None
     if args.reference and os.path.exists(args.reference):  # a baseline stored by an earlier invocation
         saved = torch.load(args.reference, weights_only=False)
-        reference, base_s = saved["output"], saved["seconds"]
+        reference, base_s, base_flops = saved["output"], saved["seconds"], saved.get("flops")
         print(f"reference: {args.reference} ({base_s:.3f} s uncached)", flush=True)
         methods = [m for m in methods if m != "baseline"]
     for name in methods:
         try:
             desc, teardown = setup_method(name, pipe, transformers, args, profile, steps, generate)
             try:
-                out, times = timed(generate, device, args.repeats)
+                out, times, flops = timed(generate, device, args.repeats, count_flops=device.type == "cpu")
                 summary = _reuse_counts(pipe) if name.startswith("vidaccel") else {}
             finally:
                 teardown()
             seconds = statistics.median(times)
             row = {"res": res, "method": name, "settings": desc, "seconds": round(seconds, 3),
                    "runs_s": [round(t, 3) for t in times], **extra_meta, **summary}
+            if flops is not None:
+                row["gflops"] = round(flops / 1e9, 3)
             if name == "baseline":
-                reference, base_s = out, seconds
+                reference, base_s, base_flops = out, seconds, flops
                 if args.reference:
-                    torch.save({"output": out, "seconds": seconds}, args.reference)
+                    torch.save({"output": out, "seconds": seconds, "flops": flops}, args.reference)
             elif reference is not None:
                 row.update(speedup=round(base_s / seconds, 3), **quality(reference, out))
+                if flops and base_flops:
+                    row["flop_reduction"] = round(base_flops / flops, 3)
         except Exception as exc:  # noqa: BLE001 - record and continue with the next method
             row = {"res": res, "method": name, "error": f"{type(exc).__name__}: {exc}"[:500]}
         rows.append(row)
@@ -348,7 +377,7 @@ def stacked_720p(args, device, model, profile, steps):
                 vidaccel.enable_kv_cache(loop.transformer)
                 vidaccel.enable_block_reuse(loop.transformer, "profiled", profile=profile)
             try:
-                out, times = timed(generate, device, args.repeats)
+                out, times, _ = timed(generate, device, args.repeats)
             finally:
                 vidaccel.disable_caches(loop.transformer)
                 vidaccel.remove(loop.transformer)
@@ -408,14 +437,16 @@ def write(args, rows, meta):
              f"({m.get('tau', {}).get('method')}).", "",
              *([] if m.get("gpu") else [
                  "CPU run: times and speedups are not a speed measurement (a shared machine, other jobs ran "
-                 "concurrently); the PSNR/SSIM columns are the result.", ""]),
-             "| res | method | s | x uncached | PSNR dB | SSIM | max abs diff | settings |",
-             "|---|---|---|---|---|---|---|---|"]
+                 "concurrently); the cost is the FLOP count of F.linear and SDPA (x fewer FLOPs), quality the "
+                 "PSNR/SSIM columns.", ""]),
+             "| res | method | s | x uncached | x fewer FLOPs | PSNR dB | SSIM | max abs diff | settings |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['res']} | {r['method']} | error: {r['error'][:100]} | | | | | |")
+            lines.append(f"| {r['res']} | {r['method']} | error: {r['error'][:100]} | | | | | | |")
             continue
         lines.append(f"| {r['res']} | {r['method']} | {r['seconds']} | {r.get('speedup', '-')} | "
+                     f"{r.get('flop_reduction', '-')} | "
                      f"{r.get('psnr_db', '-')} | {r.get('ssim', '-')} | {r.get('max_abs_diff', '-')} | "
                      f"{r.get('settings', '')} |")
     with open(os.path.join(args.out, f"{args.tag}.md"), "w") as fh:
