@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from diffusers.hooks import HookRegistry, ModelHook
-from torch.overrides import TorchFunctionMode
 
 from .adapters import ModelAdapter, adapter_for
 from .attention import sparse_attention
@@ -53,6 +52,7 @@ from .context import StepTracker, attach_step_tracker, detach_step_tracker, regi
 from .freeswim_cache import CrossAttentionCache
 from .patterns import WindowPattern
 from .plan import PlanCache
+from .sdpa_swap import call_with_sdpa
 
 logger = logging.getLogger(__name__)
 
@@ -158,21 +158,6 @@ class FreeSwimState:
         self.full_hidden, self.mode, self.guide = None, None, False
 
 
-class _SDPASwap(TorchFunctionMode):
-    """Scoped swap of `F.scaled_dot_product_attention` for `fn` (one module call, nothing global)."""
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn, self.calls = fn, 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is not F.scaled_dot_product_attention:
-            return func(*args, **kwargs)
-        self.calls += 1
-        return self.fn(*args, **kwargs)
-
-
 class FreeSwimSelfAttentionHook(ModelHook):
     """`new_forward` on a block's self-attention: window (sparse) or full (dense) by the state's mode."""
 
@@ -185,16 +170,8 @@ class FreeSwimSelfAttentionHook(ModelHook):
         original = self.fn_ref.original_forward
         if state.mode is None:
             return original(*args, **kwargs)
-        swap = _SDPASwap(self._full if state.mode == "full" else self._window)
-        with swap:
-            out = original(*args, **kwargs)
-        if swap.calls == 0:
-            raise RuntimeError(
-                f"Self-attention of block {self.layer} did not call PyTorch SDPA, so FreeSwim could not route it. "
-                f"vidaccel needs diffusers' native attention backend: call `transformer.reset_attention_backend()` "
-                f"or unset DIFFUSERS_ATTN_BACKEND, then run again."
-            )
-        return out
+        route = self._full if state.mode == "full" else self._window
+        return call_with_sdpa(route, original, args, kwargs, f"Self-attention of block {self.layer}")
 
     def _check(self, query, key, grid):
         n = math.prod(grid)

@@ -4,9 +4,7 @@ The transformer's shared step tracker (`vidaccel.context`) publishes the step co
 step, CFG branch); then
 
 * `SparseAttentionHook` (``new_forward`` on each self-attention module) runs the module's own
-  processor unchanged, inside a `TorchFunctionMode` that swaps its
-  ``F.scaled_dot_product_attention`` call for `sparse_attention`. No processor code is copied,
-  and the swap is scoped to that one call (nothing process-global is patched).
+  processor unchanged with its SDPA call routed to `sparse_attention` (`vidaccel.sdpa_swap`).
 """
 
 from __future__ import annotations
@@ -16,9 +14,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from diffusers.hooks import HookRegistry, ModelHook
-from torch.overrides import TorchFunctionMode
 
 from .adapters import ModelAdapter
 from .attention import sparse_attention
@@ -32,6 +28,7 @@ from .context import (
 )
 from .distributed import check_context_parallel
 from .plan import PlanCache
+from .sdpa_swap import call_with_sdpa
 
 logger = logging.getLogger(__name__)
 
@@ -62,23 +59,14 @@ class SparseAttentionState:
         return self.tracker.last_grid if self.tracker is not None else None
 
 
-class _SDPAToSparse(TorchFunctionMode):
-    """Scoped swap of `F.scaled_dot_product_attention` for `sparse_attention`."""
+class _SparseSDPA:
+    """Stands in for `F.scaled_dot_product_attention` in one self-attention call: `sparse_attention`."""
 
     def __init__(self, state: SparseAttentionState, context: StepContext, layer: int):
-        super().__init__()
         self.state, self.context, self.layer = state, context, layer
-        self.calls = 0
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is not F.scaled_dot_product_attention:
-            return func(*args, **kwargs)
-        self.calls += 1
-        return self._sparse(*args, **kwargs)
-
-    def _sparse(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                enable_gqa=False):
+    def __call__(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                 enable_gqa=False):
         state, grid = self.state, self.context.grid
         if is_causal or dropout_p or enable_gqa:
             raise ValueError("vidaccel sparse attention supports non-causal, dropout-free attention without GQA.")
@@ -122,16 +110,8 @@ class SparseAttentionHook(ModelHook):
         parallel_config = getattr(getattr(module, "processor", None), "_parallel_config", None)
         if parallel_config is not None:
             check_context_parallel(parallel_config.context_parallel_config, state.layer_names[self.layer])
-        mode = _SDPAToSparse(state, context, self.layer)
-        with mode:
-            output = original(*args, **kwargs)
-        if mode.calls == 0:
-            raise RuntimeError(
-                f"{state.layer_names[self.layer]} did not call PyTorch SDPA, so sparse attention could not be "
-                f"applied. vidaccel needs diffusers' native attention backend: call "
-                f"`transformer.reset_attention_backend()` or unset DIFFUSERS_ATTN_BACKEND, then run again."
-            )
-        return output
+        return call_with_sdpa(_SparseSDPA(state, context, self.layer), original, args, kwargs,
+                              state.layer_names[self.layer])
 
     def _log_dense_once(self, step: int) -> None:
         key = "layer" if self.layer < (self.state.config.dense_layers or 0) else "step"
