@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import re
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -366,44 +365,39 @@ class RunResult:
 
 
 class _PeakMemory:
-    """CUDA: max allocated bytes during the run. CPU: peak resident set above the run's start,
-    sampled every 10 ms from /proc (a sampled, approximate figure; 'n/a' where /proc is missing)."""
+    """CUDA: max allocated bytes during the run. CPU: peak resident set above the run's start, from the
+    kernel's high-water mark (VmHWM, reset through /proc/self/clear_refs) - no sampling thread, which
+    would slow a CPU run down; 'n/a' where /proc does not offer it."""
 
     def __init__(self, device: torch.device):
-        self.device, self.result = device, {}
+        self.device, self.result = device, {"kind": "n/a", "bytes": None}
+        self._start = None
 
     def __enter__(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return self
-        self._statm = Path("/proc/self/statm")
-        if not self._statm.exists():
-            return self
-        self._page = os.sysconf("SC_PAGE_SIZE")
-        self._start = self._peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # "5": reset the peak RSS to the current RSS
+            self._start = self._status_kib("VmRSS")
+        except OSError:
+            self._start = None
         return self
 
-    def _rss(self) -> int:
-        return int(self._statm.read_text().split()[1]) * self._page
-
-    def _sample(self):
-        while not self._stop.wait(0.01):
-            self._peak = max(self._peak, self._rss())
+    @staticmethod
+    def _status_kib(field: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise OSError(f"{field} missing from /proc/self/status")
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             self.result = {"kind": "cuda_max_allocated", "bytes": int(torch.cuda.max_memory_allocated(self.device))}
-        elif hasattr(self, "_thread"):
-            self._stop.set()
-            self._thread.join()
-            self._peak = max(self._peak, self._rss())
-            self.result = {"kind": "cpu_peak_rss_delta", "bytes": int(self._peak - self._start)}
-        else:
-            self.result = {"kind": "n/a", "bytes": None}
+        elif self._start is not None:
+            peak = self._status_kib("VmHWM")
+            self.result = {"kind": "cpu_peak_rss_delta", "bytes": max(0, peak - self._start) * 1024}
         return False
 
 

@@ -70,7 +70,7 @@ def memory_note(data: dict) -> str:
     kinds = {r.get("peak_memory_kind") for r in data.get("per_configuration", [])}
     if "cpu_peak_rss_delta" in kinds:
         return ("Peak memory on CPU (RSS+): the process's peak resident memory above its level at the start of the run, "
-                "sampled every 10 ms (approximate; not comparable with GPU figures).")
+                "from the kernel's high-water mark (VmHWM; not comparable with GPU figures).")
     if "cuda_max_allocated" in kinds:
         return "Peak memory: torch.cuda.max_memory_allocated during the run (tensors only, not the CUDA context)."
     return ""
