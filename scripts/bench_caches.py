@@ -286,7 +286,7 @@ def run_methods(pipe, transformers, generate, methods, args, profile, steps, dev
         try:
             desc, teardown = setup_method(name, pipe, transformers, args, profile, steps, generate)
             try:
-                out, times, flops = timed(generate, device, args.repeats, count_flops=device.type == "cpu")
+                out, times, flops = timed(generate, device, args.repeats, count_flops=args.flops)
                 summary = _reuse_counts(pipe) if name.startswith("vidaccel") else {}
             finally:
                 teardown()
@@ -437,8 +437,7 @@ def write(args, rows, meta):
              f"({m.get('tau', {}).get('method')}).", "",
              *([] if m.get("gpu") else [
                  "CPU run: times and speedups are not a speed measurement (a shared machine, other jobs ran "
-                 "concurrently); the cost is the FLOP count of F.linear and SDPA (x fewer FLOPs), quality the "
-                 "PSNR/SSIM columns.", ""]),
+                 "concurrently); quality is the PSNR/SSIM columns, cost the FLOP count with --flops.", ""]),
              "| res | method | s | x uncached | x fewer FLOPs | PSNR dB | SSIM | max abs diff | settings |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -467,6 +466,8 @@ def main():
                     help="uncached output + time: loaded when the file exists (baseline skipped), else written by "
                          "the baseline run - to split the methods over several invocations")
     ap.add_argument("--profile", default=None, metavar="JSON", help="use this profile instead of profiling")
+    ap.add_argument("--flops", action="store_true",
+                    help="count F.linear + SDPA FLOPs per method (machine-independent cost; slows small CPU runs a lot)")
     ap.add_argument("--fbc-threshold", type=float, default=0.05)
     ap.add_argument("--stack-720p", action="store_true", help="also 720p: dense, radial, radial + profiled reuse")
     ap.add_argument("--tiny", action="store_true", help="CPU quality comparison on the shipped tiny trained model")
