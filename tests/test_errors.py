@@ -118,3 +118,18 @@ def test_pipeline_runs_unchanged_after_errors():
 def test_remove_without_accelerate_is_harmless(model_and_reference):
     vidaccel.remove(model_and_reference[0])
     _still_unchanged(*model_and_reference)
+
+
+def test_remove_is_exact_when_diffusers_created_the_hook_registry_first():
+    """diffusers' `cache_context` creates a hook registry on the transformer; remove keeps that
+    registry but leaves no `forward` instance attribute behind."""
+    model = wan_transformer()
+    with model.cache_context("cond"):
+        pass
+    before = dict(model.__dict__)
+    vidaccel.accelerate(model, "window")
+    vidaccel.enable_kv_cache(model)
+    vidaccel.disable_kv_cache(model)
+    vidaccel.remove(model)
+    assert set(model.__dict__) == set(before) and "forward" not in model.__dict__
+    assert model._diffusers_hook is before["_diffusers_hook"] and not model._diffusers_hook.hooks

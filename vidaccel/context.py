@@ -104,15 +104,20 @@ def register_hook(module: torch.nn.Module, hook: ModelHook, name: str) -> bool:
 
 
 def unregister_hooks(module: torch.nn.Module, names, created: bool) -> None:
-    """Remove hooks `names`; if vidaccel created the registry and it is now empty, restore exactly."""
+    """Remove hooks `names`. Once no hook is left, drop the `forward` instance attribute diffusers'
+    registry leaves behind (when it is just the class method re-bound) and, if vidaccel created the
+    registry, the registry too: the module gets back exactly its original attributes."""
     registry = getattr(module, "_diffusers_hook", None)
     if registry is None:
         return
     for name in names:
         registry.remove_hook(name, recurse=False)
-    if created and not registry.hooks:
-        # the registry re-bound `forward` as an instance attribute: drop it to get the class method back
-        module.__dict__.pop("forward", None)
+    if registry.hooks:
+        return
+    forward = module.__dict__.get("forward")
+    if getattr(forward, "__self__", None) is module and getattr(forward, "__func__", None) is type(module).forward:
+        del module.__dict__["forward"]
+    if created:
         del module._diffusers_hook
 
 

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from diffusers.hooks import ModelHook
-from torch.overrides import TorchFunctionMode
 
 from ..adapters import ModelAdapter, adapter_for
 from ..context import StepTracker
+from ..sdpa_swap import call_with_sdpa
 from ._blocks import BlockIO, HookSet, config_hash, diffusers_caches, transformer_blocks
 from .foreground import foreground_mask, foreground_ratio, prediction_tokens
 from .profile_io import BlockStats, ModelProfile, Profile, choose_tau, classify
@@ -39,22 +39,6 @@ logger = logging.getLogger(__name__)
 
 PROFILE_HOOK = "vidaccel_profiler"
 _USER = "profiler"
-
-
-class SDPATap(TorchFunctionMode):
-    """Scoped observer of ``F.scaled_dot_product_attention``: ``observe(*args, **kwargs)``, then SDPA unchanged."""
-
-    def __init__(self, observe):
-        super().__init__()
-        self.observe = observe
-        self.calls = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.scaled_dot_product_attention:
-            self.calls += 1
-            self.observe(*args, **kwargs)
-        return func(*args, **kwargs)
 
 
 @torch.no_grad()
@@ -169,15 +153,12 @@ class _AttentionHook(ModelHook):
         self.record, self.index = record, index
 
     def new_forward(self, module, *args, **kwargs):
-        with SDPATap(self._observe) as tap:
-            output = self.fn_ref.original_forward(*args, **kwargs)
-        if tap.calls == 0:
-            raise RuntimeError(
-                f"{self.record.block_names[self.index]}'s self-attention did not call PyTorch SDPA, so the profiler "
-                f"cannot sample it. Profile with diffusers' native attention backend: call "
-                f"`transformer.reset_attention_backend()` or unset DIFFUSERS_ATTN_BACKEND, then run again."
-            )
-        return output
+        return call_with_sdpa(self._observe_then_attend, self.fn_ref.original_forward, args, kwargs,
+                              f"{self.record.block_names[self.index]}'s self-attention")
+
+    def _observe_then_attend(self, *args, **kwargs):
+        self._observe(*args, **kwargs)
+        return F.scaled_dot_product_attention(*args, **kwargs)
 
     def _observe(self, query, key, value=None, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
         rec, context = self.record, self.record.tracker.current
