@@ -1,9 +1,5 @@
-"""CPU tests of the tile shapes added for the kernel: raster-chunk tiles and the candidate search.
-
-The block tables of box tiles against the dense mask are covered in test_patterns.py; here the
-same exact comparison (torch.equal) runs for ``(tt, 0, c)`` raster-chunk tiles and for the
-non-power-of-two shapes the plan builder may now choose.
-"""
+"""Plan tables equal the dense mask (torch.equal) for box tiles, ``(tt, 0, c)`` raster-chunk tiles and
+the non-power-of-two shapes the plan builder may choose; the tile candidate search."""
 
 import pytest
 import torch
@@ -25,6 +21,12 @@ def _expected_blocks(pattern, grid, plan):
 
 
 CASES = [
+    # box tiles
+    (WindowPattern((3, 5, 7)), (3, 7, 11), (3, 4, 8)),
+    (WindowPattern((2, 4, 6), stride=(1, 2, 3)), (5, 17, 29), (2, 4, 8)),
+    (WindowPattern((3, 5, 7), dilation=(1, 2, 2)), (5, 17, 29), (1, 8, 16)),
+    (RadialPattern(0.5, block_size=8), (6, 5, 7), (2, 2, 4)),
+    # raster-chunk and non-power-of-two tiles
     (RadialPattern(0.2, block_size=16), (7, 6, 10), (1, 0, 24)),
     (RadialPattern(1.0, sink=False, block_size=8), (6, 5, 7), (2, 0, 9)),
     (WindowPattern((3, 3, 5)), (5, 7, 11), (1, 0, 13)),
@@ -41,6 +43,8 @@ def test_tables_equal_dense_mask(pattern, grid, tile):
         assert torch.all(plan.block_class[i, plan.full_kv[i, : plan.full_count[i]].long()] == FULL)
         assert torch.all(plan.block_class[i, plan.partial_kv[i, : plan.partial_count[i]].long()] == PARTIAL)
         assert int(plan.full_count[i] + plan.partial_count[i]) == int((plan.block_class[i] > 0).sum())
+        assert torch.all(plan.full_kv[i, plan.full_count[i]:] == -1)  # padding
+    assert plan.density == pytest.approx(pattern.dense_mask(grid).float().mean().item())
 
 
 def test_raster_chunks_stay_inside_frames():
