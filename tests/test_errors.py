@@ -133,3 +133,14 @@ def test_remove_is_exact_when_diffusers_created_the_hook_registry_first():
     vidaccel.remove(model)
     assert set(model.__dict__) == set(before) and "forward" not in model.__dict__
     assert model._diffusers_hook is before["_diffusers_hook"] and not model._diffusers_hook.hooks
+
+
+def test_accelerate_and_block_reuse_refuse_a_freeswim_model():
+    model = wan_transformer()
+    vidaccel.enable_freeswim(model)
+    with pytest.raises(RuntimeError, match="disable_freeswim"):
+        vidaccel.accelerate(model, "window")
+    with pytest.raises(RuntimeError, match="disable_freeswim"):
+        vidaccel.enable_block_reuse(model, vidaccel.BlockReuseConfig(background_blocks=[0]))
+    vidaccel.disable_freeswim(model)
+    assert not hasattr(model, "_vidaccel_sparse_attention") and "_vidaccel_block_reuse" not in model.__dict__

@@ -9,6 +9,7 @@ import torch
 
 from .adapters import adapter_for
 from .config import resolve_config
+from .freeswim_hooks import STATE_ATTR as FREESWIM_ATTR
 from .hooks import SparseAttentionState, install, uninstall
 from .plan import build_plan
 
@@ -51,6 +52,11 @@ def accelerate(pipe_or_transformer, config="radial"):
             raise RuntimeError(
                 f"{type(model).__name__} is already accelerated by vidaccel. Call vidaccel.remove(pipe) first, "
                 f"then accelerate with the new configuration."
+            )
+        if FREESWIM_ATTR in model.__dict__:
+            raise RuntimeError(
+                "FreeSwim is enabled on this model and brings its own window attention. Call "
+                "vidaccel.disable_freeswim(pipe) first, or use FreeSwim alone."
             )
     # one state per transformer, all sharing one resolved config and one pattern object
     resolved = config.resolved(adapters[0].family)

@@ -60,7 +60,7 @@ BLOCK_HOOK = "vidaccel_freeswim_block"
 SELF_ATTENTION_HOOK = "vidaccel_freeswim_self_attention"
 CROSS_ATTENTION_HOOK = "vidaccel_freeswim_cross_attention"
 _USER = "freeswim"
-_STATE_ATTR = "_vidaccel_freeswim"
+STATE_ATTR = "_vidaccel_freeswim"  # where the state lives on a transformer
 _SPARSE_STATE_ATTR = "_vidaccel_sparse_attention"  # vidaccel.api's state: both would own self-attention
 _BLOCK_REUSE_ATTR = "_vidaccel_block_reuse"  # vidaccel.caches block reuse skips blocks the full branch needs
 
@@ -342,7 +342,7 @@ def enable_freeswim(pipe_or_transformer, config: FreeSwimConfig | None = None):
         adapter = adapter_for(model)
         if adapter.family != "wan":
             raise TypeError(f"FreeSwim supports Wan transformers (WanTransformer3DModel), got {type(model).__name__}.")
-        if model.__dict__.get(_STATE_ATTR) is not None:
+        if model.__dict__.get(STATE_ATTR) is not None:
             raise RuntimeError("FreeSwim is already enabled on this model. Call vidaccel.disable_freeswim(pipe) first.")
         if hasattr(model, _SPARSE_STATE_ATTR):
             raise RuntimeError(
@@ -363,7 +363,7 @@ def enable_freeswim(pipe_or_transformer, config: FreeSwimConfig | None = None):
                                   num_layers=len(adapter.self_attention(model)),
                                   cache=CrossAttentionCache(offload=config.offload_cache))
             _install(model, state)
-            model.__dict__[_STATE_ATTR] = state
+            model.__dict__[STATE_ATTR] = state
             done.append(model)
     except BaseException:
         for model in done:
@@ -373,7 +373,7 @@ def enable_freeswim(pipe_or_transformer, config: FreeSwimConfig | None = None):
 
 
 def _disable_one(model) -> bool:
-    state = model.__dict__.pop(_STATE_ATTR, None)
+    state = model.__dict__.pop(STATE_ATTR, None)
     if state is None:
         return False
     _uninstall(model, state)
@@ -390,7 +390,7 @@ def disable_freeswim(pipe_or_transformer):
 def freeswim_states(pipe_or_transformer) -> list[tuple[torch.nn.Module, FreeSwimState]]:
     """(transformer, state) for every transformer FreeSwim is enabled on."""
     models = _transformers(pipe_or_transformer)
-    return [(m, m.__dict__[_STATE_ATTR]) for m in models if m.__dict__.get(_STATE_ATTR) is not None]
+    return [(m, m.__dict__[STATE_ATTR]) for m in models if m.__dict__.get(STATE_ATTR) is not None]
 
 
 def set_freeswim_active(pipe_or_transformer, active: bool) -> None:

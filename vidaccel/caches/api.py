@@ -8,6 +8,7 @@ import torch
 
 from ..adapters import adapter_for
 from ..api import _transformers
+from ..freeswim_hooks import STATE_ATTR as FREESWIM_ATTR
 from . import block_reuse, kv_cache
 from ._blocks import refuse_diffusers_caches, transformer_blocks
 from .block_reuse import BlockReuseConfig, BlockReuseState, background_runs, resolve_config
@@ -106,6 +107,9 @@ def enable_block_reuse(pipe_or_transformer, config="profiled", *, profile=None):
     for _, model in named_transformers(pipe_or_transformer):
         adapter_for(model)
         refuse_diffusers_caches(model, "block reuse")
+        if FREESWIM_ATTR in model.__dict__:
+            raise RuntimeError("FreeSwim is enabled on this model and its full branch needs every block: call "
+                               "vidaccel.disable_freeswim(pipe) before enabling block reuse.")
     return _install_all(pipe_or_transformer, _REUSE_ATTR, make_state, block_reuse.install, block_reuse.uninstall,
                         "Block reuse")
 
