@@ -15,6 +15,16 @@ from vidaccel.distributed import enable_context_parallel, init_distributed
 from tiny_models import family_inputs, wan_transformer
 
 
+def _steps(model, inputs):
+    """Three denoising calls at falling timesteps (cond and uncond share each step)."""
+    outs = []
+    with torch.no_grad():
+        for t in (900.0, 800.0, 700.0):
+            with model.cache_context("cond"):
+                outs.append(model(**{**inputs, "timestep": torch.full((2,), t)})[0])
+    return torch.stack(outs)
+
+
 def main(out_path: str) -> None:
     if not torch.cuda.is_available():
         # diffusers places each rank on device `rank % accelerator count`; on a CPU-only machine
@@ -30,8 +40,19 @@ def main(out_path: str) -> None:
         enable_context_parallel(model, ulysses_degree=world)
         parallel = model(**inputs)[0]
         calls = vidaccel.summary(model, print_summary=False)["transformers"][0]["sparse_calls"]
+    # caches on the same kind of model: single process first, then under context parallelism
+    caches_model = wan_transformer(layers=3)
+    reuse = vidaccel.BlockReuseConfig(background_blocks=[1, 2], warmup_steps=1, interval=2)
+    vidaccel.enable_kv_cache(caches_model)
+    vidaccel.enable_block_reuse(caches_model, reuse)
+    caches_single = _steps(caches_model, inputs)
+    enable_context_parallel(caches_model, ulysses_degree=world)
+    caches_parallel = _steps(caches_model, inputs)
     result = {"rank": rank, "world": world, "max_abs_diff": float((parallel - single).abs().max()),
-              "sparse_calls": calls, "ref_scale": float(single.abs().max())}
+              "sparse_calls": calls, "ref_scale": float(single.abs().max()),
+              "caches_max_abs_diff": float((caches_parallel - caches_single).abs().max()),
+              "caches_ref_scale": float(caches_single.abs().max()),
+              "reused_block_calls": vidaccel.cache_summary(caches_model)[0]["block_reuse"]["reused_block_calls"]}
     with open(f"{out_path}.{rank}", "w") as f:
         json.dump(result, f)
     dist.destroy_process_group()

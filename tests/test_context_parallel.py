@@ -27,6 +27,9 @@ def test_ulysses_two_processes_match_single_process(tmp_path):
         r = json.loads((tmp_path / f"result.{rank}").read_text())
         assert r["world"] == 2 and r["sparse_calls"] == 4  # 2 layers x (single + parallel run)
         assert r["max_abs_diff"] <= 1e-5 * max(1.0, r["ref_scale"])
+        # K/V cache + block reuse (steps 0-1 compute, step 2 reuses blocks 1-2) keep their results under Ulysses
+        assert r["caches_max_abs_diff"] <= 1e-5 * max(1.0, r["caches_ref_scale"])
+        assert r["reused_block_calls"] == 4  # 2 blocks on step 2, single-process run and parallel run
 
 
 def test_ring_attention_is_refused_with_the_fix():
@@ -76,3 +79,23 @@ def test_generate_gpus_spreads_prompts_over_processes(tmp_path):
     parallel = generate(tmp_path / "two" / "v.mp4", "--gpus", "2")
     single = generate(tmp_path / "one" / "v.mp4")
     assert all((p == s).all() for p, s in zip(parallel, single))
+
+
+def test_freeswim_and_context_parallelism_refuse_each_other():
+    import torch.distributed as dist
+
+    from tiny_models import wan_transformer
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29519", rank=0, world_size=1)
+    try:
+        model = wan_transformer()
+        vidaccel.enable_freeswim(model)
+        with pytest.raises(ValueError, match="FreeSwim does not run under context parallelism"):
+            vidaccel.distributed.enable_context_parallel(model, ulysses_degree=2)
+        vidaccel.disable_freeswim(model)
+        model._parallel_config = object()  # what enable_parallelism leaves on the model
+        with pytest.raises(RuntimeError, match="FreeSwim does not run under context parallelism"):
+            vidaccel.enable_freeswim(model)
+    finally:
+        dist.destroy_process_group()

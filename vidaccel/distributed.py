@@ -20,6 +20,7 @@ import os
 import torch
 
 from .adapters import adapter_for
+from .freeswim_hooks import STATE_ATTR as FREESWIM_ATTR
 
 # diffusers ships a context-parallel plan (`_cp_plan`) for these families
 CONTEXT_PARALLEL_FAMILIES = ("wan", "ltx")
@@ -69,6 +70,9 @@ def enable_context_parallel(pipe_or_transformer, ulysses_degree: int | None = No
         raise RuntimeError("torch.distributed is not initialised: launch with torchrun and call init_distributed().")
     models = _transformers(pipe_or_transformer)
     for model in models:
+        if FREESWIM_ATTR in model.__dict__:
+            raise ValueError("FreeSwim does not run under context parallelism: disable_freeswim(pipe) first, or "
+                             "generate one video per GPU (data parallel).")
         if adapter_for(model).family not in CONTEXT_PARALLEL_FAMILIES:
             raise ValueError(
                 f"diffusers has no context-parallel plan for {type(model).__name__}. Context parallelism works "

@@ -344,6 +344,12 @@ def enable_freeswim(pipe_or_transformer, config: FreeSwimConfig | None = None):
             raise TypeError(f"FreeSwim supports Wan transformers (WanTransformer3DModel), got {type(model).__name__}.")
         if model.__dict__.get(STATE_ATTR) is not None:
             raise RuntimeError("FreeSwim is already enabled on this model. Call vidaccel.disable_freeswim(pipe) first.")
+        if getattr(model, "_parallel_config", None) is not None:
+            raise RuntimeError(
+                "FreeSwim does not run under context parallelism (its window and full branches and the block-wise "
+                "cross-attention cache assume the whole sequence on one rank). Use one GPU per video "
+                "(data-parallel generation) for FreeSwim."
+            )
         if hasattr(model, _SPARSE_STATE_ATTR):
             raise RuntimeError(
                 "This model is accelerated with vidaccel.accelerate, which also replaces self-attention. FreeSwim "

@@ -214,6 +214,8 @@ def _check_plain(model: torch.nn.Module) -> None:
                                     ("_vidaccel_block_reuse", "vidaccel block reuse (vidaccel.disable_caches)"))
             if attr in model.__dict__]
     busy += [f"diffusers {n} (transformer.disable_cache())" for n in diffusers_caches(model)]
+    if getattr(model, "_parallel_config", None) is not None:
+        busy.append("context parallelism (profile in a single process: attention samples need whole rows)")
     if busy:
         raise ValueError(
             f"Profile the unmodified model: {type(model).__name__} runs {', '.join(busy)}, which would change the "
