@@ -19,9 +19,14 @@ from .plan import Plan, PlanCache, build_plan
 __version__ = "0.1.0"
 
 __all__ = [
+    # sparse attention
     "accelerate", "remove", "summary", "sparse_attention", "PRESETS", "RadialAttentionConfig",
     "WindowAttentionConfig", "RadialPattern", "WindowPattern", "Plan", "PlanCache", "build_plan",
+    # FreeSwim
+    "FreeSwimConfig", "enable_freeswim", "disable_freeswim", "set_freeswim_active",
+    # caches
+    "enable_kv_cache", "disable_kv_cache", "enable_block_reuse", "disable_block_reuse", "disable_caches",
+    "cache_summary", "profile", "Profile", "BlockReuseConfig",
+    # multi-GPU (vidaccel.distributed.init_distributed, enable_context_parallel, shard)
+    "distributed",
 ]
-__all__ += ["FreeSwimConfig", "enable_freeswim", "disable_freeswim", "set_freeswim_active"]
-__all__ += ["enable_kv_cache", "disable_kv_cache", "enable_block_reuse", "disable_block_reuse", "disable_caches",
-            "cache_summary", "profile", "Profile", "BlockReuseConfig"]

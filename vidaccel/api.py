@@ -9,6 +9,7 @@ import torch
 
 from .adapters import adapter_for
 from .config import resolve_config
+from .context import install_states, remove_state
 from .freeswim_hooks import STATE_ATTR as FREESWIM_ATTR
 from .hooks import SparseAttentionState, install, uninstall
 from .plan import build_plan
@@ -61,31 +62,14 @@ def accelerate(pipe_or_transformer, config="radial"):
     # one state per transformer, all sharing one resolved config and one pattern object
     resolved = config.resolved(adapters[0].family)
     pattern = resolved.build_pattern()
-    done = []
-    try:
-        for model, adapter in zip(models, adapters):
-            state = SparseAttentionState(config=resolved, pattern=pattern, adapter=adapter)
-            install(model, state)
-            setattr(model, _STATE_ATTR, state)
-            done.append(model)
-    except BaseException:
-        for model in done:
-            _remove_one(model)
-        raise
+    states = [SparseAttentionState(config=resolved, pattern=pattern, adapter=a) for a in adapters]
+    install_states(zip(models, states), _STATE_ATTR, install, uninstall)
     return pipe_or_transformer
-
-
-def _remove_one(model) -> bool:
-    state = model.__dict__.pop(_STATE_ATTR, None)
-    if state is None:
-        return False
-    uninstall(model, state)
-    return True
 
 
 def remove(pipe_or_transformer):
     """Undo `accelerate` exactly (hooks, instance attributes, caches). Returns the same object."""
-    removed = [_remove_one(m) for m in _transformers(pipe_or_transformer)]
+    removed = [remove_state(m, _STATE_ATTR, uninstall) for m in _transformers(pipe_or_transformer)]
     if not any(removed):
         logger.info("vidaccel.remove: nothing to remove (not accelerated).")
     return pipe_or_transformer

@@ -142,3 +142,30 @@ def detach_step_tracker(model: torch.nn.Module, user: str) -> None:
         unregister_hooks(model, [STEP_HOOK], tracker.created_registry)
     if hasattr(model, "_diffusers_hook"):
         model._diffusers_hook.invalidate_child_registries_cache()
+
+
+def install_states(pairs, attr: str, install, uninstall) -> None:
+    """``install(model, state)`` for each ``(model, state)`` and keep the state at ``model.<attr>``.
+
+    All or nothing: on any failure the installs already done are undone (`remove_state`) and the
+    error re-raised, so a pipeline with two transformers is never left half-changed.
+    """
+    done = []
+    try:
+        for model, state in pairs:
+            install(model, state)
+            model.__dict__[attr] = state
+            done.append(model)
+    except BaseException:
+        for model in done:
+            remove_state(model, attr, uninstall)
+        raise
+
+
+def remove_state(model: torch.nn.Module, attr: str, uninstall) -> bool:
+    """Undo `install_states` on one model; False when nothing was installed."""
+    state = model.__dict__.pop(attr, None)
+    if state is None:
+        return False
+    uninstall(model, state)
+    return True

@@ -48,7 +48,15 @@ from diffusers.hooks import HookRegistry, ModelHook
 
 from .adapters import ModelAdapter, adapter_for
 from .attention import sparse_attention
-from .context import StepTracker, attach_step_tracker, detach_step_tracker, register_hook, unregister_hooks
+from .context import (
+    StepTracker,
+    attach_step_tracker,
+    detach_step_tracker,
+    install_states,
+    register_hook,
+    remove_state,
+    unregister_hooks,
+)
 from .freeswim_cache import CrossAttentionCache
 from .patterns import WindowPattern
 from .plan import PlanCache
@@ -360,35 +368,20 @@ def enable_freeswim(pipe_or_transformer, config: FreeSwimConfig | None = None):
                 "This model has vidaccel block reuse enabled, which skips blocks FreeSwim's two branches run. Call "
                 "vidaccel.disable_block_reuse(pipe) first, then enable_freeswim."
             )
-    done = []
-    try:
-        for model in models:
-            adapter = adapter_for(model)
-            spatial = _spatial_factor(pipe_or_transformer, model)
-            state = FreeSwimState(config=config, adapter=adapter, window=config.window_tokens(spatial),
-                                  num_layers=len(adapter.self_attention(model)),
-                                  cache=CrossAttentionCache(offload=config.offload_cache))
-            _install(model, state)
-            model.__dict__[STATE_ATTR] = state
-            done.append(model)
-    except BaseException:
-        for model in done:
-            _disable_one(model)
-        raise
+    states = []
+    for model in models:
+        adapter = adapter_for(model)
+        spatial = _spatial_factor(pipe_or_transformer, model)
+        states.append(FreeSwimState(config=config, adapter=adapter, window=config.window_tokens(spatial),
+                                    num_layers=len(adapter.self_attention(model)),
+                                    cache=CrossAttentionCache(offload=config.offload_cache)))
+    install_states(zip(models, states), STATE_ATTR, _install, _uninstall)
     return pipe_or_transformer
-
-
-def _disable_one(model) -> bool:
-    state = model.__dict__.pop(STATE_ATTR, None)
-    if state is None:
-        return False
-    _uninstall(model, state)
-    return True
 
 
 def disable_freeswim(pipe_or_transformer):
     """Remove FreeSwim's hooks and cache, restoring the modules exactly. Returns the same object."""
-    if not any([_disable_one(m) for m in _transformers(pipe_or_transformer)]):
+    if not any([remove_state(m, STATE_ATTR, _uninstall) for m in _transformers(pipe_or_transformer)]):
         logger.info("vidaccel.disable_freeswim: FreeSwim was not enabled.")
     return pipe_or_transformer
 

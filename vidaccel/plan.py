@@ -14,7 +14,6 @@ in it has a class whose spatial block is full, and visited iff any has a non-emp
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field

@@ -94,7 +94,6 @@ def generate_tiny(
         seeds = seeds * n
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)=} and {len(seeds)=} must match (or one of them be 1)")
-    device = pipe._execution_device
     gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
     out = pipe(
         prompt=prompts, height=height, width=width, num_frames=num_frames,

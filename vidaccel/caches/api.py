@@ -8,10 +8,11 @@ import torch
 
 from ..adapters import adapter_for
 from ..api import _transformers
+from ..context import install_states, remove_state
 from ..freeswim_hooks import STATE_ATTR as FREESWIM_ATTR
 from . import block_reuse, kv_cache
 from ._blocks import refuse_diffusers_caches, transformer_blocks
-from .block_reuse import BlockReuseConfig, BlockReuseState, background_runs, resolve_config
+from .block_reuse import BlockReuseState, background_runs, resolve_config
 from .kv_cache import KVCacheState
 
 logger = logging.getLogger(__name__)
@@ -36,18 +37,7 @@ def _install_all(pipe_or_transformer, attr: str, make_state, install, uninstall,
         if attr in model.__dict__:
             raise RuntimeError(f"{what} is already enabled on {type(model).__name__}; disable it first "
                                f"(vidaccel.disable_caches(pipe)), then enable it with the new settings.")
-    states = [(model, make_state(name, model)) for name, model in named]
-    done = []
-    try:
-        for model, state in states:
-            install(model, state)
-            model.__dict__[attr] = state
-            done.append((model, state))
-    except BaseException:
-        for model, state in done:
-            model.__dict__.pop(attr)
-            uninstall(model, state)
-        raise
+    install_states([(model, make_state(name, model)) for name, model in named], attr, install, uninstall)
     return pipe_or_transformer
 
 
@@ -115,13 +105,7 @@ def enable_block_reuse(pipe_or_transformer, config="profiled", *, profile=None):
 
 
 def _disable(pipe_or_transformer, attr: str, uninstall) -> bool:
-    removed = False
-    for _, model in named_transformers(pipe_or_transformer):
-        state = model.__dict__.pop(attr, None)
-        if state is not None:
-            uninstall(model, state)
-            removed = True
-    return removed
+    return any([remove_state(model, attr, uninstall) for _, model in named_transformers(pipe_or_transformer)])
 
 
 def disable_kv_cache(pipe_or_transformer):
