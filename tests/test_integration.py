@@ -167,3 +167,17 @@ def test_summary_block_density_from_the_plan_cache_or_on_request():
     built = vidaccel.summary(model, grid=(5, 8, 8), blocks=True, print_summary=False)["transformers"][0]["grid"]
     assert built["tile"] is not None and built["density"] == other["density"]
     vidaccel.remove(model)
+
+
+def test_torch_compile_of_an_accelerated_transformer_matches_eager():
+    """The attention modules run eagerly inside the compiled model (graph break, see sdpa_swap)."""
+    model = TRANSFORMERS["wan"]()
+    inputs = family_inputs("wan", grid=(3, 4, 6))
+    vidaccel.accelerate(model, SMALL)
+    eager = _run(model, inputs)
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        out = compiled(**inputs)[0]
+    torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-5)
+    assert vidaccel.summary(model, print_summary=False)["transformers"][0]["sparse_calls"] == 4
+    vidaccel.remove(model)

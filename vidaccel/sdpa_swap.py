@@ -9,6 +9,7 @@ replacement's own SDPA calls are not intercepted again.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
@@ -28,11 +29,16 @@ class SDPASwap(TorchFunctionMode):
         return self.fn(*args, **kwargs)
 
 
+@torch.compiler.disable
 def call_with_sdpa(fn, forward, args, kwargs, where: str):
     """``forward(*args, **kwargs)`` with its SDPA call routed to `fn`.
 
     Raises RuntimeError naming the fix when `forward` never called SDPA (a non-native diffusers
     attention backend such as flash or sage), since `fn` then silently did nothing.
+
+    Under `torch.compile` this call runs eagerly (a graph break around the attention module):
+    dynamo in torch 2.11-2.13 fails on a function mode entered inside a compiled region, and the
+    rest of the model still compiles.
     """
     swap = SDPASwap(fn)
     with swap:
