@@ -43,8 +43,6 @@ def reference_sparse_attention(q, k, v, plan: Plan, text_len=0, text_position="n
     vis = _visual_slice(text_len, text_position, S)
     chunk = max(1, min(S, REFERENCE_CHUNK_BYTES // max(1, B * Hh * S * 4)))
     key_idx = torch.arange(n, device=q.device)
-    classes = plan.pattern.temporal_classes(plan.grid)  # warm the pattern's per-grid cache once
-    del classes
     out = torch.empty_like(q)
     for start in range(0, S, chunk):
         rows = torch.arange(start, min(S, start + chunk), device=q.device)

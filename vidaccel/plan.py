@@ -33,10 +33,6 @@ _TILE_SHAPES = {
 }
 
 
-def _ranges(length: int, step: int) -> list[tuple[int, int]]:
-    return [(s, min(s + step, length)) for s in range(0, length, step)]
-
-
 def _one_hot_groups(length: int, step: int) -> torch.Tensor:
     """float [n_groups, length]: row g selects the positions of group g."""
     ids = torch.arange(length) // step
@@ -242,8 +238,9 @@ def build_plan(pattern: Pattern, grid: Grid, tile=None, tile_size: int = 128, de
         raise ValueError(f"grid must be three positive ints (T, H, W), got {grid!r}.")
     pattern.validate(grid)
     device = torch.device(device) if device is not None else torch.device("cpu")
+    spatial_cache: dict = {}  # per-class spatial masks, shared by block classification and density
     if tile is None:
-        best, spatial_cache = None, {}
+        best = None
         # grouped by spatial shape: the spatial statistics are computed once per (th, tw)
         for cand in sorted(candidate_tiles(grid, tile_size), key=lambda t: (t[1], t[2], t[0])):
             for key in [k for k in spatial_cache if k != "masks" and k != cand[1:]]:
@@ -256,7 +253,7 @@ def build_plan(pattern: Pattern, grid: Grid, tile=None, tile_size: int = 128, de
         _, tile, block_class = best
     else:
         tile = tuple(int(x) for x in tile)
-        block_class = classify_blocks(pattern, grid, tile, device=device)
+        block_class = classify_blocks(pattern, grid, tile, spatial_cache, device=device)
     perm, offsets = tile_permutation(grid, tile)
     full_kv, full_count = _tables(block_class, FULL)
     partial_kv, partial_count = _tables(block_class, PARTIAL)
@@ -274,7 +271,7 @@ def build_plan(pattern: Pattern, grid: Grid, tile=None, tile_size: int = 128, de
         full_count=full_count,
         partial_kv=partial_kv,
         partial_count=partial_count,
-        density=pattern.density(grid),
+        density=pattern.density(grid, spatial_cache["masks"]),
     )
 
 

@@ -86,21 +86,21 @@ class Pattern:
         s = torch.arange(grid[1] * grid[2], device=device)
         return self.spatial_mask(cls, grid, s[:, None], s[None, :])
 
-    def density(self, grid: Grid) -> float:
-        """Exact fraction of attended (query, key) pairs among the N x N visual pairs."""
+    def density(self, grid: Grid, spatial_masks: list | None = None) -> float:
+        """Exact fraction of attended (query, key) pairs among the N x N visual pairs.
+
+        `spatial_masks` (optional): the per-class `spatial_class_mask` results, when already computed.
+        """
         classes = self.temporal_classes(grid)
         S = grid[1] * grid[2]
         total = 0
         for c in range(self.num_classes(grid)):
             pairs = int((classes == c).sum())
             if pairs:
-                total += pairs * int(self.spatial_class_mask(c, grid).sum())
+                mask = spatial_masks[c] if spatial_masks is not None else self.spatial_class_mask(c, grid)
+                total += pairs * int(mask.sum())
         n = grid[0] * S
         return total / float(n * n)
-
-    def covers_everything(self, grid: Grid) -> bool:
-        """True when the pattern attends every pair: callers may use dense attention instead."""
-        return self.density(grid) == 1.0
 
     def __repr__(self) -> str:
         return self.name
