@@ -142,15 +142,15 @@ def summary(pipe_or_transformer, grid=None, print_summary: bool = True, blocks: 
         grid_info = None
         if g is not None:
             g = tuple(int(x) for x in g)
-            grid_info = {"grid": list(g), "tokens": math.prod(g), "density": state.pattern.density(g),
-                         "block_density": None, "tile": None}
             plan = state.plan_cache.find(state.pattern, g)
             device = next(model.parameters()).device
             if plan is None and (device.type == "cuda" or blocks):
                 # block statistics: seconds on a GPU, tens of seconds on a CPU at 720p
                 plan = build_plan(state.pattern, g, tile_size=state.config.tile_size, device=device)
-            if plan is not None:
-                grid_info.update(block_density=plan.block_density(), tile=list(plan.tile))
+            grid_info = {"grid": list(g), "tokens": math.prod(g),
+                         "density": plan.density if plan is not None else state.pattern.density(g),
+                         "block_density": plan.block_density() if plan is not None else None,
+                         "tile": list(plan.tile) if plan is not None else None}
         pattern_text = state.pattern.name + (f" ({grid_info['density']:.1%} dense)" if grid_info else "")
         n_layers = len(state.layer_names)
         out["transformers"].append({
