@@ -30,6 +30,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -89,7 +90,14 @@ def build_vae(cfg):
     return AutoencoderKLWan(**cfg, latents_mean=[0.0] * z, latents_std=[1.0] * z)
 
 
+REL_BIAS_STD = 1.0  # T5's relative-position bias init (std ~0.06) leaves attention position-blind for long
+
+
 def build_text_encoder(cfg, vocab_size):
+    """A small UMT5 encoder. T5 has no absolute positions: only the relative-position bias tells "the
+    colour before 'background'" from "the colour before 'circle'", and at T5's init scale a short run
+    never learns it (attention stays a bag-of-words mean). A bias init of std ``REL_BIAS_STD`` makes
+    the caption parse learnable in a few hundred steps."""
     from transformers import UMT5Config, UMT5EncoderModel
 
     conf = UMT5Config(
@@ -97,7 +105,11 @@ def build_text_encoder(cfg, vocab_size):
         relative_attention_num_buckets=32, relative_attention_max_distance=128,
         pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, tie_word_embeddings=False, **cfg,
     )
-    return UMT5EncoderModel(conf)
+    te = UMT5EncoderModel(conf)
+    with torch.no_grad():
+        for block in te.encoder.block:
+            block.layer[0].SelfAttention.relative_attention_bias.weight.normal_(0.0, REL_BIAS_STD)
+    return te
 
 
 def build_transformer(cfg, z_dim):
@@ -249,13 +261,50 @@ def train_vae(args, C, device, work: Path, refine_seconds: float = 0.0):
     return step >= total
 
 
-def encode_text(te, tok, captions, device):
-    """Embeddings exactly as WanPipeline builds them: valid tokens, then zeros to 512."""
+def encode_text(te, tok, captions, device, return_tokens=False):
+    """Embeddings exactly as WanPipeline builds them: valid tokens, then zeros to 512.
+
+    With ``return_tokens`` also the unpadded ``(hidden, mask)`` for the caption-parse loss.
+    """
     enc = tok(captions, padding="longest", truncation=True, max_length=MAX_SEQ_LEN,
               add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
     ids, mask = enc.input_ids.to(device), enc.attention_mask.to(device)
     h = te(ids, mask).last_hidden_state * mask[..., None].to(torch.float32)
-    return F.pad(h, (0, 0, 0, MAX_SEQ_LEN - h.shape[1]))
+    ctx = F.pad(h, (0, 0, 0, MAX_SEQ_LEN - h.shape[1]))
+    return (ctx, h, mask) if return_tokens else ctx
+
+
+class CaptionParseHead(torch.nn.Module):
+    """Auxiliary probes: every valid token of a caption predicts the caption's parse (first object's
+    colour, shape and motion, and the background colour or "none").
+
+    Wan's cross-attention is order-blind, so "a red circle on a blue background" and "a blue circle
+    on a red background" differ for the transformer only through context the text encoder mixes into
+    each token. A jointly trained T5 learns almost none (its embeddings dwarf what attention adds);
+    this loss makes each token carry its role. Thrown away at export.
+    """
+
+    SIZES = {"color": len(tiny_data.COLORS), "shape": len(tiny_data.SHAPES),
+             "motion": len(tiny_data.MOTIONS), "bg": len(tiny_data.COLORS) + 1}
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.heads = torch.nn.ModuleDict({k: torch.nn.Linear(d_model, n) for k, n in self.SIZES.items()})
+
+    def forward(self, hidden, mask, meta, keep=None):
+        """Mean cross-entropy over valid tokens of kept captions, and per-field token accuracy."""
+        valid = mask.bool()
+        if keep is not None:
+            valid = valid & keep.to(valid.device)[:, None]
+        rows = valid.nonzero()[:, 0]
+        h = hidden[valid].float()
+        loss, acc = 0.0, {}
+        for k, head in self.heads.items():
+            logits = head(h)
+            target = meta[k].to(h.device)[rows]
+            loss = loss + F.cross_entropy(logits, target)
+            acc[k] = (logits.argmax(-1) == target).float().mean().item()
+        return loss / len(self.heads), acc
 
 
 def train_dit(args, C, device, work: Path):
@@ -269,7 +318,8 @@ def train_dit(args, C, device, work: Path):
     torch.manual_seed(args.seed)
     te = build_text_encoder(C["te"], len(tok)).to(device)
     tr = build_transformer(C["dit"], z_dim).to(device)
-    params = list(te.parameters()) + list(tr.parameters())
+    parse_head = CaptionParseHead(C["te"]["d_model"]).to(device) if args.text_parse_weight > 0 else None
+    params = list(te.parameters()) + list(tr.parameters()) + (list(parse_head.parameters()) if parse_head else [])
     opt = torch.optim.AdamW(params, lr=C["dit_lr"], betas=(0.9, 0.99), weight_decay=0.01)
     ema = {"te": {k: v.detach().float().clone() for k, v in te.state_dict().items()},
            "tr": {k: v.detach().float().clone() for k, v in tr.state_dict().items()}}
@@ -282,24 +332,33 @@ def train_dit(args, C, device, work: Path):
         ema = {m: {k: v.to(device).float() for k, v in d.items()} for m, d in s["ema"].items()}
         te.load_state_dict(s.get("te", s["ema"]["te"]))
         tr.load_state_dict(s.get("tr", s["ema"]["tr"]))
-        if "opt" in s:  # light checkpoints (weights only) restart the optimizer
+        if parse_head is not None and "parse_head" in s:
+            parse_head.load_state_dict(s["parse_head"])
+        if "opt" in s and len(s["opt"]["param_groups"][0]["params"]) == len(params):  # light checkpoints (weights only) restart the optimizer
             opt.load_state_dict(s["opt"])
         if "rng" in s:
             gen.set_state(s["rng"]["data"])
             dev_gen.set_state(s["rng"]["noise"])
         step, elapsed = s["step"], s["elapsed"]
         print(f"[dit] resumed at step {step}")
+    elif (work / "text_parse.pt").exists():  # from scratch after the captions-only text stage
+        s = torch.load(work / "text_parse.pt", map_location="cpu", weights_only=False)
+        te.load_state_dict(s["te"])
+        ema["te"] = {k: v.to(device).float().clone() for k, v in s["te"].items()}
+        if parse_head is not None:
+            parse_head.load_state_dict(s["parse_head"])
+        print("[dit] text encoder from the text stage")
     total = C["dit_steps"]
-    log = Logger(work / "loss_dit.csv", ["step", "seconds", "loss", "lr"], step)
+    log = Logger(work / "loss_dit.csv", ["step", "seconds", "loss", "lr", "parse_loss"], step)
     spec = tiny_data.ClipSpec()
     B = C["dit_batch"]
     t0 = time.time() - elapsed
-    run_loss, n_loss = 0.0, 0
+    run_loss, run_parse, n_loss = 0.0, 0.0, 0
     while step < total:
         lr = C["dit_lr"] * min(1.0, (step + 1) / 300)
         for g in opt.param_groups:
             g["lr"] = lr
-        video, caps = tiny_data.sample_batch(B, gen, spec, device)
+        video, caps, meta = tiny_data.sample_batch(B, gen, spec, device, return_meta=True)
         drop = torch.rand(B, generator=gen) < 0.1
         caps = ["" if d else c for c, d in zip(caps, drop.tolist())]
         with torch.no_grad(), autocast(device):
@@ -313,34 +372,137 @@ def train_dit(args, C, device, work: Path):
         xt = (1 - s) * x0 + s * noise
         target = noise - x0
         with autocast(device):
-            ctx = encode_text(te, tok, caps, device)
+            ctx, hidden, mask = encode_text(te, tok, caps, device, return_tokens=True)
             pred = tr(hidden_states=xt, timestep=sig * 1000, encoder_hidden_states=ctx, return_dict=False)[0]
         loss = F.mse_loss(pred.float(), target)
+        parse = parse_head(hidden, mask, meta, keep=~drop)[0] if parse_head is not None else torch.zeros(())
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + args.text_parse_weight * parse).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
         decay = min(args.ema, (1 + step) / (10 + step))
         ema_update(ema["te"], te, decay)
         ema_update(ema["tr"], tr, decay)
-        run_loss, n_loss = run_loss + loss.item(), n_loss + 1
+        run_loss, run_parse, n_loss = run_loss + loss.item(), run_parse + parse.item(), n_loss + 1
         if step % args.log_every == 0 or step == total:
-            log.log(step=step, seconds=round(time.time() - t0, 2), loss=f"{run_loss / n_loss:.5f}", lr=f"{lr:.2e}")
-            print(f"[dit] step {step}/{total} loss {run_loss / n_loss:.4f} {time.time() - t0:.0f}s", flush=True)
-            run_loss, n_loss = 0.0, 0
+            log.log(step=step, seconds=round(time.time() - t0, 2), loss=f"{run_loss / n_loss:.5f}", lr=f"{lr:.2e}",
+                    parse_loss=f"{run_parse / n_loss:.5f}")
+            print(f"[dit] step {step}/{total} loss {run_loss / n_loss:.4f} parse {run_parse / n_loss:.4f} "
+                  f"{time.time() - t0:.0f}s", flush=True)
+            run_loss, run_parse, n_loss = 0.0, 0.0, 0
         out_of_time = time.time() - t0 > args.dit_time_limit
         if step % args.ckpt_every == 0 or step == total or out_of_time:
             save_ckpt(ck, te=te.state_dict(), tr=tr.state_dict(), ema=ema, opt=opt.state_dict(), step=step,
-                      elapsed=time.time() - t0, rng=rng_state(gen, dev_gen))
+                      elapsed=time.time() - t0, rng=rng_state(gen, dev_gen),
+                      **({"parse_head": parse_head.state_dict()} if parse_head is not None else {}))
         if out_of_time:
             print(f"[dit] time limit hit at step {step}; stopping early (rerun resumes)")
             break
     torch.save({"ema": {m: {k: v.to(torch.bfloat16) for k, v in d.items()} for m, d in ema.items()},
-                "step": step, "elapsed": time.time() - t0, "rng": rng_state(gen, dev_gen)}, light)
+                "step": step, "elapsed": time.time() - t0, "rng": rng_state(gen, dev_gen),
+                **({"parse_head": parse_head.state_dict()} if parse_head is not None else {})}, light)
     info = {"steps": step, "seconds": round(time.time() - t0, 1)}
     (work / "dit_done.json").write_text(json.dumps(info, indent=1))
     return step >= total
+
+
+def init_from_pipeline(src: Path, work: Path):
+    """Fine-tuning start: take a trained pipeline folder's VAE, and its text encoder and transformer as
+    the dit stage's starting weights (a light checkpoint at step 0). No-op once a checkpoint exists."""
+    from diffusers import WanTransformer3DModel
+    from transformers import UMT5EncoderModel
+
+    if (work / "ckpt_dit.pt").exists() or (work / "ckpt_dit_light.pt").exists():
+        return
+    shutil.copytree(src / "vae", work / "vae", dirs_exist_ok=True)
+    log = json.loads((src / "training_log.json").read_text())
+    (work / "vae_done.json").write_text(json.dumps(log["vae"], indent=1))
+    if (src / "loss_vae.csv").exists():
+        shutil.copy(src / "loss_vae.csv", work / "loss_vae.csv")
+    te = UMT5EncoderModel.from_pretrained(src / "text_encoder", torch_dtype=torch.float32)
+    tr = WanTransformer3DModel.from_pretrained(src / "transformer", torch_dtype=torch.float32)
+    sd = {"te": te.state_dict(), "tr": tr.state_dict()}
+    # the transformer was stored in fp16: keep it so (exact, half the size of a checkpoint that travels)
+    torch.save({"ema": {"te": {k: v.float().clone() for k, v in sd["te"].items()},
+                        "tr": {k: v.half() for k, v in sd["tr"].items()}},
+                "step": 0, "elapsed": 0.0, "init_from": str(src)}, work / "ckpt_dit_light.pt")
+    print(f"[init] VAE, text encoder and transformer from {src}")
+
+
+@torch.no_grad()
+def swap_sensitivity(te, tok, device) -> dict:
+    """How much context the encoder mixes in: swap the object and background colour words of a caption
+    and compare outputs at the *other* tokens (context only) with those at the swapped tokens."""
+    colors = tiny_data.COLORS
+    pairs = [(a, b) for a in colors for b in colors if a != b]
+    caps = [f"a {a} circle moving right on a {b} background" for a, b in pairs]
+    swapped = [f"a {b} circle moving right on a {a} background" for a, b in pairs]
+    _, h1, mask = encode_text(te, tok, caps, device, return_tokens=True)
+    _, h2, _ = encode_text(te, tok, swapped, device, return_tokens=True)
+    diff = (h1 - h2).float().norm(dim=-1)[:, : mask.shape[1]]
+    colour_pos = [1, 7]  # "a <c1> circle moving right on a <c2> background </s>"
+    other = [i for i in range(int(mask[0].sum())) if i not in colour_pos]
+    return {"context_change": diff[:, other].mean().item(), "swapped_token_change": diff[:, colour_pos].mean().item(),
+            "token_norm": h1[:, other].float().norm(dim=-1).mean().item()}
+
+
+def train_text_parse(args, C, device, work: Path):
+    """Captions only: teach the text encoder the caption parse (``CaptionParseHead``) before the dit
+    stage, starting from the dit checkpoint's text encoder; writes it back there (weights and EMA)."""
+    done = work / "text_parse_done.json"
+    if done.exists():
+        return
+    tok = build_tokenizer()
+    te = build_text_encoder(C["te"], len(tok)).to(device)
+    ck, light = work / "ckpt_dit.pt", work / "ckpt_dit_light.pt"
+    src = ck if ck.exists() else light
+    state = torch.load(src, map_location="cpu", weights_only=False) if src.exists() else None
+    if state is None and not args.te_fresh:
+        raise SystemExit("--text-parse-steps before any dit checkpoint needs --te-fresh (there is no encoder to start from)")
+    if not args.te_fresh:
+        te.load_state_dict({k: v.float() for k, v in state["ema"]["te"].items()})
+    before = swap_sensitivity(te, tok, device)
+    head = CaptionParseHead(C["te"]["d_model"]).to(device)
+    params = list(te.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(args.seed + 4)
+    spec = tiny_data.ClipSpec(frames=1, height=16, width=16)  # captions are what matter; render little
+    t0 = time.time()
+    for step in range(1, args.text_parse_steps + 1):
+        for g in opt.param_groups:
+            g["lr"] = 1e-3 * min(1.0, step / 100) * 0.5 * (1 + math.cos(math.pi * step / args.text_parse_steps))
+        _, caps, meta = tiny_data.sample_batch(128, gen, spec, "cpu", return_meta=True)
+        _, hidden, mask = encode_text(te, tok, caps, device, return_tokens=True)
+        loss, acc = head(hidden, mask, meta)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 100 == 0 or step == args.text_parse_steps:
+            print(f"[text] step {step} parse loss {loss.item():.4f} acc "
+                  + " ".join(f"{k} {v:.3f}" for k, v in acc.items()) + f" {time.time() - t0:.0f}s", flush=True)
+    te.eval()
+    with torch.no_grad():
+        _, caps, meta = tiny_data.sample_batch(1024, torch.Generator().manual_seed(args.seed + 99), spec, "cpu",
+                                               return_meta=True)
+        _, hidden, mask = encode_text(te, tok, caps, device, return_tokens=True)
+        held_loss, held_acc = head(hidden, mask, meta)
+    after = swap_sensitivity(te, tok, device)
+    sd = {k: v.detach().float().cpu() for k, v in te.state_dict().items()}
+    if state is None:  # a run from scratch: the dit stage starts from this encoder
+        save_ckpt(work / "text_parse.pt", te=sd, parse_head=head.state_dict())
+    else:  # fine-tuning: replace the checkpoint's encoder
+        state["ema"]["te"] = sd
+        if "te" in state:
+            state["te"] = sd
+        state["parse_head"] = head.state_dict()
+        save_ckpt(src, **state)
+    info = {"steps": args.text_parse_steps, "seconds": round(time.time() - t0, 1), "fresh": args.te_fresh,
+            "held_out_loss": round(held_loss.item(), 4), "held_out_token_accuracy": held_acc,
+            "swap_sensitivity_before": before, "swap_sensitivity_after": after}
+    done.write_text(json.dumps(info, indent=1))
+    print("[text]", json.dumps(info))
 
 
 def plot_losses(work: Path, path: Path):
@@ -416,6 +578,8 @@ def export(args, C, device, work: Path, out: Path):
                    "transformer": sum(p.numel() for p in tr.parameters())},
         "config": {k: C[k] for k in ("vae_steps", "vae_batch", "vae_lr", "dit_steps", "dit_batch", "dit_lr")},
     }
+    if (work / "text_parse_done.json").exists():
+        summary["text_parse"] = json.loads((work / "text_parse_done.json").read_text())
     (out / "training_log.json").write_text(json.dumps(summary, indent=1))
     print("[export]", json.dumps(summary))
 
@@ -424,7 +588,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(REPO / "assets" / "tiny-wan"))
     ap.add_argument("--work", default=str(REPO / "outputs" / "tiny-wan-train"), help="checkpoints and logs")
-    ap.add_argument("--stage", choices=["all", "vae", "dit", "export"], default="all")
+    ap.add_argument("--stage", choices=["all", "vae", "text", "dit", "export"], default="all")
     ap.add_argument("--quick", action="store_true", help="toy sizes and a few steps (CPU smoke test)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--seed", type=int, default=0)
@@ -438,6 +602,15 @@ def main(argv=None):
     ap.add_argument("--refine-vae", type=float, default=0.0,
                     help="seconds: continue the saved VAE (object-weighted), re-measure latent stats, then the "
                          "dit stage resumes on the new latents")
+    ap.add_argument("--init-from", default=None, metavar="DIR",
+                    help="fine-tune: start from this trained pipeline folder (its VAE, text encoder, transformer)")
+    ap.add_argument("--text-parse-steps", type=int, default=0,
+                    help="captions-only caption-parse training of the text encoder before the dit stage")
+    ap.add_argument("--te-fresh", action="store_true",
+                    help="--text-parse-steps starts from a new text encoder instead of the checkpoint's (an encoder "
+                         "trained with T5's bias init stays position-blind)")
+    ap.add_argument("--text-parse-weight", type=float, default=0.0,
+                    help="weight of the caption-parse loss on the text encoder during the dit stage")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--ckpt-every", type=int, default=1000)
@@ -457,10 +630,14 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(C, indent=1))
     torch.manual_seed(args.seed)
+    if args.init_from:  # before the vae stage: its VAE is the one to keep
+        init_from_pipeline(Path(args.init_from), work)
     if args.stage in ("all", "vae") and not (work / "vae" / "config.json").exists():
         train_vae(args, C, device, work)  # a VAE time limit ends the stage early (no resume)
     elif args.stage in ("all", "vae") and args.refine_vae > 0:
         train_vae(args, C, device, work, refine_seconds=args.refine_vae)
+    if args.stage in ("all", "text", "dit") and args.text_parse_steps > 0:
+        train_text_parse(args, C, device, work)
     if args.stage in ("all", "dit"):
         train_dit(args, C, device, work)
     if args.stage in ("all", "export") and any((work / f).exists() for f in ("ckpt_dit.pt", "ckpt_dit_light.pt")):
