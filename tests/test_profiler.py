@@ -133,6 +133,32 @@ def test_tau_choices():
         choose_tau([0.1], "best")
 
 
+def test_tau_background_fraction_is_a_block_budget():
+    from vidaccel.caches.profile_io import classify
+
+    R = [0.9, 0.2, float("nan"), 0.5, 0.1, 0.7, 0.3, 0.6, 0.8, 0.4]  # 10 blocks, one not measured
+    for fraction, want in [(0.0, 0), (0.3, 3), (0.5, 5), (0.7, 7), (0.9, 9), (1.0, 9)]:
+        info = choose_tau(R, f"background:{fraction}")
+        background = sorted(i for i, r in enumerate(R) if classify(r, info["value"]) == "background")
+        lowest = sorted(range(len(R)), key=lambda i: (math.isnan(R[i]), R[i]))[:want]
+        assert background == sorted(lowest), (fraction, background)
+        assert info["method"] == f"background:{fraction:g}" and f"{want} of 10" in info["detail"]
+    ties = choose_tau([0.2, 0.2, 0.2, 0.9], "background:0.5")  # a cut inside a tie keeps the tie foreground
+    assert sum(classify(r, ties["value"]) == "background" for r in [0.2, 0.2, 0.2, 0.9]) == 0
+    for bad in ("background:1.5", "background:x", "background:-0.1"):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            choose_tau(R, bad)
+
+
+def test_reclassified_takes_every_tau_form(tiny_profile):
+    _, prof, _, _, _ = tiny_profile
+    half = prof.reclassified("background:0.5")  # 2 blocks: the lower-R one is reused
+    lower = min(prof.models[0].blocks, key=lambda b: b.R).index
+    assert half.models[0].background_blocks == [lower] and half.tau["method"] == "background:0.5"
+    assert prof.reclassified("background:1.0").models[0].background_blocks == [0, 1]
+    assert prof.reclassified("median").tau["method"] == "median"
+
+
 def test_profiling_refuses_modified_models():
     pipe = wan_pipeline()
     vidaccel.accelerate(pipe, "window")

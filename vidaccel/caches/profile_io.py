@@ -86,16 +86,16 @@ class Profile:
         have = [m.attribute for m in self.models]
         raise ValueError(f"The profile has no entry for pipe.{attribute} (it has {have}). {MAKE_ONE}")
 
-    def reclassified(self, tau: float, method: str = "given") -> "Profile":
-        """A copy with every block classified by ``R >= tau``."""
+    def reclassified(self, tau) -> "Profile":
+        """A copy with every block classified again from its stored R; ``tau`` as in `choose_tau`
+        (a number, "otsu", "median" or "background:F")."""
+        info = choose_tau([b.R for m in self.models for b in m.blocks], tau)
         models = [
             ModelProfile(m.attribute, m.model_class, m.config_hash, m.num_blocks, m.grid,
-                         [BlockStats(**{**asdict(b), "kind": classify(b.R, tau)}) for b in m.blocks])
+                         [BlockStats(**{**asdict(b), "kind": classify(b.R, info["value"])}) for b in m.blocks])
             for m in self.models
         ]
-        detail = "set by the user" if method == "given" else method
-        return Profile(self.run, self.foreground, {"value": tau, "method": method, "detail": detail}, models,
-                       self.created, self.versions)
+        return Profile(self.run, self.foreground, info, models, self.created, self.versions)
 
     def to_dict(self) -> dict:
         return _clean({"format": FORMAT, "version": VERSION, "created": self.created, "versions": self.versions,
@@ -155,7 +155,7 @@ def otsu_threshold(values) -> float:
         return float(v.mean())
     n = v.numel()
     csum = torch.cumsum(v, 0)
-    k = torch.arange(1, n, dtype=torch.float64)  # size of the lower class for split after index k-1
+    k = torch.arange(1, n, dtype=torch.float64, device=v.device)  # size of the lower class for split after index k-1
     m0 = csum[:-1] / k
     m1 = (csum[-1] - csum[:-1]) / (n - k)
     between = k * (n - k) * (m0 - m1) ** 2
@@ -165,7 +165,27 @@ def otsu_threshold(values) -> float:
 
 
 def choose_tau(mean_R: list[float], tau) -> dict:
-    """``tau`` as a number, or chosen from the blocks' mean R: "otsu" (two-class split) or "median"."""
+    """``tau`` as a number, or chosen from the blocks' mean R: "otsu" (two-class split), "median", or
+    "background:F" - a speed budget: the fraction F (0..1) of blocks with the lowest R become background
+    (ties at the cut stay foreground, so at most that many; blocks without an R always stay foreground)."""
+    if isinstance(tau, str) and tau.startswith("background:"):
+        try:
+            fraction = float(tau.split(":", 1)[1])
+        except ValueError:
+            fraction = -1.0
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"tau {tau!r}: 'background:F' needs a fraction F between 0 and 1, e.g. 'background:0.7'.")
+        finite = sorted(r for r in mean_R if not math.isnan(r))
+        k = min(len(finite), round(fraction * len(mean_R)))  # blocks to reuse
+        if k == 0:
+            value = finite[0] if finite else float("nan")  # R < min(R): none
+        elif k == len(finite):
+            value = math.nextafter(finite[-1], math.inf)  # every measured block
+        else:
+            value = (finite[k - 1] + finite[k]) / 2 if finite[k - 1] < finite[k] else finite[k - 1]
+        return {"value": value, "method": f"background:{fraction:g}",
+                "detail": f"{k} of {len(mean_R)} blocks with the lowest mean R reused (a speed budget, not a split "
+                          f"the data suggests)"}
     if isinstance(tau, (int, float)):
         return {"value": float(tau), "method": "given", "detail": "set by the user"}
     if tau == "otsu":
@@ -175,7 +195,7 @@ def choose_tau(mean_R: list[float], tau) -> dict:
         finite = torch.tensor([r for r in mean_R if not math.isnan(r)], dtype=torch.float64)
         return {"value": float(finite.median()) if finite.numel() else float("nan"), "method": "median",
                 "detail": "median of the blocks' mean R (about half the blocks become background)"}
-    raise ValueError(f"tau must be a number, 'otsu' or 'median', not {tau!r}.")
+    raise ValueError(f"tau must be a number, 'otsu', 'median' or 'background:F' (0 <= F <= 1), not {tau!r}.")
 
 
 def _clean(obj):

@@ -250,7 +250,8 @@ def profile(pipe, prompts, *, height: int | None = None, width: int | None = Non
             (None keeps the pipeline's default). Profile at the settings you will generate with.
         query_rows: sampled video query rows per self-attention call for received attention.
         foreground: ``"pca"`` or ``"motion"`` (see `vidaccel.caches.foreground`).
-        tau: a number, ``"otsu"`` (default: the two-class split of the blocks' mean R) or ``"median"``.
+        tau: a number, ``"otsu"`` (default: the two-class split of the blocks' mean R), ``"median"``, or
+            ``"background:F"``: the fraction F of blocks with the lowest R become background (a speed budget).
         path: also write the profile JSON there.
         pipe_kwargs: more pipeline arguments (e.g. ``negative_prompt``).
 

@@ -23,11 +23,11 @@ def run(args) -> int:
     if args.query_rows <= 0:
         raise ValueError(f"--query-rows must be a positive integer, got {args.query_rows}")
     tau = args.tau
-    if tau not in ("otsu", "median"):
+    if tau not in ("otsu", "median") and not tau.startswith("background:"):
         try:
             tau = float(tau)
         except ValueError:
-            raise ValueError(f"--tau {args.tau!r}: give a number, 'otsu' or 'median'") from None
+            raise ValueError(f"--tau {args.tau!r}: give a number, 'otsu', 'median' or 'background:F'") from None
     prompts = runner.read_prompts(args.prompts, args.prompts_file)
     runner.quiet_libraries()
     pipe, info = runner.load_pipeline(args.model, args.device, args.dtype, args.offload)
@@ -69,5 +69,6 @@ def add_parser(subparsers) -> None:
     g.add_argument("--query-rows", type=int, default=256, help="sampled query rows per attention call (default: 256)")
     g.add_argument("--foreground", default="pca", choices=["pca", "motion"],
                    help="foreground estimate from the model's predictions (default: pca)")
-    g.add_argument("--tau", default="otsu", help="R threshold: a number, otsu or median (default: otsu)")
+    g.add_argument("--tau", default="otsu", help="R threshold: a number, otsu, median, or background:F to reuse the fraction F of blocks with "
+                        "the lowest R (a speed budget; default: otsu)")
     p.set_defaults(func=run)
