@@ -15,7 +15,8 @@ Modes:
 
 vidaccel variants profile the model first (`vidaccel.profile`, fewer steps by default:
 --profile-steps) and reuse that profile's background blocks. --stack-720p adds 720p runs: dense,
-radial attention, and radial + profiled reuse (profile from the 480p run; the grid change is logged).
+radial attention, and radial + profiled reuse (Otsu tau, and the --reuse-budget block budget; profile from
+the 480p run; the grid change is logged).
 
     python scripts/bench_caches.py --out benchmarks/results       # ~15 min on an H100 (estimate)
     # or split under a 10-minute limit: the first call stores the baseline and the profile
@@ -54,7 +55,7 @@ RESOLUTIONS = {"480p": (480, 832), "720p": (720, 1280)}
 FLOW_SHIFT = {"480p": 3.0, "720p": 5.0}  # Wan2.1's recommended flow shift per resolution
 PROMPTS = ["a red fox running through fresh snow, morning light", "a busy city street at night in the rain"]
 
-METHODS = ("baseline", "vidaccel_kv_cache", "vidaccel_reuse_profiled", "vidaccel_reuse_adaptive",
+METHODS = ("baseline", "vidaccel_kv_cache", "vidaccel_reuse_profiled", "vidaccel_reuse_budget", "vidaccel_reuse_adaptive",
            "vidaccel_reuse_all_blocks", "diffusers_fbc", "diffusers_magcache", "diffusers_taylorseer",
            "diffusers_pab")
 
@@ -143,6 +144,9 @@ def setup_method(name, pipe, transformers, args, profile, steps, run_once):
         vidaccel.enable_kv_cache(pipe)
         if name == "vidaccel_reuse_profiled":
             vidaccel.enable_block_reuse(pipe, "profiled", profile=profile)
+        elif name == "vidaccel_reuse_budget":  # the same profile, tau set by a block budget instead of Otsu
+            budget = profile.reclassified(f"background:{args.reuse_budget}")
+            vidaccel.enable_block_reuse(pipe, "profiled", profile=budget)
         elif name == "vidaccel_reuse_adaptive":
             vidaccel.enable_block_reuse(pipe, "adaptive", profile=profile)
         else:  # every block: whole-step reuse on the ProfilingDiT schedule, the upper bound of block reuse
@@ -369,13 +373,24 @@ def stacked_720p(args, device, model, profile, steps):
         return loop(num_inference_steps=steps, generator=torch.Generator().manual_seed(0)).frames.float().cpu().numpy()
 
     rows, reference, base_s = [], None, None
-    for name in ("dense", "radial", "radial_reuse_profiled"):
+    methods = [m for m in args.methods_720p.split(",") if m]
+    if args.reference_720p and os.path.exists(args.reference_720p):  # dense run stored by an earlier invocation
+        saved = torch.load(args.reference_720p, weights_only=False)
+        reference, base_s = saved["output"], saved["seconds"]
+        methods = [m for m in methods if m != "dense"]
+        print(f"720p reference: {args.reference_720p} ({base_s:.3f} s dense)", flush=True)
+    if any(m != "dense" for m in methods):  # compile the kernel for this grid outside the timings
+        vidaccel.accelerate(loop.transformer, vidaccel.RadialAttentionConfig(dense_steps=0))
+        loop(num_inference_steps=1)
+        vidaccel.remove(loop.transformer)
+    for name in methods:
         try:
             if name != "dense":
                 vidaccel.accelerate(loop.transformer, "radial")
-            if name == "radial_reuse_profiled":
+            if name in ("radial_reuse_profiled", "radial_reuse_budget"):
                 vidaccel.enable_kv_cache(loop.transformer)
-                vidaccel.enable_block_reuse(loop.transformer, "profiled", profile=profile)
+                vidaccel.enable_block_reuse(loop.transformer, "profiled", profile=profile if name.endswith(
+                    "profiled") else profile.reclassified(f"background:{args.reuse_budget}"))
             try:
                 out, times, _ = timed(generate, device, args.repeats)
             finally:
@@ -386,7 +401,9 @@ def stacked_720p(args, device, model, profile, steps):
                    "grid": meta["grid"], "steps": steps}
             if name == "dense":
                 reference, base_s = out, seconds
-            else:
+                if args.reference_720p:
+                    torch.save({"output": out, "seconds": seconds}, args.reference_720p)
+            elif reference is not None:
                 row.update(speedup=round(base_s / seconds, 3), **quality(reference, out))
         except Exception as exc:  # noqa: BLE001
             row = {"res": "720p", "method": name, "error": f"{type(exc).__name__}: {exc}"[:500]}
@@ -469,7 +486,12 @@ def main():
     ap.add_argument("--flops", action="store_true",
                     help="count F.linear + SDPA FLOPs per method (machine-independent cost; slows small CPU runs a lot)")
     ap.add_argument("--fbc-threshold", type=float, default=0.05)
+    ap.add_argument("--reuse-budget", type=float, default=0.7,
+                    help="vidaccel_reuse_budget: fraction of blocks (lowest R first) reused (profile tau 'background:F')")
     ap.add_argument("--stack-720p", action="store_true", help="also 720p: dense, radial, radial + profiled reuse")
+    ap.add_argument("--methods-720p", default="dense,radial,radial_reuse_profiled,radial_reuse_budget")
+    ap.add_argument("--reference-720p", default=None, metavar="PT",
+                    help="dense 720p output + time: loaded when the file exists, else written by the dense run")
     ap.add_argument("--tiny", action="store_true", help="CPU quality comparison on the shipped tiny trained model")
     ap.add_argument("--smoke", action="store_true", help="toy sizes on CPU: checks the script only")
     args = ap.parse_args()

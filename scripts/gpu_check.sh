@@ -1,9 +1,13 @@
 #!/bin/bash
-# GPU check for the Triton kernel work, run on the device machine from the repository root:
+# GPU checks and benchmarks, run on the device machine from the repository root:
 #   bash scripts/gpu_check.sh "tests attn e2e" [extra bench_attention args]
 # Installs the carried wheels (.whl: diffusers and its missing deps), makes `vidaccel.kernels`
 # importable without installing (the package-dir mapping), then runs the requested stages and
 # writes logs and results under $OUT (default /tmp/out).
+# Stages that take more than one 10-minute call keep their state in $RES (default .whl/res, kept
+# between calls on a warm machine) and copy their results to $OUT:
+#   caches_a caches_b caches_720_dense caches_720_sparse   (scripts/bench_caches.py, split in four)
+#   freeswim_a freeswim_b                                  (scripts/bench_freeswim.py, split in two)
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -19,12 +23,26 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,temperature.gpu --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
+RES=${RES:-.whl/res}
+mkdir -p "$RES"
+CACHES="python3 scripts/bench_caches.py --out $RES"
 for stage in $STAGES; do
   case $stage in
     tests) timeout ${TESTS_TIMEOUT:-300} python3 -m pytest tests/test_kernels_gpu.py -q ${TESTS_K:+-k "$TESTS_K"} -rA --durations=15 -p no:cacheprovider 2>&1 | tail -60 > "$OUT/tests.log"; tail -25 "$OUT/tests.log" ;;
     attn) timeout ${ATTN_TIMEOUT:-420} python3 scripts/bench_attention.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench_attention.log" | grep -v '^{' ;;
     variants) timeout ${VAR_TIMEOUT:-300} python3 scripts/bench_kernel_variants.py --out "$OUT/variants.json" 2>&1 | tee "$OUT/variants.log" | cut -c1-400 ;;
+    caches_a) $CACHES --tag bench_caches_a --reference "$RES/ref480.pt" \
+        --methods baseline,vidaccel_kv_cache,vidaccel_reuse_profiled,vidaccel_reuse_budget,vidaccel_reuse_adaptive,vidaccel_reuse_all_blocks 2>&1 | tee "$OUT/caches_a.log" | tail -20 ;;
+    caches_b) $CACHES --tag bench_caches_b --reference "$RES/ref480.pt" --profile "$RES/bench_caches_a_profile.json" \
+        --methods diffusers_fbc,diffusers_magcache,diffusers_taylorseer,diffusers_pab 2>&1 | tee "$OUT/caches_b.log" | tail -20 ;;
+    caches_720_dense) $CACHES --tag bench_caches_720p_dense --methods "" --profile "$RES/bench_caches_a_profile.json" \
+        --stack-720p --methods-720p dense --reference-720p "$RES/ref720.pt" 2>&1 | tee "$OUT/caches_720d.log" | tail -8 ;;
+    caches_720_sparse) $CACHES --tag bench_caches_720p --methods "" --profile "$RES/bench_caches_a_profile.json" \
+        --stack-720p --methods-720p radial,radial_reuse_profiled,radial_reuse_budget --reference-720p "$RES/ref720.pt" 2>&1 | tee "$OUT/caches_720.log" | tail -10 ;;
+    freeswim_a) python3 scripts/bench_freeswim.py --out "$RES" --methods dense,reference 2>&1 | tee "$OUT/freeswim_a.log" | grep -v '^{' | tail -20 ;;
+    freeswim_b) python3 scripts/bench_freeswim.py --out "$RES" --methods vidaccel,vidaccel_offload --append 2>&1 | tee "$OUT/freeswim_b.log" | grep -v '^{' | tail -20 ;;
     e2e) timeout ${E2E_TIMEOUT:-400} python3 scripts/bench_e2e.py --out "$OUT" 2>&1 | tee "$OUT/bench_e2e.log" | tail -15 ;;
   esac
 done
+find "$RES" -maxdepth 1 -type f ! -name '*.pt' -exec cp {} "$OUT/" \;
 ls -la "$OUT"
