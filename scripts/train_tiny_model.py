@@ -280,8 +280,8 @@ class CaptionParseHead(torch.nn.Module):
 
     Wan's cross-attention is order-blind, so "a red circle on a blue background" and "a blue circle
     on a red background" differ for the transformer only through context the text encoder mixes into
-    each token. A jointly trained T5 learns almost none (its embeddings dwarf what attention adds);
-    this loss makes each token carry its role. Thrown away at export.
+    each token. A T5 trained jointly on the diffusion loss alone learned almost none (see
+    `build_text_encoder`); this loss makes each token carry its role. Thrown away at export.
     """
 
     SIZES = {"color": len(tiny_data.COLORS), "shape": len(tiny_data.SHAPES),
@@ -334,7 +334,8 @@ def train_dit(args, C, device, work: Path):
         tr.load_state_dict(s.get("tr", s["ema"]["tr"]))
         if parse_head is not None and "parse_head" in s:
             parse_head.load_state_dict(s["parse_head"])
-        if "opt" in s and len(s["opt"]["param_groups"][0]["params"]) == len(params):  # light checkpoints (weights only) restart the optimizer
+        # light checkpoints (weights only), or a parse head switched on or off, restart the optimizer
+        if "opt" in s and len(s["opt"]["param_groups"][0]["params"]) == len(params):
             opt.load_state_dict(s["opt"])
         if "rng" in s:
             gen.set_state(s["rng"]["data"])
