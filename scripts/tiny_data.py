@@ -81,6 +81,7 @@ def sample_batch(
     p_objects: tuple[float, ...] = (0.6, 0.3, 0.1),
     p_bg_phrase: float = 0.8,
     return_meta: bool = False,
+    p_motions: tuple[float, ...] | None = None,
 ):
     """Render ``n`` clips; returns ``(video (n, 3, T, H, W) in [-1, 1], captions)``.
 
@@ -88,6 +89,7 @@ def sample_batch(
     ``color``/``shape``/``motion``, ``bg`` = background colour or ``len(COLORS)`` when the caption
     does not name it), for auxiliary text-encoder objectives. It draws no extra random numbers.
 
+    ``p_motions`` weighs the entries of ``MOTIONS`` (default: uniform, drawn as in the first data set).
     The random draws use ``generator`` (a CPU generator) so a seed fixes the batch on any device.
     """
     g = generator
@@ -98,7 +100,10 @@ def sample_batch(
     # object colours differ from the background (offset 1..len-1 mod len)
     col = (bg[:, None] + torch.randint(1, len(COLORS), (n, K), generator=g)) % len(COLORS)
     shp = torch.randint(0, len(SHAPES), (n, K), generator=g)
-    mot = torch.randint(0, len(MOTIONS), (n, K), generator=g)
+    if p_motions is None:
+        mot = torch.randint(0, len(MOTIONS), (n, K), generator=g)
+    else:
+        mot = torch.multinomial(torch.tensor(p_motions, dtype=torch.float), n * K, replacement=True, generator=g).view(n, K)
     active = torch.arange(K)[None, :] < n_obj[:, None]
     with_bg = u(n) < p_bg_phrase
 
