@@ -6,7 +6,9 @@
 # writes logs and results under $OUT (default /tmp/out).
 # Stages that take more than one 10-minute call keep their state in $RES (default .whl/res, kept
 # between calls on a warm machine) and copy their results to $OUT:
-#   caches_a caches_b caches_720_dense caches_720_sparse   (scripts/bench_caches.py, split in four)
+#   caches_a caches_b caches_720_dense caches_720_radial caches_720_reuse   (scripts/bench_caches.py, split in
+#   five; each fits one call on an H100: ~6, ~3, ~5, ~4, ~4 min; the 720p stages need caches_a's profile
+#   in $RES, or copy benchmarks/results/bench_caches_a_profile.json there)
 #   freeswim_a freeswim_b                                  (scripts/bench_freeswim.py, split in two)
 set -o pipefail
 export PYTHONUNBUFFERED=1
@@ -37,8 +39,10 @@ for stage in $STAGES; do
         --methods diffusers_fbc,diffusers_magcache,diffusers_taylorseer,diffusers_pab 2>&1 | tee "$OUT/caches_b.log" | tail -20 ;;
     caches_720_dense) $CACHES --tag bench_caches_720p_dense --methods "" --profile "$RES/bench_caches_a_profile.json" \
         --stack-720p --methods-720p dense --reference-720p "$RES/ref720.pt" 2>&1 | tee "$OUT/caches_720d.log" | tail -8 ;;
-    caches_720_sparse) $CACHES --tag bench_caches_720p --methods "" --profile "$RES/bench_caches_a_profile.json" \
-        --stack-720p --methods-720p radial,radial_reuse_profiled,radial_reuse_budget --reference-720p "$RES/ref720.pt" 2>&1 | tee "$OUT/caches_720.log" | tail -10 ;;
+    caches_720_radial) $CACHES --tag bench_caches_720p_radial --methods "" --profile "$RES/bench_caches_a_profile.json" \
+        --stack-720p --methods-720p radial --reference-720p "$RES/ref720.pt" 2>&1 | tee "$OUT/caches_720_radial.log" | tail -6 ;;
+    caches_720_reuse) $CACHES --tag bench_caches_720p_reuse --methods "" --profile "$RES/bench_caches_a_profile.json" \
+        --stack-720p --methods-720p radial_reuse_profiled,radial_reuse_budget --reference-720p "$RES/ref720.pt" 2>&1 | tee "$OUT/caches_720_reuse.log" | tail -8 ;;
     freeswim_a) python3 scripts/bench_freeswim.py --out "$RES" --methods dense,reference 2>&1 | tee "$OUT/freeswim_a.log" | grep -v '^{' | tail -20 ;;
     freeswim_b) python3 scripts/bench_freeswim.py --out "$RES" --methods vidaccel,vidaccel_offload --append 2>&1 | tee "$OUT/freeswim_b.log" | grep -v '^{' | tail -20 ;;
     e2e) timeout ${E2E_TIMEOUT:-400} python3 scripts/bench_e2e.py --out "$OUT" 2>&1 | tee "$OUT/bench_e2e.log" | tail -15 ;;
