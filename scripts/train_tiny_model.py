@@ -653,7 +653,9 @@ def main(argv=None):
     ap.add_argument("--dit-steps", type=int)
     ap.add_argument("--dit-batch", type=int)
     ap.add_argument("--vae-time-limit", type=float, default=float("inf"), help="seconds, then checkpoint+stop")
-    ap.add_argument("--dit-time-limit", type=float, default=float("inf"), help="seconds, then checkpoint+stop")
+    ap.add_argument("--dit-time-limit", type=float, default=float("inf"),
+                    help="seconds of the whole dit stage, counted over resumed calls (a resumed call gets the limit "
+                         "minus the seconds already spent), then checkpoint+stop")
     ap.add_argument("--vae-batch", type=int)
     ap.add_argument("--obj-weight", type=float, default=10.0, help="extra VAE loss weight on object pixels")
     ap.add_argument("--refine-vae", type=float, default=0.0,
