@@ -353,7 +353,7 @@ def train_dit(args, C, device, work: Path):
     log = Logger(work / "loss_dit.csv", ["step", "seconds", "loss", "lr", "parse_loss"], step)
     gap_log = Logger(work / "direction_gap.csv", ["step", "mean", "sigma_0.85", "sigma_0.7", "sigma_0.5"], step)
     gap_args = (te, tok, tr, vae, lat_mean, lat_std, device)
-    gap_start = direction_gap(*gap_args)
+    gap_start = gap_last = direction_gap(*gap_args)
     if step == 0:  # a resumed run already logged its start
         gap_log.log(step=step, **gap_start)
     print(f"[dit] direction gap at step {step}: {gap_start}")
@@ -407,7 +407,9 @@ def train_dit(args, C, device, work: Path):
             run_loss, run_parse, n_loss = 0.0, 0.0, 0
         out_of_time = time.time() - t0 > args.dit_time_limit
         if step % args.ckpt_every == 0 or step == total or out_of_time:
-            gap_log.log(step=step, **direction_gap(*gap_args))
+            gap_last = direction_gap(*gap_args)
+            gap_log.log(step=step, **gap_last)
+            print(f"[dit] direction gap at step {step}: {gap_last}", flush=True)
             save_ckpt(ck, te=te.state_dict(), tr=tr.state_dict(), ema=ema, opt=opt.state_dict(), step=step,
                       elapsed=time.time() - t0, rng=rng_state(gen, dev_gen),
                       **({"parse_head": parse_head.state_dict()} if parse_head is not None else {}))
@@ -418,8 +420,7 @@ def train_dit(args, C, device, work: Path):
                 "step": step, "elapsed": time.time() - t0, "rng": rng_state(gen, dev_gen),
                 **({"parse_head": parse_head.state_dict()} if parse_head is not None else {})}, light)
     info = {"steps": step, "seconds": round(time.time() - t0, 1), "p_objects": p_objects, "p_motions": p_motions,
-            "direction_gap_start": gap_start, "direction_gap_end": direction_gap(*gap_args)}
-    print(f"[dit] direction gap at step {step}: {info['direction_gap_end']}")
+            "direction_gap_call_start": gap_start, "direction_gap_end": gap_last}
     (work / "dit_done.json").write_text(json.dumps(info, indent=1))
     return step >= total
 
