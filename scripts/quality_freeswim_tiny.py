@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""FreeSwim quality on the shipped tiny trained model (CPU): does 2x-resolution generation keep one
+object and its motion?
+
+The tiny model was trained at 64x64 (8x8 tokens per latent frame). At 128x128 it is asked for a
+grid it never saw, which is the situation FreeSwim targets. For one prompt and five seeds:
+
+* ``direct``: the plain pipeline at the target size;
+* ``refine``: `FreeSwimPipeline` with ``dual_path=False`` - base-size generation, pixel upsampling,
+  re-noising at strength 0.7, plain denoising at the target size (the pipeline without FreeSwim);
+* ``freeswim``: the same with the dual path (window branch + full-branch cross-attention,
+  ``cache_steps`` 2, entropy scaling), and variants with ``cache_steps`` 1 and without scaling.
+
+Read from pixels (nearest training-palette colour, as in `tests/test_tiny_model.py`): the number
+of object-colour blobs per frame (>= 6 px at 64x64, scaled by area), a clip counts as
+single-object when the median frame has exactly one; the centroid's shift along the asked
+direction in 64-px units (the training clips move 20-35 px); the background share. CPU times are
+printed but are not a speed claim.
+
+    python scripts/quality_freeswim_tiny.py --out benchmarks/results      # ~5 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+
+from bench_attention import versions  # noqa: E402
+from tiny_data import PALETTE  # noqa: E402
+
+PROMPT, OBJECT, BACKGROUND = "a red circle moving right on a blue background", "red", "blue"
+SEEDS = [0, 1, 2, 3, 4]
+STEPS, GUIDANCE, FRAMES, BASE = 25, 5.0, 17, 64
+
+
+def classify(frames: np.ndarray) -> np.ndarray:
+    """Nearest training-palette colour per pixel, (T, H, W) indices into PALETTE."""
+    pal = np.array(list(PALETTE.values()), dtype=np.float32)
+    return ((frames.astype(np.float32)[..., None, :] - pal) ** 2).sum(-1).argmin(-1)
+
+
+def clip_stats(frames: np.ndarray, width: int) -> dict:
+    """Blob counts, centroid shift (64-px units, + = right) and background share of one clip."""
+    from scipy import ndimage
+
+    names = list(PALETTE)
+    lab = classify(frames)
+    mask = lab == names.index(OBJECT)
+    min_px = 6 * (width / BASE) ** 2
+    blobs, xs = [], []
+    for m in mask:
+        labels, n = ndimage.label(m)
+        sizes = ndimage.sum(m, labels, range(1, n + 1)) if n else []
+        blobs.append(int(sum(s >= min_px for s in sizes)))
+        if m.sum() >= min_px:
+            xs.append(float(np.nonzero(m)[1].mean()))
+    q = max(1, len(xs) // 4)
+    shift = (np.mean(xs[-q:]) - np.mean(xs[:q])) * BASE / width if xs else float("nan")
+    return {"median_blobs": float(np.median(blobs)), "max_blobs": max(blobs), "shift_px64": round(float(shift), 2),
+            "background_share": round(float((lab == names.index(BACKGROUND)).mean()), 3)}
+
+
+def to_uint8(frames) -> np.ndarray:
+    return (np.clip(np.asarray(frames), 0, 1) * 255).round().astype(np.uint8)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", type=int, default=128, help="target height = width in pixels (multiple of 8)")
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--tag", default="quality_freeswim_tiny")
+    args = ap.parse_args()
+
+    import vidaccel
+    from vidaccel.pipelines import FreeSwimPipeline
+    from vidaccel.tiny import generate_tiny, load_tiny
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    pipe = load_tiny()
+    size = args.size
+    runs = {}
+
+    t = time.time()
+    runs["direct"] = (list(generate_tiny(PROMPT, SEEDS, pipe=pipe, height=size, width=size,
+                                         num_inference_steps=STEPS, guidance_scale=GUIDANCE)), time.time() - t, {})
+    variants = {
+        "refine": (dict(cache_steps=2), False),
+        "freeswim": (dict(cache_steps=2), True),
+        "freeswim_cache1": (dict(cache_steps=1), True),
+        "freeswim_no_scaling": (dict(cache_steps=2, entropy_scaling=False), True),
+    }
+    for name, (cfg, dual) in variants.items():
+        fs = FreeSwimPipeline(pipe, vidaccel.FreeSwimConfig(base_size=(BASE, BASE), **cfg))
+        t, clips = time.time(), []
+        for s in SEEDS:
+            out = fs(PROMPT, height=size, width=size, num_frames=FRAMES, num_inference_steps=STEPS,
+                     guidance_scale=GUIDANCE, generator=torch.Generator().manual_seed(s), dual_path=dual)
+            clips.append(to_uint8(out.frames[0]))
+        fs.remove()
+        runs[name] = (clips, time.time() - t, dict(cfg, dual_path=dual))
+
+    rows = []
+    for name, (clips, seconds, cfg) in runs.items():
+        stats = [clip_stats(c, size) for c in clips]
+        row = {"method": name, "settings": cfg, "cpu_seconds": round(seconds, 1),
+               "single_object_clips": sum(s["median_blobs"] == 1 for s in stats),
+               "moved_right_8px_clips": sum(s["shift_px64"] >= 8 for s in stats), "per_seed": stats}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **versions(),
+            "model": "assets/tiny-wan", "prompt": PROMPT, "seeds": SEEDS, "size": [size, size], "base": [BASE, BASE],
+            "frames": FRAMES, "steps": STEPS, "guidance": GUIDANCE, "strength": 0.7}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, f"{args.tag}.json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    lines = [f"# FreeSwim on the shipped tiny model: {size}x{size} from a {BASE}x{BASE} model (CPU)", "",
+             f"{meta['date']} - torch {meta['torch']}, diffusers {meta['diffusers']}. Prompt \"{PROMPT}\", seeds "
+             f"{SEEDS}, {STEPS} steps, CFG {GUIDANCE}, {FRAMES} frames; refine/freeswim: strength 0.7. "
+             "CPU seconds are not a speed claim.", "",
+             "| method | single-object clips | moved right >= 8 px (64-px units) | blobs per clip (median, max) | shift px | background |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        ps = r["per_seed"]
+        lines.append(f"| {r['method']} | {r['single_object_clips']}/5 | {r['moved_right_8px_clips']}/5 | "
+                     + ", ".join(f"{p['median_blobs']:g}/{p['max_blobs']}" for p in ps) + " | "
+                     + ", ".join(f"{p['shift_px64']:.1f}" for p in ps) + " | "
+                     + ", ".join(f"{p['background_share']:.2f}" for p in ps) + " |")
+    with open(os.path.join(args.out, f"{args.tag}.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
