@@ -36,26 +36,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
 from bench_attention import versions  # noqa: E402
-from tiny_data import PALETTE  # noqa: E402
+from tiny_data import COLORS, label_colors  # noqa: E402
 
 PROMPT, OBJECT, BACKGROUND = "a red circle moving right on a blue background", "red", "blue"
 SEEDS = [0, 1, 2, 3, 4]
 STEPS, GUIDANCE, FRAMES, BASE = 25, 5.0, 17, 64
 
 
-def classify(frames: np.ndarray) -> np.ndarray:
-    """Nearest training-palette colour per pixel, (T, H, W) indices into PALETTE."""
-    pal = np.array(list(PALETTE.values()), dtype=np.float32)
-    return ((frames.astype(np.float32)[..., None, :] - pal) ** 2).sum(-1).argmin(-1)
-
-
 def clip_stats(frames: np.ndarray, width: int) -> dict:
     """Blob counts, centroid shift (64-px units, + = right) and background share of one clip."""
     from scipy import ndimage
 
-    names = list(PALETTE)
-    lab = classify(frames)
-    mask = lab == names.index(OBJECT)
+    lab = label_colors(frames)
+    mask = lab == COLORS.index(OBJECT)
     min_px = 6 * (width / BASE) ** 2
     blobs, xs = [], []
     for m in mask:
@@ -67,7 +60,7 @@ def clip_stats(frames: np.ndarray, width: int) -> dict:
     q = max(1, len(xs) // 4)
     shift = (np.mean(xs[-q:]) - np.mean(xs[:q])) * BASE / width if xs else float("nan")
     return {"median_blobs": float(np.median(blobs)), "max_blobs": max(blobs), "shift_px64": round(float(shift), 2),
-            "background_share": round(float((lab == names.index(BACKGROUND)).mean()), 3)}
+            "background_share": round(float((lab == COLORS.index(BACKGROUND)).mean()), 3)}
 
 
 def to_uint8(frames) -> np.ndarray:

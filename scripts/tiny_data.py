@@ -170,6 +170,14 @@ def sample_batch(
     return video, caps
 
 
+def label_colors(frames) -> "np.ndarray":
+    """Nearest `PALETTE` colour per pixel of uint8 RGB frames ``(..., 3)``: indices into ``COLORS``."""
+    import numpy as np
+
+    pal = np.array([PALETTE[c] for c in COLORS], dtype=np.float32)
+    return ((np.asarray(frames, dtype=np.float32)[..., None, :] - pal) ** 2).sum(-1).argmin(-1)
+
+
 def save_preview(video: torch.Tensor, path: str, frames: int = 6) -> None:
     """Write a contact sheet (rows: clips, columns: evenly spaced frames) as PNG."""
     from PIL import Image
