@@ -38,9 +38,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 from bench_attention import versions  # noqa: E402
 from tiny_data import COLORS, label_colors  # noqa: E402
 
+from vidaccel.report.video import to_uint8  # noqa: E402
+from vidaccel.tiny import GUIDANCE_SCALE, HEIGHT, NUM_FRAMES, NUM_STEPS, WIDTH  # noqa: E402 (the base size)
+
 PROMPT, OBJECT, BACKGROUND = "a red circle moving right on a blue background", "red", "blue"
 SEEDS = [0, 1, 2, 3, 4]
-STEPS, GUIDANCE, FRAMES, BASE = 25, 5.0, 17, 64
 
 
 def clip_stats(frames: np.ndarray, width: int) -> dict:
@@ -49,7 +51,7 @@ def clip_stats(frames: np.ndarray, width: int) -> dict:
 
     lab = label_colors(frames)
     mask = lab == COLORS.index(OBJECT)
-    min_px = 6 * (width / BASE) ** 2
+    min_px = 6 * (width / WIDTH) ** 2
     blobs, xs = [], []
     for m in mask:
         labels, n = ndimage.label(m)
@@ -58,13 +60,9 @@ def clip_stats(frames: np.ndarray, width: int) -> dict:
         if m.sum() >= min_px:
             xs.append(float(np.nonzero(m)[1].mean()))
     q = max(1, len(xs) // 4)
-    shift = (np.mean(xs[-q:]) - np.mean(xs[:q])) * BASE / width if xs else float("nan")
+    shift = (np.mean(xs[-q:]) - np.mean(xs[:q])) * WIDTH / width if xs else float("nan")
     return {"median_blobs": float(np.median(blobs)), "max_blobs": max(blobs), "shift_px64": round(float(shift), 2),
             "background_share": round(float((lab == COLORS.index(BACKGROUND)).mean()), 3)}
-
-
-def to_uint8(frames) -> np.ndarray:
-    return (np.clip(np.asarray(frames), 0, 1) * 255).round().astype(np.uint8)
 
 
 def main():
@@ -84,8 +82,9 @@ def main():
     runs = {}
 
     t = time.time()
-    runs["direct"] = (list(generate_tiny(PROMPT, SEEDS, pipe=pipe, height=size, width=size,
-                                         num_inference_steps=STEPS, guidance_scale=GUIDANCE)), time.time() - t, {})
+    direct = generate_tiny(PROMPT, SEEDS, pipe=pipe, height=size, width=size, num_inference_steps=NUM_STEPS,
+                           guidance_scale=GUIDANCE_SCALE)
+    runs["direct"] = (list(direct), time.time() - t, {})
     variants = {
         "refine": (dict(cache_steps=2), False),
         "freeswim": (dict(cache_steps=2), True),
@@ -93,11 +92,11 @@ def main():
         "freeswim_no_scaling": (dict(cache_steps=2, entropy_scaling=False), True),
     }
     for name, (cfg, dual) in variants.items():
-        fs = FreeSwimPipeline(pipe, vidaccel.FreeSwimConfig(base_size=(BASE, BASE), **cfg))
+        fs = FreeSwimPipeline(pipe, vidaccel.FreeSwimConfig(base_size=(HEIGHT, WIDTH), **cfg))
         t, clips = time.time(), []
         for s in SEEDS:
-            out = fs(PROMPT, height=size, width=size, num_frames=FRAMES, num_inference_steps=STEPS,
-                     guidance_scale=GUIDANCE, generator=torch.Generator().manual_seed(s), dual_path=dual)
+            out = fs(PROMPT, height=size, width=size, num_frames=NUM_FRAMES, num_inference_steps=NUM_STEPS,
+                     guidance_scale=GUIDANCE_SCALE, generator=torch.Generator().manual_seed(s), dual_path=dual)
             clips.append(to_uint8(out.frames[0]))
         fs.remove()
         runs[name] = (clips, time.time() - t, dict(cfg, dual_path=dual))
@@ -112,20 +111,20 @@ def main():
         print(json.dumps(row), flush=True)
 
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **versions(),
-            "model": "assets/tiny-wan", "prompt": PROMPT, "seeds": SEEDS, "size": [size, size], "base": [BASE, BASE],
-            "frames": FRAMES, "steps": STEPS, "guidance": GUIDANCE, "strength": 0.7}
+            "model": "assets/tiny-wan", "prompt": PROMPT, "seeds": SEEDS, "size": [size, size], "base": [HEIGHT, WIDTH],
+            "frames": NUM_FRAMES, "steps": NUM_STEPS, "guidance": GUIDANCE_SCALE, "strength": 0.7}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, f"{args.tag}.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    lines = [f"# FreeSwim on the shipped tiny model: {size}x{size} from a {BASE}x{BASE} model (CPU)", "",
+    lines = [f"# FreeSwim on the shipped tiny model: {size}x{size} from a {HEIGHT}x{WIDTH} model (CPU)", "",
              f"{meta['date']} - torch {meta['torch']}, diffusers {meta['diffusers']}. Prompt \"{PROMPT}\", seeds "
-             f"{SEEDS}, {STEPS} steps, CFG {GUIDANCE}, {FRAMES} frames; refine/freeswim: strength 0.7. "
+             f"{SEEDS}, {NUM_STEPS} steps, CFG {GUIDANCE_SCALE}, {NUM_FRAMES} frames; refine/freeswim: strength 0.7. "
              "CPU seconds are not a speed claim.", "",
              "| method | single-object clips | moved right >= 8 px (64-px units) | blobs per clip (median, max) | shift px | background |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         ps = r["per_seed"]
-        lines.append(f"| {r['method']} | {r['single_object_clips']}/5 | {r['moved_right_8px_clips']}/5 | "
+        lines.append(f"| {r['method']} | {r['single_object_clips']}/{len(SEEDS)} | {r['moved_right_8px_clips']}/{len(SEEDS)} | "
                      + ", ".join(f"{p['median_blobs']:g}/{p['max_blobs']}" for p in ps) + " | "
                      + ", ".join(f"{p['shift_px64']:.1f}" for p in ps) + " | "
                      + ", ".join(f"{p['background_share']:.2f}" for p in ps) + " |")
