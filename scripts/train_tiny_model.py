@@ -352,7 +352,7 @@ def train_dit(args, C, device, work: Path):
     total = C["dit_steps"]
     log = Logger(work / "loss_dit.csv", ["step", "seconds", "loss", "lr", "parse_loss"], step)
     gap_log = Logger(work / "direction_gap.csv", ["step", "mean", "sigma_0.85", "sigma_0.7", "sigma_0.5"], step)
-    gap_args = (te, tok, tr, vae, lat_mean, lat_std, device)
+    gap_args = (te, tok, tr, vae, device)
     gap_start = gap_last = direction_gap(*gap_args)
     if step == 0:  # a resumed run already logged its start
         gap_log.log(step=step, **gap_start)
@@ -470,7 +470,7 @@ _OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
 
 @torch.no_grad()
-def direction_gap(te, tok, tr, vae, lat_mean, lat_std, device, n: int = 64, sigmas=(0.85, 0.7, 0.5)) -> dict:
+def direction_gap(te, tok, tr, vae, device, n: int = 64, sigmas=(0.85, 0.7, 0.5)) -> dict:
     """Does the transformer use the direction words? Flow-matching loss on held-out one-object clips
     moving left/right/up/down with the true caption vs the same caption with the direction flipped
     ("right" <-> "left", "up" <-> "down"), same noise; gap = (flipped - true) / true per noise level.
@@ -487,6 +487,9 @@ def direction_gap(te, tok, tr, vae, lat_mean, lat_std, device, n: int = 64, sigm
                         for i, w in enumerate(c.split())) for c in caps]
     was_training = (te.training, tr.training)
     te.eval(), tr.eval()
+    z = vae.config.z_dim
+    lat_mean = torch.tensor(vae.config.latents_mean, device=device).view(1, z, 1, 1, 1)
+    lat_std = torch.tensor(vae.config.latents_std, device=device).view(1, z, 1, 1, 1)
     with autocast(device):
         x0 = (vae.encode(video).latent_dist.mode().float() - lat_mean) / lat_std
         ctx_true, ctx_flip = encode_text(te, tok, caps, device), encode_text(te, tok, flipped, device)

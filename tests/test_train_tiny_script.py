@@ -65,9 +65,6 @@ def test_shipped_model_uses_direction_words():
     from vidaccel.tiny import load_tiny
 
     pipe = load_tiny()
-    vae, z = pipe.vae, pipe.vae.config.z_dim
-    mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1)
-    std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1)
-    gap = train_tiny_model.direction_gap(pipe.text_encoder, pipe.tokenizer, pipe.transformer, vae, mean, std,
+    gap = train_tiny_model.direction_gap(pipe.text_encoder, pipe.tokenizer, pipe.transformer, pipe.vae,
                                          torch.device("cpu"), n=16)
     assert gap["mean"] > 0.5 and all(gap[f"sigma_{s}"] > 0.2 for s in (0.85, 0.7, 0.5)), gap
