@@ -10,6 +10,7 @@
 #   five; each fits one call on an H100: ~6, ~3, ~5, ~4, ~4 min; the 720p stages need caches_a's profile
 #   in $RES, or copy benchmarks/results/bench_caches_a_profile.json there)
 #   freeswim_a freeswim_b                                  (scripts/bench_freeswim.py, split in two)
+#   tiny                                                   (scripts/train_tiny_model.py from scratch, 3 calls)
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -45,6 +46,13 @@ for stage in $STAGES; do
         --stack-720p --methods-720p radial_reuse_profiled,radial_reuse_budget --reference-720p "$RES/ref720.pt" 2>&1 | tee "$OUT/caches_720_reuse.log" | tail -8 ;;
     freeswim_a) python3 scripts/bench_freeswim.py --out "$RES" --methods dense,reference 2>&1 | tee "$OUT/freeswim_a.log" | grep -v '^{' | tail -20 ;;
     freeswim_b) python3 scripts/bench_freeswim.py --out "$RES" --methods vidaccel,vidaccel_offload --append 2>&1 | tee "$OUT/freeswim_b.log" | grep -v '^{' | tail -20 ;;
+    tiny) # one <=10-min call of the from-scratch tiny-model recipe (25 min of training: three calls on one warm
+          # machine resume it); every call exports the folder and packs it with the logs into $OUT/tiny.tar.*
+      python3 scripts/train_tiny_model.py --work "$RES/tiny" --out "$RES/tiny-wan" --call-time-limit ${TINY_CALL_SECONDS:-575} \
+        --ckpt-every 500 --log-every 50 2>&1 | grep --line-buffered -v -i warn | tee -a "$OUT/train_tiny.log" \
+        | grep --line-buffered -v "step [0-9]*/" | cut -c1-300
+      grep "step [0-9]*/" "$OUT/train_tiny.log" | tail -3
+      (cd "$RES" && tar cf - tiny-wan tiny/*.json tiny/*.csv) | split -b 15M - "$OUT/tiny.tar." ;;
     e2e) timeout ${E2E_TIMEOUT:-400} python3 scripts/bench_e2e.py --out "$OUT" 2>&1 | tee "$OUT/bench_e2e.log" | tail -15 ;;
   esac
 done

@@ -9,17 +9,20 @@ Stages (``--stage all`` runs them in order):
 
 1. ``vae``: reconstruction (L1 + MSE + small KL) on 17x64x64 clips, then per-channel latent
    mean/std measured on fresh clips and stored in the VAE config (``latents_mean/std``), as Wan does.
-2. ``dit``: text encoder and transformer trained jointly with rectified flow as in Wan:
+2. ``text`` (from scratch: 400 steps): a new text encoder learns the caption parse from captions alone
+   (``CaptionParseHead``), so its tokens carry their role before the transformer sees them.
+3. ``dit``: text encoder and transformer trained jointly with rectified flow as in Wan:
    ``x_t = (1 - s) x_0 + s eps``, target ``eps - x_0``, timestep ``1000 s``; 10 % empty captions so
    classifier-free guidance works; EMA weights are exported.
-3. ``export``: assemble the pipeline folder (transformer in fp16), loss curves (CSV + PNG) and
+4. ``export``: assemble the pipeline folder (transformer in fp16), loss curves (CSV + PNG) and
    ``training_log.json``. The hand-written model card ``README.md`` there is left alone.
 
-Each stage checkpoints to ``--work`` every ``--ckpt-every`` steps and when its time limit is hit;
+``--time-budget`` (default 1500 s) bounds the training time of all stages together: the dit stage gets
+what the VAE (270 s) and text stages left. Each stage checkpoints to ``--work`` every ``--ckpt-every`` steps and when its time limit is hit;
 rerunning the same command resumes from there (model, EMA, optimizer, step and RNG states).
 Seeds are fixed (``--seed``); results are reproducible in quality, not bit-for-bit across devices.
 
-    python scripts/train_tiny_model.py                       # full run (GPU: ~10 min on one H100)
+    python scripts/train_tiny_model.py                       # the shipped recipe: 25 min on one H100
     python scripts/train_tiny_model.py --quick --out /tmp/tw # CPU smoke test, toy sizes, ~1 min
 """
 
@@ -42,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny_data  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+PROCESS_START = time.time()  # --call-time-limit counts from here
+CALL_RESERVE_SECONDS = 40  # a last direction gap, checkpoint and export after the dit stage stops
 MAX_SEQ_LEN = 512  # WanPipeline pads prompt embeddings to max_sequence_length (default 512)
 
 FULL = dict(
@@ -51,16 +56,20 @@ FULL = dict(
     dit=dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=64, text_dim=256,
              freq_dim=256, ffn_dim=1024, num_layers=8, cross_attn_norm=True,
              qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024),
-    vae_steps=3000, vae_batch=16, vae_lr=5e-4,
-    dit_steps=8000, dit_batch=64, dit_lr=3e-4,
+    vae_steps=100000, vae_batch=32, vae_lr=5e-4, vae_seconds=270.0,
+    text_parse_steps=400,
+    dit_steps=100000, dit_batch=128, dit_lr=3e-4,
+    time_budget=1500.0,  # seconds of training, all stages: the recipe fits 25 minutes on one H100
 )
 QUICK = dict(
     vae=dict(FULL["vae"], base_dim=8),
     te=dict(FULL["te"], d_model=32, d_kv=8, d_ff=64, num_layers=1),
     dit=dict(FULL["dit"], num_attention_heads=2, attention_head_dim=24, text_dim=32, freq_dim=32,
              ffn_dim=64, num_layers=1),
-    vae_steps=8, vae_batch=2, vae_lr=5e-4,
+    vae_steps=8, vae_batch=2, vae_lr=5e-4, vae_seconds=float("inf"),
+    text_parse_steps=3,
     dit_steps=8, dit_batch=2, dit_lr=3e-4,
+    time_budget=float("inf"),
 )
 
 
@@ -350,6 +359,11 @@ def train_dit(args, C, device, work: Path):
             parse_head.load_state_dict(s["parse_head"])
         print("[dit] text encoder from the text stage")
     total = C["dit_steps"]
+    time_limit = min(args.dit_time_limit, args.time_budget - seconds_before_dit(work))
+    print(f"[dit] time limit {time_limit:.0f} s of stage time (budget {args.time_budget} s)", flush=True)
+    if step > 0 and (step >= total or elapsed >= time_limit):
+        print(f"[dit] already finished at step {step} ({elapsed:.0f} s)")
+        return True
     log = Logger(work / "loss_dit.csv", ["step", "seconds", "loss", "lr", "parse_loss"], step)
     gap_log = Logger(work / "direction_gap.csv", ["step", "mean", "sigma_0.85", "sigma_0.7", "sigma_0.5"], step)
     gap_args = (te, tok, tr, vae, device)
@@ -405,7 +419,8 @@ def train_dit(args, C, device, work: Path):
             print(f"[dit] step {step}/{total} loss {run_loss / n_loss:.4f} parse {run_parse / n_loss:.4f} "
                   f"{time.time() - t0:.0f}s", flush=True)
             run_loss, run_parse, n_loss = 0.0, 0.0, 0
-        out_of_time = time.time() - t0 > args.dit_time_limit
+        out_of_time = (time.time() - t0 > time_limit
+                       or time.time() - PROCESS_START > args.call_time_limit - CALL_RESERVE_SECONDS)
         if step % args.ckpt_every == 0 or step == total or out_of_time:
             gap_last = direction_gap(*gap_args)
             gap_log.log(step=step, **gap_last)
@@ -419,10 +434,18 @@ def train_dit(args, C, device, work: Path):
     torch.save({"ema": {m: {k: v.to(torch.bfloat16) for k, v in d.items()} for m, d in ema.items()},
                 "step": step, "elapsed": time.time() - t0, "rng": rng_state(gen, dev_gen),
                 **({"parse_head": parse_head.state_dict()} if parse_head is not None else {})}, light)
-    info = {"steps": step, "seconds": round(time.time() - t0, 1), "p_objects": p_objects, "p_motions": p_motions,
+    finished = step >= total or time.time() - t0 > time_limit
+    info = {"steps": step, "seconds": round(time.time() - t0, 1), "finished": finished,
+            "p_objects": p_objects, "p_motions": p_motions,
             "direction_gap_call_start": gap_start, "direction_gap_end": gap_last}
     (work / "dit_done.json").write_text(json.dumps(info, indent=1))
-    return step >= total
+    return finished
+
+
+def seconds_before_dit(work: Path) -> float:
+    """Training seconds the vae and text stages spent (their ``*_done.json`` records)."""
+    return sum(json.loads((work / f).read_text())["seconds"] for f in ("vae_done.json", "text_parse_done.json")
+               if (work / f).exists())
 
 
 def init_from_pipeline(src: Path, work: Path):
@@ -519,9 +542,8 @@ def train_text_parse(args, C, device, work: Path):
     ck, light = work / "ckpt_dit.pt", work / "ckpt_dit_light.pt"
     src = ck if ck.exists() else light
     state = torch.load(src, map_location="cpu", weights_only=False) if src.exists() else None
-    if state is None and not args.te_fresh:
-        raise SystemExit("--text-parse-steps before any dit checkpoint needs --te-fresh (there is no encoder to start from)")
-    if not args.te_fresh:
+    fresh = args.te_fresh or state is None  # from scratch there is no encoder to start from
+    if not fresh:
         te.load_state_dict({k: v.float() for k, v in state["ema"]["te"].items()})
     before = swap_sensitivity(te, tok, device)
     head = CaptionParseHead(C["te"]["d_model"]).to(device)
@@ -559,7 +581,7 @@ def train_text_parse(args, C, device, work: Path):
             state["te"] = sd
         state["parse_head"] = head.state_dict()
         save_ckpt(src, **state)
-    info = {"steps": args.text_parse_steps, "seconds": round(time.time() - t0, 1), "fresh": args.te_fresh,
+    info = {"steps": args.text_parse_steps, "seconds": round(time.time() - t0, 1), "fresh": fresh,
             "held_out_loss": round(held_loss.item(), 4), "held_out_token_accuracy": held_acc,
             "swap_sensitivity_before": before, "swap_sensitivity_after": after}
     done.write_text(json.dumps(info, indent=1))
@@ -656,10 +678,17 @@ def main(argv=None):
     ap.add_argument("--vae-steps", type=int)
     ap.add_argument("--dit-steps", type=int)
     ap.add_argument("--dit-batch", type=int)
-    ap.add_argument("--vae-time-limit", type=float, default=float("inf"), help="seconds, then checkpoint+stop")
+    ap.add_argument("--vae-time-limit", type=float, default=None,
+                    help="seconds of VAE training, then latent statistics and the next stage (default: 270 s)")
     ap.add_argument("--dit-time-limit", type=float, default=float("inf"),
                     help="seconds of the whole dit stage, counted over resumed calls (a resumed call gets the limit "
                          "minus the seconds already spent), then checkpoint+stop")
+    ap.add_argument("--call-time-limit", type=float, default=float("inf"),
+                    help="seconds for this invocation (for machines lent in slices): the dit stage checkpoints and "
+                         "stops in time for the export; rerunning the same command resumes")
+    ap.add_argument("--time-budget", type=float, default=None,
+                    help="seconds for the whole training from scratch (vae + text + dit): the dit stage gets what the "
+                         "earlier stages left (default: 1500 = 25 min; ignored with --init-from)")
     ap.add_argument("--vae-batch", type=int)
     ap.add_argument("--obj-weight", type=float, default=10.0, help="extra VAE loss weight on object pixels")
     ap.add_argument("--refine-vae", type=float, default=0.0,
@@ -667,17 +696,19 @@ def main(argv=None):
                          "dit stage resumes on the new latents")
     ap.add_argument("--init-from", default=None, metavar="DIR",
                     help="fine-tune: start from this trained pipeline folder (its VAE, text encoder, transformer)")
-    ap.add_argument("--text-parse-steps", type=int, default=0,
-                    help="captions-only caption-parse training of the text encoder before the dit stage")
+    ap.add_argument("--text-parse-steps", type=int, default=None,
+                    help="captions-only caption-parse training of the text encoder before the dit stage "
+                         "(default: 400 from scratch, 0 with --init-from)")
     ap.add_argument("--te-fresh", action="store_true",
                     help="--text-parse-steps starts from a new text encoder instead of the checkpoint's (an encoder "
                          "trained with T5's bias init stays position-blind)")
-    ap.add_argument("--text-parse-weight", type=float, default=0.0,
+    ap.add_argument("--text-parse-weight", type=float, default=0.1,
                     help="weight of the caption-parse loss on the text encoder during the dit stage")
-    ap.add_argument("--dit-objects", default="0.6,0.3,0.1", metavar="P1,P2,P3",
+    ap.add_argument("--dit-objects", default="0.8,0.15,0.05", metavar="P1,P2,P3",
                     help="dit stage: probabilities of clips with 1, 2, 3 objects")
-    ap.add_argument("--dit-straight", type=float, default=None, metavar="P",
-                    help="dit stage: share of objects moving left/right/up/down (default: uniform over the 7 motions, 4/7)")
+    ap.add_argument("--dit-straight", type=float, default=0.7, metavar="P",
+                    help="dit stage: share of objects moving left/right/up/down, the rest split evenly over "
+                         "bouncing/growing/shrinking (uniform over the 7 motions is 4/7)")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--ckpt-every", type=int, default=1000)
@@ -686,6 +717,12 @@ def main(argv=None):
     for k in ("vae_steps", "vae_batch", "dit_steps", "dit_batch"):
         if getattr(args, k) is not None:
             C[k] = getattr(args, k)
+    if args.vae_time_limit is None:
+        args.vae_time_limit = C["vae_seconds"]
+    if args.text_parse_steps is None:
+        args.text_parse_steps = 0 if args.init_from else C["text_parse_steps"]
+    if args.time_budget is None:
+        args.time_budget = float("inf") if args.init_from else C["time_budget"]
     if args.quick:
         args.log_every = 2
     device = torch.device(args.device)
