@@ -20,6 +20,8 @@ from typing import Optional
 import torch
 import triton
 
+from vidaccel.plan import kernel_block
+
 from .block_sparse_fwd import block_sparse_attn_fwd_kernel
 
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
@@ -102,7 +104,7 @@ def kernel_tables(plan) -> dict:
         "wtab": wtab.to(device),
         "has_window": has_window,
         "dilation": dil,
-        "block": max(16, triton.next_power_of_2(int((plan.tile_offsets[1:] - plan.tile_offsets[:-1]).max()))),
+        "block": kernel_block(plan.tile_offsets),
         "rows": {},
     }
     plan._device_cache["kernel_tables"] = tables

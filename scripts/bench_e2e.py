@@ -42,15 +42,18 @@ def variants():
     return {
         "dense": None,
         "window_freeswim_21x30x52": WindowAttentionConfig(kernel=(21, 30, 52), dense_steps=0, backend="auto"),
-        "window_9x15x15": WindowAttentionConfig(kernel=(9, 15, 15), dense_steps=0, backend="auto", tile_size=64),
+        "window_9x15x15": WindowAttentionConfig(kernel=(9, 15, 15), dense_steps=0, backend="auto"),
         "radial_wan": RadialAttentionConfig(dense_steps=0, backend="auto"),
+        # fixed tile sizes beside the default tile_size="auto", to show what the choice is worth
+        "window_9x15x15_t64": WindowAttentionConfig(kernel=(9, 15, 15), dense_steps=0, backend="auto", tile_size=64),
+        "radial_wan_t128": RadialAttentionConfig(dense_steps=0, backend="auto", tile_size=128),
     }
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--res", default="480p,720p")
-    ap.add_argument("--variants", default="dense,window_freeswim_21x30x52,window_9x15x15,radial_wan")
+    ap.add_argument("--variants", default="dense,window_freeswim_21x30x52,window_9x15x15,radial_wan,radial_wan_t128")
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions per median")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--tag", default="bench_e2e")

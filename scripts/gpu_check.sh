@@ -53,7 +53,7 @@ for stage in $STAGES; do
         | grep --line-buffered -v "step [0-9]*/" | cut -c1-300
       grep "step [0-9]*/" "$OUT/train_tiny.log" | tail -3
       (cd "$RES" && tar cf - tiny-wan tiny/*.json tiny/*.csv) | split -b 15M - "$OUT/tiny.tar." ;;
-    e2e) timeout ${E2E_TIMEOUT:-400} python3 scripts/bench_e2e.py --out "$OUT" 2>&1 | tee "$OUT/bench_e2e.log" | tail -15 ;;
+    e2e) timeout ${E2E_TIMEOUT:-400} python3 scripts/bench_e2e.py --out "$OUT" ${E2E_ARGS} 2>&1 | tee "$OUT/bench_e2e.log" | tail -15 ;;
   esac
 done
 find "$RES" -maxdepth 1 -type f ! -name '*.pt' -exec cp {} "$OUT/" \;

@@ -20,6 +20,7 @@ if not torch.cuda.is_available():  # pragma: no cover - depends on the machine
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
 from vidaccel import RadialPattern, WindowPattern, build_plan  # noqa: E402
+from vidaccel.plan import candidate_tiles  # noqa: E402
 from vidaccel.attention import reference_sparse_attention, sparse_attention  # noqa: E402
 from vidaccel.kernels import block_sparse_attention_with_lse, kernel_unsupported_reason  # noqa: E402
 
@@ -254,3 +255,26 @@ def test_kernel_paths(monkeypatch, use_tma, mask_table):
     monkeypatch.setattr(ops, "MASK_TABLE_MAX_BYTES", 2**40 if mask_table else 0)
     _check(WindowPattern((3, 5, 7), dilation=(1, 2, 2)), (5, 17, 29), text_len=33, text_position="suffix", mask=True)
     _check(RadialPattern(0.2, block_size=32), (5, 17, 29), D=64, tile_size=64)
+
+
+@pytest.mark.parametrize("pattern,grid", [(WindowPattern((9, 15, 15)), (21, 30, 52)),
+                                          (RadialPattern(0.2, block_size=64), (21, 30, 52)),
+                                          (WindowPattern((3, 5, 7)), (5, 17, 29))])
+def test_auto_tile_size_is_exact(pattern, grid):
+    """tile_size="auto" (the configs' default) searches 64- and 128-token tiles on CUDA; whichever it
+    picks, the kernel matches the fp32 reference."""
+    plan, _, _ = _check(pattern, grid, tile_size="auto")
+    assert plan.tile in set(candidate_tiles(grid, 64)) | set(candidate_tiles(grid, 128))
+
+
+def test_auto_tile_size_choices_at_720p():
+    """The block-cost model's picks at Wan 720p (21x45x80) agree with the measured kernel times in
+    benchmarks/NOTES_kernels.md: 128-token tiles for the FreeSwim window (38.0 vs 39.7 ms), 64 for
+    window (9,15,15) (7.6 vs 9.2 ms) and radial (24.5 vs 25.8 ms)."""
+    from vidaccel.plan import kernel_block
+
+    grid = (21, 45, 80)
+    picks = {name: kernel_block(build_plan(p, grid, tile_size="auto", device=DEV).tile_offsets)
+             for name, p in {"freeswim": WindowPattern((21, 30, 52)), "window": WindowPattern((9, 15, 15)),
+                             "radial": RadialPattern(0.2)}.items()}
+    assert picks == {"freeswim": 128, "window": 64, "radial": 64}, picks

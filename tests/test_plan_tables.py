@@ -73,3 +73,30 @@ def test_candidates_include_well_filling_shapes():
     assert (21, 3, 2) in cands  # tiles 21x45x80 exactly with 126-token tiles
     assert (1, 0, 120) in cands  # 3600 tokens per frame = 30 chunks of 120
     assert all(t[0] * max(t[1], 1) * t[2] <= 128 for t in cands)
+
+
+@pytest.mark.parametrize("pattern,grid", [(WindowPattern((3, 7, 7)), (6, 20, 24)),
+                                          (RadialPattern(0.2, block_size=32), (8, 12, 20)),
+                                          (WindowPattern((16, 16, 16)), (16, 16, 16))])  # 128 wins here
+def test_auto_tile_size_picks_the_cheaper_of_64_and_128(pattern, grid, monkeypatch):
+    """"auto" searches the 64- and 128-token candidates together and keeps the lowest predicted kernel
+    time (the block cost weighs 64-token blocks as 5 % slower); its tables are exact. The CUDA-only
+    search is forced here on the CPU. The first two cases pick 64-token tiles, the whole-grid window 128."""
+    from vidaccel import plan as plan_mod
+
+    by_size = {ts: build_plan(pattern, grid, tile_size=ts) for ts in (64, 128)}
+    cost = {ts: plan_mod._block_cost(p.block_class, p.tile_offsets) for ts, p in by_size.items()}
+    monkeypatch.setattr(plan_mod, "resolve_tile_size", lambda ts, device=None: (64, 128))
+    auto = build_plan(pattern, grid, tile_size="auto")
+    assert plan_mod._block_cost(auto.block_class, auto.tile_offsets) == pytest.approx(min(cost.values()))
+    assert torch.equal(auto.block_class, _expected_blocks(pattern, grid, auto))
+
+
+def test_auto_tile_size_resolution():
+    from vidaccel.plan import resolve_tile_size
+
+    assert resolve_tile_size("auto", "cuda") == (64, 128)
+    assert resolve_tile_size("auto", "cpu") == resolve_tile_size("auto") == (128,)  # reference path: tiles unused
+    assert resolve_tile_size(64, "cuda") == (64,)
+    assert build_plan(WindowPattern((3, 5, 7)), (5, 9, 13), tile_size="auto").tile == \
+        build_plan(WindowPattern((3, 5, 7)), (5, 9, 13), tile_size=128).tile

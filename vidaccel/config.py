@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .patterns import Pattern, RadialPattern, WindowPattern
+from .plan import check_tile_size
 
 _BACKENDS = ("auto", "reference", "triton")
 
@@ -20,8 +21,7 @@ def _check_common(dense_steps, dense_layers, backend, tile_size):
         raise ValueError(f"dense_layers must be an int >= 0 (the first N layers stay dense), got {dense_layers!r}.")
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got backend={backend!r}.")
-    if tile_size not in (16, 32, 64, 128):
-        raise ValueError(f"tile_size must be 16, 32, 64 or 128, got tile_size={tile_size!r}.")
+    check_tile_size(tile_size)
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class WindowAttentionConfig:
         dense_layers: the first N transformer blocks use dense attention. Default 0.
         backend: ``"auto"`` (Triton kernel on CUDA when supported, else reference),
             ``"triton"`` (raise if unsupported) or ``"reference"``.
-        tile_size: tokens per kernel tile (performance only). Default 128.
+        tile_size: tokens per kernel tile (performance only): 16, 32, 64, 128, or ``"auto"`` (default:
+            the plan search weighs 64- and 128-token tiles by predicted kernel time on CUDA).
     """
 
     kernel: tuple[int, int, int] | int = (9, 15, 15)
@@ -45,7 +46,7 @@ class WindowAttentionConfig:
     dense_steps: int = 0
     dense_layers: int = 0
     backend: str = "auto"
-    tile_size: int = 128
+    tile_size: int | str = "auto"
 
     def __post_init__(self):
         _check_common(self.dense_steps, self.dense_layers, self.backend, self.tile_size)
@@ -87,7 +88,7 @@ class RadialAttentionConfig:
     dense_layers: int | None = None
     block_size: int = 128
     backend: str = "auto"
-    tile_size: int = 128
+    tile_size: int | str = "auto"
 
     def __post_init__(self):
         _check_common(self.dense_steps, self.dense_layers, self.backend, self.tile_size)

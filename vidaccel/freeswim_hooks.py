@@ -59,7 +59,7 @@ from .context import (
 )
 from .freeswim_cache import CrossAttentionCache
 from .patterns import WindowPattern
-from .plan import PlanCache
+from .plan import PlanCache, check_tile_size
 from .sdpa_swap import call_with_sdpa
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class FreeSwimConfig:
     entropy_scaling: bool = True
     offload_cache: bool = False
     backend: str = "auto"
-    tile_size: int = 128
+    tile_size: int | str = "auto"
 
     def __post_init__(self):
         if len(tuple(self.base_size)) != 2 or not all(isinstance(x, int) and x > 0 for x in self.base_size):
@@ -113,8 +113,7 @@ class FreeSwimConfig:
             raise ValueError(f"cache_steps must be an int >= 1 (1 = full branch every step), got {self.cache_steps!r}.")
         if self.backend not in ("auto", "reference", "triton"):
             raise ValueError(f"backend must be 'auto', 'reference' or 'triton', got {self.backend!r}.")
-        if self.tile_size not in (16, 32, 64, 128):
-            raise ValueError(f"tile_size must be 16, 32, 64 or 128, got {self.tile_size!r}.")
+        check_tile_size(self.tile_size)
 
     def window_tokens(self, spatial_factor: int) -> tuple[int, int]:
         """``(k_h, k_w)``: the explicit `window`, or `base_size` divided by `spatial_factor` (VAE x patch)."""

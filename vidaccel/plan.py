@@ -33,6 +33,34 @@ _TILE_SHAPES = {
 }
 
 
+# Kernel throughput per padded block relative to 128-token blocks (H100, bf16, d 128; measured in
+# benchmarks/NOTES_kernels.md: 64-token blocks run ~5 % slower per element on the same work).
+_BLOCK_EFFICIENCY = {128: 1.0, 64: 0.95}
+AUTO_TILE_SIZES = (64, 128)  # what tile_size="auto" chooses from
+
+
+def kernel_block(tile_offsets: torch.Tensor) -> int:
+    """The kernel's BLOCK for a tiling: the power of two >= the largest tile (at least 16)."""
+    return 1 << max(4, int((tile_offsets[1:] - tile_offsets[:-1]).max() - 1).bit_length())
+
+
+TILE_SIZES = (16, 32, 64, 128, "auto")
+
+
+def check_tile_size(tile_size) -> None:
+    if tile_size not in TILE_SIZES or isinstance(tile_size, bool):
+        raise ValueError(f"tile_size must be one of {TILE_SIZES}, got tile_size={tile_size!r}.")
+
+
+def resolve_tile_size(tile_size, device=None):
+    """``"auto"`` -> the tile sizes to search: 64 and 128 where the kernel runs (CUDA), else 128 alone
+    (the reference path ignores tiles, so the cheaper plan search is the right one). Ints pass through."""
+    if tile_size == "auto":
+        on_cuda = device is not None and torch.device(device).type == "cuda"
+        return AUTO_TILE_SIZES if on_cuda else (128,)
+    return (tile_size,)
+
+
 def _one_hot_groups(length: int, step: int) -> torch.Tensor:
     """float [n_groups, length]: row g selects the positions of group g."""
     ids = torch.arange(length) // step
@@ -217,17 +245,19 @@ def candidate_tiles(grid: Grid, tile_size: int, fill_slack: float = 1.1) -> list
 
 
 def _block_cost(blocks: torch.Tensor, offsets: torch.Tensor) -> float:
-    """Work a kernel does for a block table: each visited block costs a whole BLOCK x BLOCK step
-    (ragged tiles are padded to the power of two above the largest tile); partial blocks also
-    evaluate the element rule, weighed as 35% extra."""
-    block = 1 << max(4, int((offsets[1:] - offsets[:-1]).max() - 1).bit_length())
+    """Predicted kernel time (arbitrary units) for a block table: each visited block costs a whole
+    BLOCK x BLOCK step (ragged tiles are padded to the power of two above the largest tile); partial
+    blocks also read their element mask, weighed as 35% extra; smaller blocks run at a lower rate."""
+    block = kernel_block(offsets)
     n_full = int((blocks == FULL).sum())
     n_partial = int((blocks == PARTIAL).sum())
-    return (n_full + 1.35 * n_partial) * block * block
+    return (n_full + 1.35 * n_partial) * block * block / _BLOCK_EFFICIENCY.get(block, _BLOCK_EFFICIENCY[64])
 
 
-def build_plan(pattern: Pattern, grid: Grid, tile=None, tile_size: int = 128, device=None) -> Plan:
-    """Bind `pattern` to `grid`. With `tile=None` the tile shape with the least kernel work is chosen.
+def build_plan(pattern: Pattern, grid: Grid, tile=None, tile_size: int | str = 128, device=None) -> Plan:
+    """Bind `pattern` to `grid`. With `tile=None` the tile shape with the least predicted kernel time
+    is chosen among the candidates of `tile_size` tokens (16, 32, 64, 128, or ``"auto"``: 64 and 128
+    on a CUDA `device`, see `resolve_tile_size`).
 
     `device` (optional) is where the block statistics are counted - a CUDA device makes large grids
     fast (1088x1920 radial: seconds instead of minutes on the CPU); the plan itself stays on the
@@ -242,7 +272,8 @@ def build_plan(pattern: Pattern, grid: Grid, tile=None, tile_size: int = 128, de
     if tile is None:
         best = None
         # grouped by spatial shape: the spatial statistics are computed once per (th, tw)
-        for cand in sorted(candidate_tiles(grid, tile_size), key=lambda t: (t[1], t[2], t[0])):
+        candidates = set().union(*(candidate_tiles(grid, ts) for ts in resolve_tile_size(tile_size, device)))
+        for cand in sorted(candidates, key=lambda t: (t[1], t[2], t[0])):
             for key in [k for k in spatial_cache if k != "masks" and k != cand[1:]]:
                 del spatial_cache[key]  # keep memory flat
             blocks = classify_blocks(pattern, grid, cand, spatial_cache, device=device)
@@ -284,7 +315,7 @@ class PlanCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, pattern: Pattern, grid: Grid, device=None, tile_size: int = 128) -> Plan:
+    def get(self, pattern: Pattern, grid: Grid, device=None, tile_size: int | str = 128) -> Plan:
         key = (id(pattern), tuple(grid), tile_size, str(device) if device is not None else "cpu")
         plan = self._plans.get(key)
         if plan is not None:
