@@ -20,18 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-# Saturated, well separated colours (sRGB 0..255); tests classify pixels against this table.
-PALETTE: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "green": (40, 180, 60),
-    "blue": (40, 70, 215),
-    "yellow": (240, 215, 40),
-    "white": (240, 240, 240),
-    "black": (20, 20, 20),
-    "purple": (140, 50, 180),
-    "orange": (245, 140, 30),
-}
-COLORS = list(PALETTE)
+# The palette lives with the pixel checks that classify generated clips against it.
+from vidaccel.tiny_check import COLORS, PALETTE, label_colors  # noqa: F401
+
 SHAPES = ["circle", "square", "triangle"]
 MOTIONS = ["moving left", "moving right", "moving up", "moving down", "bouncing", "growing", "shrinking"]
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]  # ids 0, 1, 2 as in T5/UMT5
@@ -168,14 +159,6 @@ def sample_batch(
                 "bg": torch.where(with_bg, bg, torch.full_like(bg, len(COLORS)))}
         return video, caps, meta
     return video, caps
-
-
-def label_colors(frames) -> "np.ndarray":
-    """Nearest `PALETTE` colour per pixel of uint8 RGB frames ``(..., 3)``: indices into ``COLORS``."""
-    import numpy as np
-
-    pal = np.array([PALETTE[c] for c in COLORS], dtype=np.float32)
-    return ((np.asarray(frames, dtype=np.float32)[..., None, :] - pal) ** 2).sum(-1).argmin(-1)
 
 
 def save_preview(video: torch.Tensor, path: str, frames: int = 6) -> None:
