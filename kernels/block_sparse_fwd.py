@@ -76,6 +76,35 @@ def _load_kv(k_base, v_base, K_DESC, V_DESC, desc_row, kpos, offs_d, n_valid, st
     return kk, vv
 
 
+@triton.jit
+def _key_tile(KV_LIST, TILE_OFF, k_base, v_base, K_DESC, V_DESC, row0, offs_n, offs_d, stride_ks, USE_TMA: tl.constexpr):
+    # one visited key tile of a block list: its kernel positions, valid lanes (ragged tiles), K and V
+    kt = tl.load(KV_LIST)
+    k_start = tl.load(TILE_OFF + kt)
+    k_len = tl.load(TILE_OFF + kt + 1) - k_start
+    kpos = k_start + offs_n
+    n_valid = offs_n < k_len
+    kk, vv = _load_kv(k_base, v_base, K_DESC, V_DESC, row0 + k_start, kpos, offs_d, n_valid, stride_ks, USE_TMA)
+    return kpos, n_valid, kk, vv
+
+
+@triton.jit
+def _dense_keys(acc, l_i, m_i, q, k_base, v_base, K_DESC, V_DESC, m_base, row0, k_lo, S, offs_n, offs_d, stride_ks,
+                qk_scale, BLOCK_N: tl.constexpr, HAS_MASK: tl.constexpr, USE_TMA: tl.constexpr):
+    # every key in [k_lo, S) in BLOCK_N steps: text rows over all keys, visual rows over the text keys
+    for start in range(k_lo, S, BLOCK_N):
+        kpos = start + offs_n
+        n_valid = kpos < S
+        kk, vv = _load_kv(k_base, v_base, K_DESC, V_DESC, row0 + start, kpos, offs_d, n_valid, stride_ks, USE_TMA)
+        qk = tl.dot(q, tl.trans(kk)) * qk_scale
+        ok = n_valid
+        if HAS_MASK:
+            ok = ok & (tl.load(m_base + kpos, mask=n_valid, other=0) != 0)
+        qk = tl.where(ok[None, :], qk, float("-inf"))
+        acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, True)
+    return acc, l_i, m_i
+
+
 @triton.autotune(
     configs=_configs(),
     key=["HEAD_DIM", "BLOCK_M", "BLOCK_N", "HAS_WINDOW", "HAS_DIL", "HAS_TEXT", "HAS_MASK", "USE_TMA", "MASK_TABLE"],
@@ -130,26 +159,14 @@ def block_sparse_attn_fwd_kernel(
 
     if is_text:
         # text query rows: dense over all S keys (kernel order does not matter for dense rows)
-        for start in range(0, S, BLOCK_N):
-            kpos = start + offs_n
-            n_valid = kpos < S
-            kk, vv = _load_kv(k_base, v_base, K_DESC, V_DESC, row0 + start, kpos, offs_d, n_valid, stride_ks, USE_TMA)
-            qk = tl.dot(q, tl.trans(kk)) * qk_scale
-            ok = n_valid
-            if HAS_MASK:
-                ok = ok & (tl.load(m_base + kpos, mask=n_valid, other=0) != 0)
-            qk = tl.where(ok[None, :], qk, float("-inf"))
-            acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, True)
+        acc, l_i, m_i = _dense_keys(acc, l_i, m_i, q, k_base, v_base, K_DESC, V_DESC, m_base, row0, 0, S, offs_n,
+                                    offs_d, stride_ks, qk_scale, BLOCK_N, HAS_MASK, USE_TMA)
     else:
         # ---- fully covered key tiles: no element mask (ragged tails through an additive bias) ----
         n_full = tl.load(FULL_CNT + tile)
         for j in range(0, n_full):
-            kt = tl.load(FULL_KV + tile * max_full + j)
-            k_start = tl.load(TILE_OFF + kt)
-            k_len = tl.load(TILE_OFF + kt + 1) - k_start
-            kpos = k_start + offs_n
-            n_valid = offs_n < k_len
-            kk, vv = _load_kv(k_base, v_base, K_DESC, V_DESC, row0 + k_start, kpos, offs_d, n_valid, stride_ks, USE_TMA)
+            kpos, n_valid, kk, vv = _key_tile(FULL_KV + tile * max_full + j, TILE_OFF, k_base, v_base, K_DESC, V_DESC,
+                                              row0, offs_n, offs_d, stride_ks, USE_TMA)
             if HAS_MASK:
                 ok = n_valid & (tl.load(m_base + kpos, mask=n_valid, other=0) != 0)
                 qk = tl.dot(q, tl.trans(kk)) * qk_scale
@@ -167,13 +184,8 @@ def block_sparse_attn_fwd_kernel(
             pbase = tl.load(PART_BASE + tile).to(tl.int64)
             mask_offs = offs_m[:, None] * BLOCK_N + offs_n[None, :]
             for j in range(0, n_part):
-                kt = tl.load(PART_KV + tile * max_part + j)
-                k_start = tl.load(TILE_OFF + kt)
-                k_len = tl.load(TILE_OFF + kt + 1) - k_start
-                kpos = k_start + offs_n
-                n_valid = offs_n < k_len
-                kk, vv = _load_kv(k_base, v_base, K_DESC, V_DESC, row0 + k_start, kpos, offs_d, n_valid, stride_ks,
-                                  USE_TMA)
+                kpos, n_valid, kk, vv = _key_tile(PART_KV + tile * max_part + j, TILE_OFF, k_base, v_base, K_DESC,
+                                                  V_DESC, row0, offs_n, offs_d, stride_ks, USE_TMA)
                 if USE_TMA and MASK_TMA:
                     mk = PMASK_DESC.load([((pbase + j) * BLOCK_M).to(tl.int32), 0])
                 else:
@@ -195,13 +207,8 @@ def block_sparse_attn_fwd_kernel(
                     hi_h = tl.load(HI + 2 * r_q, mask=m_valid, other=0)
                     hi_w = tl.load(HI + 2 * r_q + 1, mask=m_valid, other=0)
                 for j in range(0, n_part):
-                    kt = tl.load(PART_KV + tile * max_part + j)
-                    k_start = tl.load(TILE_OFF + kt)
-                    k_len = tl.load(TILE_OFF + kt + 1) - k_start
-                    kpos = k_start + offs_n
-                    n_valid = offs_n < k_len
-                    kk, vv = _load_kv(k_base, v_base, K_DESC, V_DESC, row0 + k_start, kpos, offs_d, n_valid,
-                                      stride_ks, USE_TMA)
+                    kpos, n_valid, kk, vv = _key_tile(PART_KV + tile * max_part + j, TILE_OFF, k_base, v_base,
+                                                      K_DESC, V_DESC, row0, offs_n, offs_d, stride_ks, USE_TMA)
                     qk = tl.dot(q, tl.trans(kk)) * qk_scale
                     r_k = tl.load(PERM + kpos, mask=n_valid, other=0)
                     t_k = r_k // HW
@@ -226,17 +233,8 @@ def block_sparse_attn_fwd_kernel(
 
         # ---- text keys: dense for visual queries ----
         if HAS_TEXT:
-            for start in range(N, S, BLOCK_N):
-                kpos = start + offs_n
-                n_valid = kpos < S
-                kk, vv = _load_kv(k_base, v_base, K_DESC, V_DESC, row0 + start, kpos, offs_d, n_valid, stride_ks,
-                                  USE_TMA)
-                qk = tl.dot(q, tl.trans(kk)) * qk_scale
-                ok = n_valid
-                if HAS_MASK:
-                    ok = ok & (tl.load(m_base + kpos, mask=n_valid, other=0) != 0)
-                qk = tl.where(ok[None, :], qk, float("-inf"))
-                acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, True)
+            acc, l_i, m_i = _dense_keys(acc, l_i, m_i, q, k_base, v_base, K_DESC, V_DESC, m_base, row0, N, S, offs_n,
+                                        offs_d, stride_ks, qk_scale, BLOCK_N, HAS_MASK, USE_TMA)
 
     # ---- epilogue: normalise, write O and LSE (natural log) at the caller's sequence rows ----
     out = acc / l_i[:, None]
