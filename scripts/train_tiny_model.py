@@ -18,8 +18,9 @@ Stages (``--stage all`` runs them in order):
    ``training_log.json``. The hand-written model card ``README.md`` there is left alone.
 
 ``--time-budget`` (default 1500 s) bounds the training time of all stages together: the dit stage gets
-what the VAE (270 s) and text stages left. Each stage checkpoints to ``--work`` every ``--ckpt-every`` steps and when its time limit is hit;
-rerunning the same command resumes from there (model, EMA, optimizer, step and RNG states).
+what the VAE (270 s) and text stages left. Each stage checkpoints to ``--work`` every ``--ckpt-every``
+steps and when its time limit is hit; rerunning the same command resumes from there (model, EMA,
+optimizer, step and RNG states; ``--call-time-limit`` splits a run over time-limited calls).
 Seeds are fixed (``--seed``); results are reproducible in quality, not bit-for-bit across devices.
 
     python scripts/train_tiny_model.py                       # the shipped recipe: 25 min on one H100
