@@ -65,6 +65,7 @@ def test_generation_is_deterministic_and_shaped(pipe):
     b = generate_tiny("a red circle moving right on a blue background", 0, pipe=pipe, num_inference_steps=4)
     assert a.shape == (2, NUM_FRAMES, HEIGHT, WIDTH, 3) and a.dtype == np.uint8
     assert b.shape == (NUM_FRAMES, HEIGHT, WIDTH, 3)
+    assert generate_tiny("a red circle", [0], pipe=pipe, num_inference_steps=1).shape == (1, NUM_FRAMES, HEIGHT, WIDTH, 3)
     assert np.abs(a[0].astype(int) - b.astype(int)).max() <= 2  # same seed, batched or not
     assert np.abs(a[0].astype(int) - a[1].astype(int)).mean() > 1  # seeds differ
     assert a.std() > 5  # not a blank clip
@@ -83,3 +84,20 @@ def test_follows_colour_and_direction(pipe, prompt, obj, bg, direction):
     results = [check_clip(f, obj, bg, direction) for f in frames]
     report = "; ".join(f"seed {s}: {msg}" for s, (_, msg) in zip(SEEDS, results))
     assert sum(ok for ok, _ in results) >= MIN_PASS, report
+
+
+def test_eval_script_writes_the_table(tmp_path):
+    """scripts/eval_tiny_model.py (the model card's table) at toy settings: every prompt checked, JSON written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "eval_tiny_model.py"
+    out = tmp_path / "eval.json"
+    proc = subprocess.run([sys.executable, str(script), "--seeds", "1", "--steps", "2", "--gap-clips", "2",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert [r["seeds"] for r in res["rows"]] == [1, 1, 1, 1] and all(len(r["shift_px"]) == 1 for r in res["rows"])
+    assert set(res["direction_gap"]) == {"mean", "sigma_0.85", "sigma_0.7", "sigma_0.5"}
+    assert "| a red circle moving right on a blue background |" in proc.stdout

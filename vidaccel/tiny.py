@@ -80,13 +80,13 @@ def generate_tiny(
 ) -> np.ndarray:
     """Generate clip(s) with the tiny model; returns uint8 frames ``(T, H, W, 3)``.
 
-    With a list of prompts or seeds the clips are generated as one batch and the result is
-    ``(B, T, H, W, 3)``; a single seed with several prompts seeds every clip alike.
+    With a list of prompts or seeds (even of length 1) the clips are generated as one batch and the
+    result is ``(B, T, H, W, 3)``; a single seed with several prompts seeds every clip alike.
     """
     pipe = pipe or load_tiny()
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     seeds = [seed] if isinstance(seed, int) else list(seed)
-    batched = len(prompts) > 1 or len(seeds) > 1
+    batched = not isinstance(prompt, str) or not isinstance(seed, int)  # a list in -> a batch out, even of one
     n = max(len(prompts), len(seeds))
     if len(prompts) == 1:
         prompts = prompts * n
