@@ -36,10 +36,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
 from bench_attention import versions  # noqa: E402
-from tiny_data import COLORS, label_colors  # noqa: E402
-
 from vidaccel.report.video import to_uint8  # noqa: E402
 from vidaccel.tiny import GUIDANCE_SCALE, HEIGHT, NUM_FRAMES, NUM_STEPS, WIDTH  # noqa: E402 (the base size)
+from vidaccel.tiny_check import COLORS, centroid_shift, label_colors  # noqa: E402
 
 PROMPT, OBJECT, BACKGROUND = "a red circle moving right on a blue background", "red", "blue"
 SEEDS = [0, 1, 2, 3, 4]
@@ -49,20 +48,15 @@ def clip_stats(frames: np.ndarray, width: int) -> dict:
     """Blob counts, centroid shift (64-px units, + = right) and background share of one clip."""
     from scipy import ndimage
 
-    lab = label_colors(frames)
-    mask = lab == COLORS.index(OBJECT)
-    min_px = 6 * (width / WIDTH) ** 2
-    blobs, xs = [], []
-    for m in mask:
+    min_px = 6 * (width / WIDTH) ** 2  # the pixel checks' minimum object area, scaled to this size
+    blobs = []
+    for m in label_colors(frames) == COLORS.index(OBJECT):
         labels, n = ndimage.label(m)
         sizes = ndimage.sum(m, labels, range(1, n + 1)) if n else []
         blobs.append(int(sum(s >= min_px for s in sizes)))
-        if m.sum() >= min_px:
-            xs.append(float(np.nonzero(m)[1].mean()))
-    q = max(1, len(xs) // 4)
-    shift = (np.mean(xs[-q:]) - np.mean(xs[:q])) * WIDTH / width if xs else float("nan")
-    return {"median_blobs": float(np.median(blobs)), "max_blobs": max(blobs), "shift_px64": round(float(shift), 2),
-            "background_share": round(float((lab == COLORS.index(BACKGROUND)).mean()), 3)}
+    shift, a = centroid_shift(frames, OBJECT, BACKGROUND, "right", min_area=min_px)
+    return {"median_blobs": float(np.median(blobs)), "max_blobs": max(blobs),
+            "shift_px64": round(shift * WIDTH / width, 2), "background_share": round(a["bg_share"], 3)}
 
 
 def main():

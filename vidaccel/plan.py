@@ -48,7 +48,7 @@ TILE_SIZES = (16, 32, 64, 128, "auto")
 
 
 def check_tile_size(tile_size) -> None:
-    if tile_size not in TILE_SIZES or isinstance(tile_size, bool):
+    if tile_size not in TILE_SIZES:
         raise ValueError(f"tile_size must be one of {TILE_SIZES}, got tile_size={tile_size!r}.")
 
 

@@ -40,7 +40,7 @@ def label_colors(frames) -> np.ndarray:
 
 
 def analyse(frames: np.ndarray, obj: str, bg: str) -> dict:
-    """Per frame: object-colour area and centroid (x, y); overall background-colour share."""
+    """Per frame: object-colour area and centroid (x, y); overall background-colour share. Works at any size."""
     lab = label_colors(frames)  # (T, H, W)
     m = lab == COLORS.index(obj)
     area = m.sum((1, 2))
@@ -51,10 +51,12 @@ def analyse(frames: np.ndarray, obj: str, bg: str) -> dict:
     return {"area": area, "cx": cx, "cy": cy, "bg_share": float((lab == COLORS.index(bg)).mean())}
 
 
-def centroid_shift(frames: np.ndarray, obj: str, bg: str, direction: str) -> tuple[float, dict]:
-    """Pixels the object's centroid travels in `direction` (negative: the other way), and `analyse`."""
+def centroid_shift(frames: np.ndarray, obj: str, bg: str, direction: str,
+                   min_area: float = MIN_AREA) -> tuple[float, dict]:
+    """Pixels the object's centroid travels in `direction` (negative: the other way), over the frames
+    with at least `min_area` object pixels, and `analyse`."""
     a = analyse(frames, obj, bg)
-    present = a["area"] >= MIN_AREA
+    present = a["area"] >= min_area
     axis = "cx" if direction in ("left", "right") else "cy"
     sign = 1 if direction in ("right", "down") else -1
     c = a[axis][present]
