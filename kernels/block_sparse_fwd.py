@@ -22,6 +22,7 @@ import os
 
 import triton
 import triton.language as tl
+import triton.testing
 
 
 def _configs():
@@ -105,8 +106,15 @@ def _dense_keys(acc, l_i, m_i, q, k_base, v_base, K_DESC, V_DESC, m_base, row0, 
     return acc, l_i, m_i
 
 
+def _autotune_bench(kernel_call, quantiles):
+    # 250 ms per config (Triton's default is 100): a 25 ms kernel gets ~10 timed runs, not 4, so
+    # configs 5 % apart are told apart (they were not, measured: benchmarks/NOTES_kernels.md v5)
+    return triton.testing.do_bench(kernel_call, warmup=25, rep=250, quantiles=quantiles)
+
+
 @triton.autotune(
     configs=_configs(),
+    do_bench=_autotune_bench,
     key=["HEAD_DIM", "BLOCK_M", "BLOCK_N", "HAS_WINDOW", "HAS_DIL", "HAS_TEXT", "HAS_MASK", "USE_TMA", "MASK_TABLE"],
     prune_configs_by={"early_config_prune": _prune},
 )
@@ -190,12 +198,18 @@ def block_sparse_attn_fwd_kernel(
                     mk = PMASK_DESC.load([((pbase + j) * BLOCK_M).to(tl.int32), 0])
                 else:
                     mk = tl.load(PMASK + (pbase + j) * (BLOCK_M * BLOCK_N) + mask_offs)
-                ok = mk != 0
+                # entries are 0 (attended) or -1 (masked); in the top byte of a float that is +0.0 or
+                # -1.7e38: an additive bias, so a partial tile costs one FMA per score like a full one.
+                # The bias is finite (no -inf - -inf): a row whose first tiles are all masked carries
+                # junk until its first attended key, whose rescale factor exp2(-1.7e38 - m) erases it
+                bias = (mk.to(tl.int32) << 24).to(tl.float32, bitcast=True)
+                qk = tl.dot(q, tl.trans(kk)) * qk_scale + bias
                 if HAS_MASK:
-                    ok = ok & (tl.load(m_base + kpos, mask=n_valid, other=0) != 0)[None, :]
-                qk = tl.dot(q, tl.trans(kk)) * qk_scale
-                qk = tl.where(ok, qk, float("-inf"))
-                acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, True)
+                    ok = tl.load(m_base + kpos, mask=n_valid, other=0) != 0
+                    qk = tl.where(ok[None, :], qk, float("-inf"))
+                    acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, True)
+                else:
+                    acc, l_i, m_i = _softmax_step(acc, l_i, m_i, qk, vv, False)
         else:
             if n_part > 0:
                 r_q = tl.load(PERM + pos, mask=m_valid, other=0)

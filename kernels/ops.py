@@ -113,8 +113,9 @@ def kernel_tables(plan) -> dict:
 
 def partial_mask_table(plan, tables: dict) -> Optional[torch.Tensor]:
     """int8 [num_partial, BLOCK, BLOCK]: the exact element mask of every partial tile pair, in
-    the order of the plan's partial tables (rows = query positions in the tile, columns = keys;
-    ragged rows/columns are 0). Built once on the plan's device from the same `KernelRule` the
+    the order of the plan's partial tables (rows = query positions in the tile, columns = keys),
+    0 where attended and -1 where masked (ragged rows/columns are masked): the kernel turns -1
+    into an additive -1.7e38. Built once on the plan's device from the same `KernelRule` the
     in-kernel path evaluates; None when it would exceed `MASK_TABLE_MAX_BYTES`."""
     block, P = tables["block"], tables["num_partial"]
     if P == 0 or P * block * block > MASK_TABLE_MAX_BYTES:
@@ -156,7 +157,7 @@ def partial_mask_table(plan, tables: dict) -> Optional[torch.Tensor]:
             if dil_w > 1:
                 ok &= (wk - lw) % dil_w == 0
         ok &= qv[:, :, None] & kv[:, None, :]
-        out[c0 : c0 + chunk] = ok.to(torch.int8)
+        out[c0 : c0 + chunk] = ok.to(torch.int8) - 1
     tables["partial_masks"] = out
     return out
 

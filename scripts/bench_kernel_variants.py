@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Kernel-variant sweep for tuning (not a deliverable benchmark): times vidaccel's kernel at one
-shape under each path (K/V by pointers or TMA; partial masks from the table or the in-kernel rule)
-and tile size, next to cuDNN dense and a whole-grid (all-full-blocks) plan, and prints which
-autotune config won. Medians of triton.testing.do_bench.
+"""Kernel-config sweep for tuning (not a deliverable benchmark): times vidaccel's kernel on the
+production path (TMA K/V on Hopper, precomputed partial masks) under every autotune config of
+`kernels/block_sparse_fwd.py`, next to cuDNN dense, and the autotuned choice. Every forced config's output is compared with the first config's (max abs
+difference) as a smoke check; the GPU tests are the correctness check. Medians of
+triton.testing.do_bench.
 
-    python scripts/bench_kernel_variants.py --res 720p --heads 12
+    python scripts/bench_kernel_variants.py --res 720p --heads 12 --patterns freeswim:128,radial:64
 """
 
 from __future__ import annotations
@@ -21,20 +22,32 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from vidaccel import RadialPattern, WindowPattern, build_plan  # noqa: E402
 
+PATTERNS = {"dense_plan": None, "freeswim": WindowPattern((21, 30, 52)), "win9x15x15": WindowPattern((9, 15, 15)),
+            "radial": RadialPattern(0.2)}
+
+
+def config_label(cfg) -> str:
+    kw = cfg.kwargs
+    return f"w{cfg.num_warps}-s{cfg.num_stages}" + ("-masktma" if kw["MASK_TMA"] else "")
+
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--res", default="720p")
     ap.add_argument("--heads", type=int, default=12)
-    ap.add_argument("--tile-sizes", default="128,64")
+    ap.add_argument("--patterns", default="dense_plan:128,freeswim:128,win9x15x15:64,radial:64",
+                    help="comma-separated pattern:tile_size pairs")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    import triton
     import triton.testing
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    from vidaccel.kernels import block_sparse_fwd as bsf
     from vidaccel.kernels import ops
-    from vidaccel.kernels.block_sparse_fwd import block_sparse_attn_fwd_kernel as kern
 
+    kern = bsf.block_sparse_attn_fwd_kernel
+    all_configs = list(kern.configs)
     grid = {"480p": (21, 30, 52), "720p": (21, 45, 80), "1088p": (21, 68, 120)}[args.res]
     n = grid[0] * grid[1] * grid[2]
     dev = torch.device("cuda")
@@ -43,45 +56,52 @@ def main():
 
     def bench(fn):
         fn()
-        return float(triton.testing.do_bench(fn, warmup=25, rep=150, return_mode="median"))
+        return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+
+    def force(configs):
+        kern.configs = configs
+        kern.cache = {}
 
     rows = []
     with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
         cudnn = bench(lambda: F.scaled_dot_product_attention(q, k, v))
-    rows.append({"impl": "cudnn_dense", "ms": cudnn, "tflops": flops / cudnn / 1e9})
+    rows.append({"impl": "cudnn_dense", "ms": round(cudnn, 3), "tflops": round(flops / cudnn / 1e9, 1)})
     print(json.dumps(rows[-1]), flush=True)
-    patterns = {"dense_plan": WindowPattern(grid), "freeswim": WindowPattern((21, 30, 52)),
-                "win9x15x15": WindowPattern((9, 15, 15)), "radial": RadialPattern(0.2)}
-    for pname, pat in patterns.items():
-        for ts in [int(x) for x in args.tile_sizes.split(",")]:
-            plan = build_plan(pat, grid, tile_size=ts, device=dev).to(dev)
-            padded = float((plan.block_class > 0).sum()) * (ops.kernel_tables(plan)["block"] ** 2) / n**2
-            for tma in (True, False):
-                for table in (True, False):
-                    if pname == "dense_plan" and not table:
-                        continue
-                    ops.USE_TMA = tma
-                    ops.MASK_TABLE_MAX_BYTES = 2**40 if table else 0
-                    try:
-                        ms = bench(lambda: ops.block_sparse_attention(q, k, v, plan))
-                    except Exception as exc:  # noqa: BLE001
-                        print(pname, ts, tma, table, "failed", type(exc).__name__, str(exc)[:300], flush=True)
-                        continue
-                    r = {"pattern": pname, "tile": list(plan.tile), "tile_size": ts, "tma": tma, "mask_table": table,
-                         "ms": round(ms, 3), "density": round(plan.density, 4), "padded_block_density": round(padded, 4),
-                         "useful_tflops": round(plan.density * flops / ms / 1e9, 1),
-                         "padded_tflops": round(padded * flops / ms / 1e9, 1),
-                         "x_density_limit": round(plan.density * cudnn / ms, 3),
-                         "full": int(plan.full_count.sum()), "partial": int(plan.partial_count.sum()),
-                         "best_config": str(kern.best_config)}
-                    rows.append(r)
-                    print(json.dumps(r), flush=True)
-    ops.USE_TMA = None
+    for item in args.patterns.split(","):
+        pname, ts = item.split(":")
+        pat = PATTERNS[pname] or WindowPattern(grid)
+        plan = build_plan(pat, grid, tile_size=int(ts), device=dev).to(dev)
+        block = ops.kernel_tables(plan)["block"]
+        padded = float((plan.block_class > 0).sum()) * block**2 / n**2
+        candidates = bsf._prune(all_configs, {}, BLOCK_N=block, USE_TMA=True, MASK_TABLE=True)
+        first = None
+        for cfg in candidates + [None]:
+            force(all_configs if cfg is None else [cfg])
+            label = "autotuned" if cfg is None else config_label(cfg)
+            try:
+                out = ops.block_sparse_attention(q, k, v, plan)
+                ms = bench(lambda: ops.block_sparse_attention(q, k, v, plan))
+            except Exception as exc:  # noqa: BLE001 - a config that does not fit is a result too
+                print(json.dumps({"pattern": pname, "config": label, "failed": f"{type(exc).__name__}: {str(exc)[:200]}"}),
+                      flush=True)
+                continue
+            if first is None:
+                first = out
+            r = {"pattern": pname, "tile": list(plan.tile), "block": block, "config": label, "ms": round(ms, 3),
+                 "density": round(plan.density, 4), "padded_block_density": round(padded, 4),
+                 "padded_tflops": round(padded * flops / ms / 1e9, 1),
+                 "x_density_limit": round(plan.density * cudnn / ms, 3), "x_cudnn": round(cudnn / ms, 2),
+                 "max_abs_diff_vs_first": round(float((out.float() - first.float()).abs().max()), 5)}
+            if cfg is None:
+                r["picked"] = config_label(kern.best_config)
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    force(all_configs)
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out, "w") as fh:
-            json.dump({"gpu": torch.cuda.get_device_name(), "res": args.res, "heads": args.heads, "rows": rows}, fh,
-                      indent=1)
+            json.dump({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+                       "res": args.res, "heads": args.heads, "rows": rows}, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ for stage in $STAGES; do
   case $stage in
     tests) timeout ${TESTS_TIMEOUT:-300} python3 -m pytest tests/test_kernels_gpu.py -q ${TESTS_K:+-k "$TESTS_K"} -rA --durations=15 -p no:cacheprovider 2>&1 | tail -60 > "$OUT/tests.log"; tail -25 "$OUT/tests.log" ;;
     attn) timeout ${ATTN_TIMEOUT:-420} python3 scripts/bench_attention.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench_attention.log" | grep -v '^{' ;;
-    variants) timeout ${VAR_TIMEOUT:-300} python3 scripts/bench_kernel_variants.py --out "$OUT/variants.json" 2>&1 | tee "$OUT/variants.log" | cut -c1-400 ;;
+    variants) timeout ${VAR_TIMEOUT:-300} python3 scripts/bench_kernel_variants.py --out "$OUT/variants${VAR_TAG}.json" ${VAR_ARGS} 2>&1 | tee "$OUT/variants${VAR_TAG}.log" | cut -c1-400 ;;
     caches_a) $CACHES --tag bench_caches_a --reference "$RES/ref480.pt" \
         --methods baseline,vidaccel_kv_cache,vidaccel_reuse_profiled,vidaccel_reuse_budget,vidaccel_reuse_adaptive,vidaccel_reuse_all_blocks 2>&1 | tee "$OUT/caches_a.log" | tail -20 ;;
     caches_b) $CACHES --tag bench_caches_b --reference "$RES/ref480.pt" --profile "$RES/bench_caches_a_profile.json" \

@@ -278,3 +278,36 @@ def test_auto_tile_size_choices_at_720p():
              for name, p in {"freeswim": WindowPattern((21, 30, 52)), "window": WindowPattern((9, 15, 15)),
                              "radial": RadialPattern(0.2)}.items()}
     assert picks == {"freeswim": 128, "window": 64, "radial": 64}, picks
+
+
+def _autotune_configs():
+    from vidaccel.kernels.block_sparse_fwd import block_sparse_attn_fwd_kernel
+
+    return list(block_sparse_attn_fwd_kernel.configs)
+
+
+@pytest.mark.parametrize("index", range(len(_autotune_configs())))
+def test_every_autotune_config(monkeypatch, index):
+    """Each autotune config forced in turn (the autotuner only ever runs the fastest one per shape):
+    full and partial tiles at both block sizes, then text rows/keys with a key-padding mask. A config
+    that does not fit in shared memory for a case is one the autotuner skips there."""
+    from triton.runtime.errors import OutOfResources
+
+    from vidaccel.kernels.block_sparse_fwd import block_sparse_attn_fwd_kernel as kern
+
+    cfg = _autotune_configs()[index]
+    monkeypatch.setattr(kern, "configs", [cfg])
+    ran = 0
+    cases = [dict(pattern=WindowPattern((3, 6, 8)), grid=(5, 17, 29), tile=(2, 8, 8)),
+             dict(pattern=RadialPattern(0.2, block_size=32), grid=(5, 17, 29), tile_size=64),
+             dict(pattern=WindowPattern((3, 6, 8)), grid=(5, 17, 29), text_len=40, text_position="prefix", mask=True)]
+    for case in cases:
+        monkeypatch.setattr(kern, "cache", {})
+        try:
+            _check(**case)
+        except OutOfResources:
+            continue
+        assert kern.best_config is cfg
+        ran += 1
+    if ran == 0:
+        pytest.skip(f"{cfg} fits none of the cases")
