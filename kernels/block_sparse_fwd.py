@@ -107,9 +107,12 @@ def _dense_keys(acc, l_i, m_i, q, k_base, v_base, K_DESC, V_DESC, m_base, row0, 
 
 
 def _autotune_bench(kernel_call, quantiles):
-    # 250 ms per config (Triton's default is 100): a 25 ms kernel gets ~10 timed runs, not 4, so
-    # configs 5 % apart are told apart (they were not, measured: benchmarks/NOTES_kernels.md v5)
-    return triton.testing.do_bench(kernel_call, warmup=25, rep=250, quantiles=quantiles)
+    # Triton's default (100 ms a config) times a 25 ms kernel only 4 times, too few to tell configs
+    # 5 % apart (measured: benchmarks/NOTES_kernels.md v5); long kernels get >= 12 timed runs
+    times = triton.testing.do_bench(kernel_call, quantiles=quantiles)
+    if times[0] > 8.0:
+        times = triton.testing.do_bench(kernel_call, warmup=1, rep=12 * times[0], quantiles=quantiles)
+    return times
 
 
 @triton.autotune(

@@ -162,8 +162,9 @@ def partial_mask_table(plan, tables: dict) -> Optional[torch.Tensor]:
     return out
 
 
-def _rows(plan, tables: dict, text_len: int, text_position: str) -> torch.Tensor:
-    """int32 [S]: kernel position -> sequence row (visual tokens in tiled order, then text)."""
+def _rows(plan, tables: dict, text_len: int, text_position: str) -> tuple[torch.Tensor, bool]:
+    """int32 [S]: kernel position -> sequence row (visual tokens in tiled order, then text), and
+    whether that is the identity (raster-chunk tiles, no text prefix): then K/V need no gather."""
     key = (text_len, text_position)
     rows = tables["rows"].get(key)
     if rows is None:
@@ -173,7 +174,8 @@ def _rows(plan, tables: dict, text_len: int, text_position: str) -> torch.Tensor
         text_start = 0 if text_position == "prefix" else n
         text = torch.arange(text_start, text_start + text_len, device=perm.device, dtype=torch.int32)
         rows = torch.cat([perm + vis_start, text]).contiguous()
-        tables["rows"][key] = rows
+        identity = bool(torch.equal(rows, torch.arange(rows.numel(), device=rows.device, dtype=rows.dtype)))
+        rows = tables["rows"][key] = (rows, identity)  # one host sync per plan and text layout
     return rows
 
 
@@ -204,6 +206,7 @@ def block_sparse_attn_fwd(
     block: int,
     scale: float,
     use_tma: bool,
+    rows_identity: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     B, Hh, S, D = q.shape
     T, H, W = grid
@@ -211,8 +214,11 @@ def block_sparse_attn_fwd(
     if q.stride(-1) != 1:
         q = q.contiguous()
     # K/V into kernel order (tiled visual tokens, then text); contiguous (B, heads, S, D)
-    kg = k.index_select(2, rows)
-    vg = v.index_select(2, rows)
+    if rows_identity:  # tiled order is the caller's order: no gather, only a layout the descriptors can read
+        kg, vg = k.contiguous(), v.contiguous()
+    else:
+        kg = k.index_select(2, rows)
+        vg = v.index_select(2, rows)
     out = torch.empty_like(q)
     if out.stride(-1) != 1:
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
@@ -256,7 +262,7 @@ def block_sparse_attn_fwd(
 
 @block_sparse_attn_fwd.register_fake
 def _(q, k, v, rows, kv_mask, tile_offsets, full_kv, full_count, partial_kv, partial_count, partial_base,
-      partial_masks, perm, lo, hi, wtab, grid, dilation, has_window, block, scale, use_tma):
+      partial_masks, perm, lo, hi, wtab, grid, dilation, has_window, block, scale, use_tma, rows_identity):
     B, Hh, S, _ = q.shape
     return torch.empty_like(q), q.new_empty((B, Hh, S), dtype=torch.float32)
 
@@ -277,7 +283,7 @@ def block_sparse_attention_with_lse(
         raise ValueError(f"block_sparse_attention cannot run this input: {reason}.")
     plan = plan.to(q.device)
     tables = kernel_tables(plan)
-    rows = _rows(plan, tables, int(text_len), text_position)
+    rows, rows_identity = _rows(plan, tables, int(text_len), text_position)
     kv_mask = None
     if attn_mask is not None:
         m = attn_mask.reshape(attn_mask.shape[0], attn_mask.shape[-1])
@@ -292,6 +298,7 @@ def block_sparse_attention_with_lse(
         tables["partial_count"], tables["partial_base"], partial_mask_table(plan, tables),
         tables["perm"], tables["lo"], tables["hi"], tables["wtab"],
         list(plan.grid), list(tables["dilation"]), tables["has_window"], tables["block"], scale, bool(use_tma),
+        rows_identity,
     )
 
 

@@ -6,9 +6,11 @@ Shapes: Wan-1.3B (12 heads) and Wan-14B (40 heads), head dim 128, bf16, batch 1,
 480p (21x30x52), 720p (21x45x80) and 1088x1920 (21x68x120). Patterns: FreeSwim window
 (21,30,52), small window (9,15,15), radial (Wan defaults: decay 0.2, sink).
 
-Each time is the median of `triton.testing.do_bench`. Reported per row: ms, useful TFLOP/s
-(token density x dense FLOPs / time), the ratio to the density limit (density x cuDNN dense time
-/ time) and speedups vs cuDNN dense and vs FlexAttention. vidaccel's time includes its K/V gathers
+Each time is the median of `triton.testing.do_bench`. vidaccel's times and the cuDNN time they are
+compared with are *paired*: timed in alternating rounds (`--rounds`, medians over rounds), so a
+GPU whose clocks drift under sustained load affects both sides alike. Reported per row: ms, useful
+TFLOP/s (token density x dense FLOPs / time), the ratio to the density limit (density x cuDNN
+dense time / time) and speedups vs cuDNN dense and vs FlexAttention. vidaccel's time includes its K/V gathers
 into tiled order; FlexAttention in tiled order gets pre-permuted inputs (its permutation is free).
 
     python scripts/bench_attention.py --out benchmarks/results            # everything
@@ -71,6 +73,27 @@ def median_ms(fn, quick=False) -> float:
     # long calls: fewer repetitions (do_bench repeats at least once after its estimate)
     rep = 30 if quick else max(60, min(300, 8 * est))
     return float(triton.testing.do_bench(fn, warmup=max(5, min(50, est)), rep=rep, return_mode="median"))
+
+
+def paired_ms(fns: dict, rounds: int, quick=False) -> dict:
+    """Median ms of each callable over `rounds` alternating rounds (the order rotates every round)."""
+    import triton.testing
+
+    est = {}
+    for name, fn in fns.items():
+        fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        est[name] = (time.perf_counter() - t0) * 1e3
+    names = list(fns)
+    samples = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            rep = 20 if quick else max(40, 3 * est[name])
+            samples[name].append(float(triton.testing.do_bench(fns[name], warmup=5, rep=rep, return_mode="median")))
+    return {name: sorted(v)[len(v) // 2] for name, v in samples.items()}
 
 
 def sdpa(backend):
@@ -155,7 +178,8 @@ def write_results(args, results, md_rows):
     lines = [f"# Attention benchmark ({meta['gpu']})", "",
              f"{meta['date']} - torch {meta['torch']}, triton {meta['triton']}, diffusers {meta['diffusers']}, "
              f"CUDA {meta['cuda']}, cuDNN {meta['cudnn']}. bf16, batch 1, head dim 128; medians of "
-             "triton.testing.do_bench. vidaccel includes its K/V gathers; Flex tiled gets pre-permuted inputs.", "",
+             "triton.testing.do_bench. vidaccel includes its K/V gathers; Flex tiled gets pre-permuted inputs. "
+             f"cuDNN ms: timed paired with vidaccel ({args.rounds} alternating rounds); its ratios use it.", "",
              "| res | model | pattern | density | cuDNN ms | flash ms | Flex raster ms | Flex tiled ms | "
              f"vidaccel ms ({' / '.join('t' + t for t in args.tile_sizes.split(','))}) | tile | block dens. | useful TFLOP/s | x density limit | x cuDNN | x Flex raster |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -186,6 +210,7 @@ def main():
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--flex-max-heads-1088p", type=int, default=12, help="skip Flex at 1088p above this")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rounds", type=int, default=7, help="alternating rounds of the paired cuDNN/vidaccel timing")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--tag", default="bench_attention")
     args = ap.parse_args()
@@ -222,7 +247,7 @@ def main():
             for pname in args.patterns.split(","):
                 pattern = PATTERNS[pname]()
                 entry = {"res": res, "grid": grid, "model": model, "heads": heads, "pattern": pname}
-                impl_ms = {}
+                impl_ms, fns = {}, {"cudnn": lambda: sdpa("cudnn")(q, k, v)}
                 for ts in tile_sizes:
                     key = (pname, res, ts)
                     if key not in plans:
@@ -231,12 +256,14 @@ def main():
                         torch.cuda.synchronize()
                         plans[key]._build_s = time.perf_counter() - t0
                     plan = plans[key]
-                    ms = median_ms(lambda: block_sparse_attention(q, k, v, plan), args.quick)
-                    impl_ms[f"vidaccel_t{ts}"] = ms
+                    fns[f"vidaccel_t{ts}"] = lambda plan=plan: block_sparse_attention(q, k, v, plan)
                     extra = {"tile": list(plan.tile), "block_density": round(plan.block_density(), 4),
                              "plan_build_s": round(plan._build_s, 2),
                              "partial_blocks": int(plan.partial_count.sum()), "full_blocks": int(plan.full_count.sum())}
                     impl_ms[f"vidaccel_t{ts}_extra"] = extra
+                paired = paired_ms(fns, args.rounds, args.quick)
+                cudnn_paired = paired.pop("cudnn")
+                impl_ms.update(paired)
                 density = plans[(pname, res, tile_sizes[0])].density
                 flex = {}
                 skip_flex = args.no_flex or (res == "1088p" and heads > args.flex_max_heads_1088p)
@@ -273,8 +300,9 @@ def main():
                 best = None
                 for ts in tile_sizes:
                     name = f"vidaccel_t{ts}"
-                    r = {**entry, "density": round(density, 4), **row(name, impl_ms[name], density, fl, cudnn, flex_raster),
-                         **impl_ms[name + "_extra"]}
+                    r = {**entry, "density": round(density, 4),
+                         **row(name, impl_ms[name], density, fl, cudnn_paired, flex_raster),
+                         "cudnn_paired_ms": round(cudnn_paired, 4), **impl_ms[name + "_extra"]}
                     if "tiled" in flex:
                         r["speedup_vs_flex_tiled"] = round(flex["tiled"] / impl_ms[name], 3)
                     results["rows"].append(r)
@@ -282,7 +310,7 @@ def main():
                     # the summary columns: the default tile_size="auto" when timed (what users get), else the best
                     if best is None or ts == "auto" or (best["tile_size"] != "auto" and r["ms"] < best["ms"]):
                         best = dict(r, tile_size=ts)
-                md_rows.append((res, model, pname, density, cudnn, dense.get("flash"), flex.get("raster"),
+                md_rows.append((res, model, pname, density, cudnn_paired, dense.get("flash"), flex.get("raster"),
                                 flex.get("tiled"), impl_ms, best))
                 write_results(args, results, md_rows)  # incremental: a timeout keeps what finished
             del q, k, v

@@ -159,6 +159,25 @@ def test_explicit_tiles_box_and_chunk():
     _check(RadialPattern(0.2, block_size=32), (5, 17, 29), tile=(1, 0, 100))
 
 
+def test_raster_chunk_tiles_skip_the_gather():
+    """Raster-chunk tiles (1, 0, c) keep the caller's token order: the kernel reads K/V in place (no
+    gather), also with text tokens after the video (suffix) and a key-padding mask, and from
+    transposed (non-contiguous) views; a text prefix shifts the rows, so it gathers."""
+    from vidaccel.kernels import ops
+
+    grid = (5, 17, 29)
+    pattern = RadialPattern(0.2, block_size=32)
+    plan, _, _ = _check(pattern, grid, tile=(1, 0, 64), text_len=24, text_position="suffix", mask=True)
+    tables = ops.kernel_tables(plan.to(DEV))
+    assert ops._rows(plan, tables, 24, "suffix")[1] and ops._rows(plan, tables, 0, "none")[1]
+    assert not ops._rows(plan, tables, 24, "prefix")[1]
+    _check(pattern, grid, tile=(1, 0, 64), text_len=24, text_position="prefix")
+    q, k, v = [x.transpose(1, 2).contiguous().transpose(1, 2) for x in _inputs(plan.num_tokens, 128, torch.bfloat16)]
+    out = sparse_attention(q, k, v, plan, backend="triton")
+    ref = reference_sparse_attention(q.float(), k.float(), v.float(), plan)
+    assert _rel(out, ref) <= 2 * _rel(reference_sparse_attention(q, k, v, plan), ref) + 1e-4
+
+
 def test_layouts_transposed_views():
     """diffusers hands (B, S, heads, D) tensors transposed to (B, heads, S, D): non-contiguous input."""
     grid = (5, 17, 29)
