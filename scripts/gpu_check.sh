@@ -11,6 +11,8 @@
 #   in $RES, or copy benchmarks/results/bench_caches_a_profile.json there)
 #   freeswim_a freeswim_b                                  (scripts/bench_freeswim.py, split in two)
 #   tiny                                                   (scripts/train_tiny_model.py from scratch, 3 calls)
+# The whole GPU test file takes ~560 s on a fresh machine (Triton compiles every autotune config), ~260 s on
+# a warm one: run it as two calls, TESTS_K="test_window or whole_grid or every_autotune_config" and its negation.
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
