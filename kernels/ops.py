@@ -3,8 +3,9 @@
 Nothing here synchronises with the device per call: plan tables (block lists, rule tables and
 the int8 mask blocks of partial tile pairs) are built once per (plan, device) and cached on the
 device plan (`Plan._device_cache`); the per-call work is two gathers (K and V into tiled order;
-none when the tiled order is the caller's, e.g. raster-chunk tiles) and one kernel launch. The query gather and the output scatter are
-fused into the kernel (it reads Q and writes O at the caller's rows).
+none when the tiled order is the caller's, e.g. raster-chunk tiles) and one kernel launch. The
+query gather and the output scatter are fused into the kernel (it reads Q and writes O at the
+caller's rows).
 
 The launch is registered as the custom op ``torch.ops.vidaccel.block_sparse_attn_fwd`` with a
 fake (meta) implementation, so ``torch.compile`` keeps attention in its graph (no graph break)

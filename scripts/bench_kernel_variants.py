@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Kernel-config sweep for tuning (not a deliverable benchmark): times vidaccel's kernel on the
 production path (TMA K/V on Hopper, precomputed partial masks) under every autotune config of
-`kernels/block_sparse_fwd.py`, next to cuDNN dense, and the autotuned choice. Every forced config's output is compared with the first config's (max abs
-difference) as a smoke check; the GPU tests are the correctness check. Medians of
-triton.testing.do_bench.
+`kernels/block_sparse_fwd.py`, next to cuDNN dense, and the autotuned choice. Every forced
+config's output is compared with the first config's (max abs difference) as a smoke check; the
+GPU tests are the correctness check. Medians of triton.testing.do_bench; timings drift by up to
+7-10 % over a long sweep (benchmarks/NOTES_kernels.md v5), so compare neighbouring rows.
 
     python scripts/bench_kernel_variants.py --res 720p --heads 12 --patterns freeswim:128,radial:64
 """
@@ -82,8 +83,8 @@ def main():
                 out = ops.block_sparse_attention(q, k, v, plan)
                 ms = bench(lambda: ops.block_sparse_attention(q, k, v, plan))
             except Exception as exc:  # noqa: BLE001 - a config that does not fit is a result too
-                print(json.dumps({"pattern": pname, "config": label, "failed": f"{type(exc).__name__}: {str(exc)[:200]}"}),
-                      flush=True)
+                failed = f"{type(exc).__name__}: {str(exc)[:200]}"
+                print(json.dumps({"pattern": pname, "config": label, "failed": failed}), flush=True)
                 continue
             if first is None:
                 first = out
