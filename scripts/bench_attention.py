@@ -61,15 +61,20 @@ def versions() -> dict:
     return out
 
 
-def median_ms(fn, quick=False) -> float:
-    import triton.testing
-
+def warm_estimate_ms(fn) -> float:
+    """Run `fn` once to warm up (compile, autotune), then once timed: a rough ms estimate."""
     fn()
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     fn()
     torch.cuda.synchronize()
-    est = (time.perf_counter() - t0) * 1e3
+    return (time.perf_counter() - t0) * 1e3
+
+
+def median_ms(fn, quick=False) -> float:
+    import triton.testing
+
+    est = warm_estimate_ms(fn)
     # long calls: fewer repetitions (do_bench repeats at least once after its estimate)
     rep = 30 if quick else max(60, min(300, 8 * est))
     return float(triton.testing.do_bench(fn, warmup=max(5, min(50, est)), rep=rep, return_mode="median"))
@@ -79,14 +84,7 @@ def paired_ms(fns: dict, rounds: int, quick=False) -> dict:
     """Median ms of each callable over `rounds` alternating rounds (the order rotates every round)."""
     import triton.testing
 
-    est = {}
-    for name, fn in fns.items():
-        fn()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        est[name] = (time.perf_counter() - t0) * 1e3
+    est = {name: warm_estimate_ms(fn) for name, fn in fns.items()}
     names = list(fns)
     samples = {name: [] for name in names}
     for r in range(rounds):
