@@ -8,8 +8,10 @@ here breaks ``import diffusers``. Keep heavy imports inside the functions.
 Contract with `vidaccel.attention.sparse_attention`:
 ``block_sparse_attention(q, k, v, plan, text_len, text_position, attn_mask, scale) -> out`` and
 ``kernel_unsupported_reason(q, attn_mask) -> str | None``. ``block_sparse_attention_with_lse``
-also returns the log-sum-exp (float32, natural log, ``(B, heads, S)``). The kernel itself is in
-``block_sparse_fwd.py``, the glue (plan tables, gathers, torch custom op) in ``ops.py``.
+also returns the log-sum-exp (float32, natural log, ``(B, heads, S)``). The Triton kernel is in
+``block_sparse_fwd.py``, the warp-specialised Gluon kernel for Hopper in
+``block_sparse_fwd_hopper.py``, the glue (plan tables, gathers, torch custom op, the choice between
+the two kernels) in ``ops.py``.
 """
 
 

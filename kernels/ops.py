@@ -1,4 +1,10 @@
-"""Glue around the Triton kernel: plan tables, gathers, the torch custom op, input validation.
+"""Glue around the kernels: plan tables, gathers, the torch custom op, input validation.
+
+Two kernels share one op and one plan contract: the Triton kernel (`block_sparse_fwd.py`, every
+supported GPU and input) and, on Hopper with Triton 3.6, the warp-specialised Gluon kernel
+(`block_sparse_fwd_hopper.py`) for the inputs it covers (no text tokens, no key-padding mask,
+partial tiles from the int8 mask table; 1.15-1.25x the Triton kernel at 720p,
+benchmarks/NOTES_kernels.md v6). `HOPPER_KERNEL = False` forces the Triton kernel.
 
 Nothing here synchronises with the device per call: plan tables (block lists, rule tables and
 the int8 mask blocks of partial tile pairs) are built once per (plan, device) and cached on the
@@ -15,6 +21,7 @@ configuration key on the first call).
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Optional
 
@@ -32,6 +39,10 @@ MASK_TABLE_MAX_BYTES = int(os.environ.get("VIDACCEL_MASK_TABLE_MAX_BYTES", 6 * 2
 # K/V through TMA tensor descriptors on Hopper (None = auto: compute capability >= 9).
 USE_TMA: Optional[bool] = None
 SUPPORTED_HEAD_DIMS = (64, 128)
+# The warp-specialised Gluon kernel (`block_sparse_fwd_hopper.py`) on Hopper for inputs it covers
+# (TMA, int8 partial-mask table, no text tokens, no key-padding mask). None = auto (use it where it
+# applies), False = always the Triton kernel (tests and sweeps force each path).
+HOPPER_KERNEL: Optional[bool] = None
 _LOG2E = 1.4426950408889634
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -180,6 +191,110 @@ def _rows(plan, tables: dict, text_len: int, text_position: str) -> tuple[torch.
     return rows
 
 
+_GLUON: dict = {}
+logger = logging.getLogger(__name__)
+
+
+def _gluon_available() -> bool:
+    """Gluon's Hopper API as used here is that of Triton 3.6 (the tested version); older Triton
+    (3.2-3.5) runs the Triton kernel everywhere."""
+    if "ok" not in _GLUON:
+        try:
+            ok = tuple(int(x) for x in triton.__version__.split(".")[:2]) >= (3, 6)
+            if ok:
+                from . import block_sparse_fwd_hopper  # noqa: F401
+        except (ImportError, AttributeError, ValueError):
+            ok = False
+        _GLUON["ok"] = ok
+    return _GLUON["ok"]
+
+
+def _hopper_kernel_applies(q, use_tma: bool, text_len: int, has_mask: bool, partial_masks, block: int) -> bool:
+    if HOPPER_KERNEL is False or not use_tma or text_len or has_mask or partial_masks is None:
+        return False
+    return (block in (64, 128) and q.device.type == "cuda" and _capability(q.device)[0] == 9
+            and _gluon_available())
+
+
+def hopper_item_lists(tables: dict, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Gluon kernel's per-CTA item lists, built once per plan from the block lists.
+
+    A CTA's two consumer warpgroups take both 64-row halves of a 128-token query tile, or two
+    neighbouring 64-token query tiles; its items are the union of their key tiles, interleaved so
+    that both consumers advance together:
+    int32 ``[CTAs, max_items + 1, 4]`` rows ``(key start, key length, code0, code1)`` (kernel-order
+    token range of the key tile; code ``-1`` = full tile, ``>= 0`` = partial tile (its block in the
+    partial-mask table), ``-2`` = that consumer skips it; a spare zero row ends every list, so the
+    kernel can prefetch one item ahead) and int32 ``[CTAs]`` item counts."""
+    key = ("hopper_items", block)
+    if key in tables:
+        return tables[key]
+    fk, pk = tables["full_kv"].long(), tables["partial_kv"].long()
+    nt = fk.shape[0]
+    dev = fk.device
+    full, part = fk >= 0, pk >= 0  # left-packed rows, -1 padded
+    tile = torch.cat([torch.arange(nt, device=dev)[:, None].expand_as(fk)[full],
+                      torch.arange(nt, device=dev)[:, None].expand_as(pk)[part]])
+    kt = torch.cat([fk[full], pk[part]])
+    column = torch.arange(pk.shape[1], device=dev)[None, :].expand_as(pk)[part]
+    code = torch.cat([torch.full_like(fk[full], -1), tables["partial_base"].long()[tile[full.sum():]] + column])
+    shared = block == 128
+    cta = tile if shared else tile // 2
+    n_ctas = nt if shared else (nt + 1) // 2
+    uniq, inv = torch.unique(cta * nt + kt, return_inverse=True)
+    codes = torch.full((uniq.numel(), 2), -2, dtype=torch.long, device=dev)
+    if shared:
+        codes[inv] = code[:, None]
+    else:
+        codes[inv, tile % 2] = code
+    # order: by the item's rank in its consumers' own key-tile-ordered lists (the later one for a shared
+    # item), so the two consumers advance together - sorted by key tile alone, one consumer's own items
+    # cluster at each end of the union and the other idles there (it may run only STAGES items ahead)
+    by_tile = torch.argsort(tile * nt + kt)
+    counts_tile = torch.bincount(tile, minlength=nt)
+    rank = torch.empty_like(kt)
+    rank[by_tile] = torch.arange(kt.numel(), device=dev) - (torch.cumsum(counts_tile, 0) - counts_tile)[tile[by_tile]]
+    item_rank = torch.zeros(uniq.numel(), dtype=torch.long, device=dev).scatter_reduce(0, inv, rank, "amax")
+    item_cta = uniq // nt
+    order = torch.argsort((item_cta * (int(rank.max()) + 1) + item_rank) * nt + uniq % nt)
+    uniq, codes, item_cta = uniq[order], codes[order], item_cta[order]
+    counts = torch.bincount(item_cta, minlength=n_ctas)
+    pos = torch.arange(uniq.numel(), device=dev) - (torch.cumsum(counts, 0) - counts)[item_cta]
+    offsets = tables["tile_offsets"].long()
+    key_tile = uniq % nt
+    items = torch.zeros((n_ctas, int(counts.max()) + 1, 4), dtype=torch.int32, device=dev)
+    items[item_cta, pos] = torch.stack([offsets[key_tile], offsets[key_tile + 1] - offsets[key_tile], codes[:, 0],
+                                        codes[:, 1]], 1).to(torch.int32)
+    tables[key] = (items, counts.to(torch.int32))
+    return tables[key]
+
+
+def _launch_hopper(q, kg, vg, out, lse, rows, tile_offsets, items, n_items, partial_masks, block: int,
+                   scale: float) -> None:
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    from .block_sparse_fwd_hopper import (
+        MAXNREG,
+        hopper_block_sparse_fwd_kernel,
+        ring_stages,
+    )
+
+    B, Hh, S, D = q.shape
+    layout = gl.NVMMASharedLayout.get_default_for([block, D], gl.bfloat16 if q.dtype == torch.bfloat16 else gl.float16)
+    k_desc = TensorDescriptor.from_tensor(kg.view(B * Hh * S, D), [block, D], layout)
+    v_desc = TensorDescriptor.from_tensor(vg.view(B * Hh * S, D), [block, D], layout)
+    # each consumer reads the 64 mask rows of its query rows
+    pm_layout = gl.NVMMASharedLayout.get_default_for([64, block], gl.int8)
+    pm_desc = TensorDescriptor.from_tensor(partial_masks.view(-1, block), [64, block], pm_layout)
+    hopper_block_sparse_fwd_kernel[(items.shape[0], B * Hh)](
+        k_desc, v_desc, pm_desc, q, out, lse, rows, tile_offsets, items, n_items,
+        q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        Hh, S, tile_offsets.numel() - 1, items.shape[1], scale * _LOG2E,
+        STAGES=ring_stages(block), num_warps=4, maxnreg=MAXNREG,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # the custom op
 # --------------------------------------------------------------------------------------------
@@ -208,6 +323,8 @@ def block_sparse_attn_fwd(
     scale: float,
     use_tma: bool,
     rows_identity: bool,
+    hopper_items: Optional[torch.Tensor],
+    hopper_counts: Optional[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     B, Hh, S, D = q.shape
     T, H, W = grid
@@ -225,6 +342,9 @@ def block_sparse_attn_fwd(
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty((B, Hh, S), dtype=torch.float32, device=q.device)
     text_len = S - N
+    if hopper_items is not None:
+        _launch_hopper(q, kg, vg, out, lse, rows, tile_offsets, hopper_items, hopper_counts, partial_masks, block, scale)
+        return out, lse
     n_text_tiles = triton.cdiv(text_len, block) if text_len > 0 else 0
     num_tiles = tile_offsets.numel() - 1
     has_mask = kv_mask is not None
@@ -263,7 +383,8 @@ def block_sparse_attn_fwd(
 
 @block_sparse_attn_fwd.register_fake
 def _(q, k, v, rows, kv_mask, tile_offsets, full_kv, full_count, partial_kv, partial_count, partial_base,
-      partial_masks, perm, lo, hi, wtab, grid, dilation, has_window, block, scale, use_tma, rows_identity):
+      partial_masks, perm, lo, hi, wtab, grid, dilation, has_window, block, scale, use_tma, rows_identity,
+      hopper_items, hopper_counts):
     B, Hh, S, _ = q.shape
     return torch.empty_like(q), q.new_empty((B, Hh, S), dtype=torch.float32)
 
@@ -293,13 +414,20 @@ def block_sparse_attention_with_lse(
     use_tma = USE_TMA
     if use_tma is None:
         use_tma = q.device.type == "cuda" and _capability(q.device)[0] >= 9
+    partial_masks = partial_mask_table(plan, tables)
+    items = counts = None
+    if _hopper_kernel_applies(q, use_tma, int(text_len), attn_mask is not None, partial_masks, tables["block"]):
+        items, counts = hopper_item_lists(tables, tables["block"])
+        if not _GLUON.get("logged"):
+            _GLUON["logged"] = True
+            logger.info("vidaccel block-sparse attention uses the warp-specialised Gluon kernel (Hopper)")
     return torch.ops.vidaccel.block_sparse_attn_fwd(
         q, k, v, rows, kv_mask,
         tables["tile_offsets"], tables["full_kv"], tables["full_count"], tables["partial_kv"],
-        tables["partial_count"], tables["partial_base"], partial_mask_table(plan, tables),
+        tables["partial_count"], tables["partial_base"], partial_masks,
         tables["perm"], tables["lo"], tables["hi"], tables["wtab"],
         list(plan.grid), list(tables["dilation"]), tables["has_window"], tables["block"], scale, bool(use_tma),
-        rows_identity,
+        rows_identity, items, counts,
     )
 
 

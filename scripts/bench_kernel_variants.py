@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Kernel-config sweep for tuning (not a deliverable benchmark): times vidaccel's kernel on the
 production path (TMA K/V on Hopper, precomputed partial masks) under every autotune config of
-`kernels/block_sparse_fwd.py`, next to cuDNN dense, and the autotuned choice. Every forced
+`kernels/block_sparse_fwd.py`, next to cuDNN dense, the autotuned choice and, on Hopper, the
+Gluon kernel (`kernels/block_sparse_fwd_hopper.py`; `--no-sweep` times only those two, paired). Every forced
 config's output is compared with the first config's (max abs difference) as a smoke check; the
 GPU tests are the correctness check. Medians of triton.testing.do_bench; timings drift by up to
 7-10 % over a long sweep (benchmarks/NOTES_kernels.md v5), so compare neighbouring rows.
@@ -39,6 +40,8 @@ def main():
     ap.add_argument("--patterns", default="dense_plan:128,freeswim:128,win9x15x15:64,radial:64",
                     help="comma-separated pattern:tile_size pairs")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--no-sweep", action="store_true", help="only the autotuned Triton kernel and the Gluon kernel")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds of the Triton/Gluon pair")
     args = ap.parse_args()
     import triton
     import triton.testing
@@ -63,6 +66,10 @@ def main():
         kern.configs = configs
         kern.cache = {}
 
+    def run(plan, hopper):
+        ops.HOPPER_KERNEL = hopper
+        return ops.block_sparse_attention(q, k, v, plan)
+
     rows = []
     with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
         cudnn = bench(lambda: F.scaled_dot_product_attention(q, k, v))
@@ -76,12 +83,12 @@ def main():
         padded = float((plan.block_class > 0).sum()) * block**2 / n**2
         candidates = bsf._prune(all_configs, {}, BLOCK_N=block, USE_TMA=True, MASK_TABLE=True)
         first = None
-        for cfg in candidates + [None]:
+        for cfg in ([] if args.no_sweep else candidates) + [None]:
             force(all_configs if cfg is None else [cfg])
             label = "autotuned" if cfg is None else config_label(cfg)
             try:
-                out = ops.block_sparse_attention(q, k, v, plan)
-                ms = bench(lambda: ops.block_sparse_attention(q, k, v, plan))
+                out = run(plan, False)
+                ms = bench(lambda: run(plan, False))
             except Exception as exc:  # noqa: BLE001 - a config that does not fit is a result too
                 failed = f"{type(exc).__name__}: {str(exc)[:200]}"
                 print(json.dumps({"pattern": pname, "config": label, "failed": failed}), flush=True)
@@ -97,7 +104,24 @@ def main():
                 r["picked"] = config_label(kern.best_config)
             rows.append(r)
             print(json.dumps(r), flush=True)
+        if torch.cuda.get_device_capability()[0] == 9:  # Gluon kernel vs autotuned Triton, paired
+            try:
+                out = run(plan, None)
+                pairs = [(bench(lambda: run(plan, False)), bench(lambda: run(plan, None))) for _ in range(args.rounds)]
+            except Exception as exc:  # noqa: BLE001
+                print(json.dumps({"pattern": pname, "config": "gluon", "failed": f"{type(exc).__name__}: {exc}"[:2000]}))
+                continue
+            tri = sorted(p[0] for p in pairs)[len(pairs) // 2]
+            ms = sorted(p[1] for p in pairs)[len(pairs) // 2]
+            r = {"pattern": pname, "tile": list(plan.tile), "block": block, "config": "gluon", "ms": round(ms, 3),
+                 "triton_paired_ms": round(tri, 3), "x_triton": round(tri / ms, 3),
+                 "padded_tflops": round(padded * flops / ms / 1e9, 1),
+                 "x_density_limit": round(plan.density * cudnn / ms, 3), "x_cudnn": round(cudnn / ms, 2),
+                 "max_abs_diff_vs_first": round(float((out.float() - first.float()).abs().max()), 5)}
+            rows.append(r)
+            print(json.dumps(r), flush=True)
     force(all_configs)
+    ops.HOPPER_KERNEL = None
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out, "w") as fh:

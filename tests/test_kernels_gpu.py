@@ -272,6 +272,7 @@ def test_kernel_paths(monkeypatch, use_tma, mask_table):
         pytest.skip("TMA needs Hopper")
     monkeypatch.setattr(ops, "USE_TMA", use_tma)
     monkeypatch.setattr(ops, "MASK_TABLE_MAX_BYTES", 2**40 if mask_table else 0)
+    monkeypatch.setattr(ops, "HOPPER_KERNEL", False)  # the Triton kernel's paths (Gluon: test_hopper_kernel)
     _check(WindowPattern((3, 5, 7), dilation=(1, 2, 2)), (5, 17, 29), text_len=33, text_position="suffix", mask=True)
     _check(RadialPattern(0.2, block_size=32), (5, 17, 29), D=64, tile_size=64)
 
@@ -312,8 +313,10 @@ def test_every_autotune_config(monkeypatch, index):
     that does not fit in shared memory for a case is one the autotuner skips there."""
     from triton.runtime.errors import OutOfResources
 
+    from vidaccel.kernels import ops
     from vidaccel.kernels.block_sparse_fwd import block_sparse_attn_fwd_kernel as kern
 
+    monkeypatch.setattr(ops, "HOPPER_KERNEL", False)
     cfg = _autotune_configs()[index]
     monkeypatch.setattr(kern, "configs", [cfg])
     ran = 0
@@ -330,3 +333,44 @@ def test_every_autotune_config(monkeypatch, index):
         ran += 1
     if ran == 0:
         pytest.skip(f"{cfg} fits none of the cases")
+
+
+HOPPER_CASES = [  # (pattern, grid, kwargs for _check)
+    (WindowPattern((3, 6, 8)), (5, 17, 29), dict(tile=(2, 8, 8))),  # 128-token tiles, ragged edges
+    (WindowPattern((3, 6, 8)), (5, 17, 29), dict(tile=(1, 8, 8))),  # 64-token tiles, odd tile count
+    (WindowPattern((3, 5, 7), dilation=(1, 2, 2)), (5, 17, 29), dict(tile=(1, 8, 8), D=64, heads=3, batch=2)),
+    (WindowPattern((3, 6, 8)), (5, 17, 29), dict(tile=(2, 8, 8), D=64, dtype=torch.float16)),
+    (WindowPattern((9, 15, 15)), (21, 30, 52), dict(tile_size="auto")),
+    (WindowPattern((21, 30, 52)), (21, 45, 80), dict(tile_size=128)),  # the FreeSwim window at 720p
+    (WindowPattern((5, 13, 17)), (13, 45, 80), dict(tile_size=128, dtype=torch.float16)),
+    (RadialPattern(0.2), (21, 30, 52), dict(tile_size=64)),  # raster-chunk tiles, no K/V gather
+    (RadialPattern(0.2, sink=False), (13, 45, 80), dict(tile_size=128)),
+]
+
+
+@pytest.mark.skipif(torch.cuda.get_device_capability()[0] != 9, reason="the Gluon kernel is for Hopper (sm_90)")
+@pytest.mark.parametrize("pattern,grid,kw", HOPPER_CASES, ids=[f"{g}-{p}-{k}" for p, g, k in HOPPER_CASES])
+def test_hopper_kernel(monkeypatch, pattern, grid, kw):
+    """The warp-specialised Gluon kernel against the fp32 reference (it must be the one that ran)."""
+    from vidaccel.kernels import ops
+
+    launches = []
+    real = ops._launch_hopper
+    monkeypatch.setattr(ops, "_launch_hopper", lambda *a, **k: launches.append(1) or real(*a, **k))
+    _check(pattern, grid, **kw)
+    assert launches, "the Gluon kernel did not run"
+
+
+def test_hopper_kernel_falls_back_where_it_does_not_apply(monkeypatch):
+    """Text tokens, key-padding masks and plans without partial tiles run the Triton kernel."""
+    from vidaccel.kernels import ops
+
+    launches = []
+    monkeypatch.setattr(ops, "_launch_hopper", lambda *a, **k: launches.append(1))
+    _check(WindowPattern((3, 6, 8)), (5, 17, 29), text_len=40, text_position="suffix", mask=True)
+    grid = (3, 7, 11)
+    plan = build_plan(WindowPattern(grid), grid, device=DEV)
+    q, k, v = _inputs(plan.num_tokens, 128, torch.bfloat16)
+    out = block_sparse_attention_with_lse(q, k, v, plan)[0]
+    assert _rel(out, F.scaled_dot_product_attention(q.float(), k.float(), v.float())) < 1e-2
+    assert not launches

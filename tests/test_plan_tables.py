@@ -100,3 +100,50 @@ def test_auto_tile_size_resolution():
     assert resolve_tile_size(64, "cuda") == (64,)
     assert build_plan(WindowPattern((3, 5, 7)), (5, 9, 13), tile_size="auto").tile == \
         build_plan(WindowPattern((3, 5, 7)), (5, 9, 13), tile_size=128).tile
+
+
+HOPPER_CASES = [  # 128-token blocks (one query tile per CTA) and 64-token blocks (two per CTA, odd count)
+    (WindowPattern((3, 5, 7)), (3, 7, 11), (3, 4, 8)),
+    (WindowPattern((3, 5, 7), dilation=(1, 2, 2)), (5, 17, 29), (1, 8, 8)),
+    (WindowPattern((2, 4, 6), stride=(1, 2, 3)), (5, 17, 29), (2, 4, 8)),
+    (RadialPattern(0.2, block_size=16), (7, 6, 10), (1, 0, 60)),
+]
+
+
+@pytest.mark.parametrize("pattern,grid,tile", HOPPER_CASES)
+def test_hopper_item_lists_rebuild_the_dense_mask(pattern, grid, tile):
+    """The Gluon kernel's per-CTA item lists (union of its consumers' key tiles) plus the int8
+    partial-mask blocks give back exactly the pattern's mask, and each CTA loads a key tile once."""
+    from vidaccel.kernels import ops
+
+    plan = build_plan(pattern, grid, tile=tile)
+    tables = ops.kernel_tables(plan)
+    block = tables["block"]
+    masks = ops.partial_mask_table(plan, tables)
+    items, counts = ops.hopper_item_lists(tables, block)
+    offsets = plan.tile_offsets.tolist()
+    n = plan.num_tokens
+    rebuilt = torch.zeros(n, n, dtype=torch.bool)
+    tile_of_start = {start: kt for kt, start in enumerate(offsets[:-1])}
+    for cta in range(items.shape[0]):
+        cta_items = items[cta, : counts[cta]].tolist()
+        assert items[cta, counts[cta]:].eq(0).all(), "zero rows past the list (the kernel prefetches one)"
+        kts = [tile_of_start[start] for start, *_ in cta_items]
+        assert len(kts) == len(set(kts)), "one item per key tile"
+        for kt, (start, length, *codes) in zip(kts, cta_items):
+            assert length == offsets[kt + 1] - offsets[kt]
+            assert codes != [-2, -2], "an item nobody visits"
+            for c, code in enumerate(codes):
+                tile_index = cta if block == 128 else 2 * cta + c
+                if code == -2:
+                    continue
+                q0, q1 = offsets[tile_index], offsets[tile_index + 1]
+                row0 = q0 + (64 * c if block == 128 else 0)
+                rows = range(row0, min(q1, row0 + 64))
+                k0, k1 = offsets[kt], offsets[kt + 1]
+                for r in rows:
+                    if code == -1:
+                        rebuilt[r, k0:k1] = True
+                    else:
+                        rebuilt[r, k0:k1] = masks[code, r - q0, : k1 - k0] == 0
+    assert torch.equal(rebuilt, pattern.dense_mask(grid)[plan.perm][:, plan.perm])

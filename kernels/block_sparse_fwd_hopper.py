@@ -1,0 +1,239 @@
+"""Gluon forward kernel for Hopper (sm_90): warp-specialised block-sparse flash attention.
+
+Same plan contract as `block_sparse_fwd.py` (see its docstring: ``TILE_OFF``, int8 partial-mask
+blocks, ``ROWS`` for the fused query gather / output scatter, K/V in kernel order behind TMA
+descriptors), restricted to the common self-attention case: no text tokens, no key-padding mask,
+partial masks from the int8 table.
+
+Why a second kernel: the Triton kernel is FlashAttention-2 shaped - all warps load, multiply and
+run the softmax in lock step, so the tensor cores idle during every softmax (~390 TFLOP/s on full
+tiles vs cuDNN's ~590; benchmarks/NOTES_kernels.md). Here each CTA has three partitions:
+
+* a 1-warp **producer** issuing TMA loads of K/V tiles (and the partial tiles' mask rows) into a
+  ring of shared-memory stages (mbarriers ``ready``/``empty``), running ahead of the consumers;
+* two 4-warp **consumer** warpgroups of 64 query rows each: both halves of one 128-token query
+  tile, or two neighbouring 64-token query tiles. They only meet at mbarriers, so one warpgroup's
+  softmax runs while the other's wgmmas occupy the tensor cores.
+
+The CTA walks one **item list** (built by `kernels/ops.py`): the union of its consumers' key
+tiles, each item ``(key start, key length, code0, code1)`` with code ``-1`` = full tile, ``>= 0`` = partial
+(its mask block), ``-2`` = not visited by that consumer. Neighbouring 64-token query tiles share
+most key tiles, so loading the union once cuts the K/V traffic from L2 by ~35-47 % (window
+(9,15,15), radial at 720p) - 64-token tiles are bandwidth-bound otherwise. Every consumer arrives
+on every item's ``empty`` barrier (count 2), visited or not, so the ring stays in step.
+"""
+
+import os
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+
+ROWS_PER_CONSUMER = 64  # one warpgroup's wgmma M
+NOT_VISITED = -2
+FULL_TILE = -1
+CONSUMER_REGS = gl.constexpr(240)
+PRODUCER_REGS = gl.constexpr(24)
+# registers per thread averaged over the 12 warps (default + consumer + padded producer warpgroup):
+# the default partition gets what the workers leave, (168 * 12 - 24 * 4 - 240 * 4) / 4 = 240
+MAXNREG = 168
+
+
+def ring_stages(block: int) -> int:
+    """Ring depth that fits Hopper's 227 KB of shared memory next to the two Q buffers (32 KB at
+    head dim 128): a stage holds K + V (2 x block x 128 x 2 bytes) and two 64-row mask slices
+    (80 KB at block 128, 40 KB at block 64; 3 and 4 stages tied at block 64, NOTES_kernels.md v6). ``VIDACCEL_HOPPER_STAGES`` overrides it (sweeps)."""
+    forced = os.environ.get("VIDACCEL_HOPPER_STAGES")
+    return int(forced) if forced else (2 if block == 128 else 3)
+
+
+@gluon.jit
+def _producer(bufs, ptrs, strides, sizes):
+    K_DESC, V_DESC, PM_DESC, k_smem, v_smem, m_smem, _, ready, empty = bufs
+    ITEMS, N_ITEMS = ptrs[5], ptrs[6]
+    S, max_items = sizes[1], sizes[3]
+    BLOCK: gl.constexpr = K_DESC.block_type.shape[0]
+    STAGES: gl.constexpr = k_smem.shape[0]
+    SHARED: gl.constexpr = BLOCK == 128
+    kv_bytes: gl.constexpr = 2 * K_DESC.block_type.nbytes
+    m_bytes: gl.constexpr = PM_DESC.block_type.nbytes
+    pid = gl.program_id(0)
+    row0 = gl.program_id(1) * S  # first row of this (batch, head) in the descriptors' (B * heads * S, D) view
+    item = ITEMS + pid.to(gl.int64) * max_items * 4
+    # one item's (key start, key length, code0, code1) is loaded an iteration ahead, off the critical path
+    k_start = gl.load(item)
+    code0 = gl.load(item + 2)
+    code1 = gl.load(item + 3)
+    for i in range(gl.load(N_ITEMS + pid)):
+        idx = i % STAGES
+        k_row = row0 + k_start
+        m_row0 = code0 * BLOCK
+        m_row1 = code1 * BLOCK + (64 if SHARED else 0)  # its 64-row half of a 128 block, or a whole 64 block
+        c0 = code0
+        c1 = code1
+        nxt = item + 4 * (i + 1)  # the table has a spare zero row past the longest list
+        k_start = gl.load(nxt)
+        code0 = gl.load(nxt + 2)
+        code1 = gl.load(nxt + 3)
+        # a stage is free once both consumers arrived (mbarriers start with phase 1 complete)
+        mbarrier.wait(empty.index(idx), ((i // STAGES) & 1) ^ 1)
+        bar = ready.index(idx)
+        if c0 >= 0:
+            if c1 >= 0:
+                mbarrier.expect(bar, kv_bytes + 2 * m_bytes)
+                tma.async_copy_global_to_shared(PM_DESC, [m_row0, 0], bar, m_smem.index(2 * idx))
+                tma.async_copy_global_to_shared(PM_DESC, [m_row1, 0], bar, m_smem.index(2 * idx + 1))
+            else:
+                mbarrier.expect(bar, kv_bytes + m_bytes)
+                tma.async_copy_global_to_shared(PM_DESC, [m_row0, 0], bar, m_smem.index(2 * idx))
+        else:
+            if c1 >= 0:
+                mbarrier.expect(bar, kv_bytes + m_bytes)
+                tma.async_copy_global_to_shared(PM_DESC, [m_row1, 0], bar, m_smem.index(2 * idx + 1))
+            else:
+                mbarrier.expect(bar, kv_bytes)
+        tma.async_copy_global_to_shared(K_DESC, [k_row, 0], bar, k_smem.index(idx))
+        tma.async_copy_global_to_shared(V_DESC, [k_row, 0], bar, v_smem.index(idx))
+
+
+@gluon.jit
+def _consume(bufs, ptrs, strides, sizes, C: gl.constexpr):
+    K_DESC, k_smem, v_smem, m_smem, q_smem, ready, empty = bufs[0], bufs[3], bufs[4], bufs[5], bufs[6], bufs[7], bufs[8]
+    Q, O, LSE, ROWS, TILE_OFF, ITEMS, N_ITEMS = ptrs
+    stride_qb, stride_qh, stride_qs, stride_ob, stride_oh, stride_os = strides
+    num_heads, S, num_tiles, max_items, qk_scale = sizes
+    # compile-time shape facts ride on the buffers (partition arguments cannot be constexpr)
+    BLOCK: gl.constexpr = K_DESC.block_type.shape[0]
+    HEAD_DIM: gl.constexpr = K_DESC.block_type.shape[1]
+    STAGES: gl.constexpr = k_smem.shape[0]
+    SHARED: gl.constexpr = BLOCK == 128
+    M: gl.constexpr = 64
+    row_off: gl.constexpr = C * M if SHARED else 0  # this warpgroup's first row in its query tile
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, BLOCK, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
+    dtype: gl.constexpr = k_smem.dtype
+
+    pid = gl.program_id(0)
+    bh = gl.program_id(1)
+    b = bh // num_heads
+    h = bh % num_heads
+    tile = pid if SHARED else 2 * pid + C
+    has_tile = tile < num_tiles  # the last CTA of an odd tile count has one idle consumer
+    tile = gl.minimum(tile, num_tiles - 1)
+    q_start = gl.load(TILE_OFF + tile) + row_off
+    q_len = gl.where(has_tile, gl.load(TILE_OFF + tile + 1) - q_start, 0)
+
+    # ---- Q: gathered from the caller's rows into this warpgroup's shared buffer ----
+    offs_m = gl.arange(0, M, layout=gl.SliceLayout(1, ld_layout))
+    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, ld_layout))
+    m_ok = offs_m < q_len
+    rows = gl.load(ROWS + q_start + offs_m, mask=m_ok, other=0).to(gl.int64)
+    q_ptrs = (Q + b.to(gl.int64) * stride_qb + h.to(gl.int64) * stride_qh
+              + gl.expand_dims(rows * stride_qs, 1) + gl.expand_dims(offs_d, 0))
+    q_buf = q_smem.index(C)
+    q_buf.store(gl.load(q_ptrs, mask=gl.expand_dims(m_ok, 1), other=0.0))
+    fence_async_shared()
+
+    acc = gl.zeros([M, HEAD_DIM], gl.float32, o_layout)
+    m_i = gl.full([M], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+    l_i = gl.zeros([M], gl.float32, gl.SliceLayout(1, s_layout))
+    s_zero = gl.zeros([M, BLOCK], gl.float32, s_layout)
+    offs_n = gl.arange(0, BLOCK, layout=gl.SliceLayout(0, s_layout))
+
+    item = ITEMS + pid.to(gl.int64) * max_items * 4
+    k_len_next = gl.load(item + 1)
+    code_next = gl.load(item + 2 + C)
+    for i in range(gl.load(N_ITEMS + pid)):
+        idx = i % STAGES
+        k_len = k_len_next
+        code = code_next
+        k_len_next = gl.load(item + 4 * (i + 1) + 1)  # prefetched: latency hidden behind this item
+        code_next = gl.load(item + 4 * (i + 1) + 2 + C)
+        mbarrier.wait(ready.index(idx), (i // STAGES) & 1)
+        if code != -2:
+            s = warpgroup_mma(q_buf, k_smem.index(idx).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
+            if code == -1:
+                qk = s * qk_scale + gl.expand_dims(gl.where(offs_n < k_len, 0.0, float("-inf")), 0)
+            else:
+                # int8 mask 0 / -1; -1 in a float's top byte is -1.7e38, a finite additive bias: a row
+                # whose first visited tiles are all masked carries junk until its first attended key,
+                # whose rescale factor exp2(-1.7e38 - m) erases it (no -inf - -inf)
+                mk = m_smem.index(2 * idx + C).load(s_layout)
+                qk = s * qk_scale + (mk.to(gl.int32) << 24).to(gl.float32, bitcast=True)
+            m_new = gl.maximum(m_i, gl.max(qk, 1))
+            p = gl.exp2(qk - gl.expand_dims(m_new, 1))
+            alpha = gl.exp2(m_i - m_new)
+            l_i = l_i * alpha + gl.sum(p, 1)
+            m_i = m_new
+            acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
+            acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_smem.index(idx), acc, is_async=True)
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        mbarrier.arrive(empty.index(idx), count=1)
+
+    # ---- epilogue: normalise, scatter O and LSE (natural log) to the caller's rows ----
+    out = acc / gl.expand_dims(gl.convert_layout(l_i, gl.SliceLayout(1, o_layout)), 1)
+    offs_mo = gl.arange(0, M, layout=gl.SliceLayout(1, o_layout))
+    offs_do = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+    mo_ok = offs_mo < q_len
+    rows_o = gl.load(ROWS + q_start + offs_mo, mask=mo_ok, other=0).to(gl.int64)
+    o_ptrs = (O + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
+              + gl.expand_dims(rows_o * stride_os, 1) + gl.expand_dims(offs_do, 0))
+    gl.store(o_ptrs, out.to(O.dtype.element_ty), mask=gl.expand_dims(mo_ok, 1))
+    offs_ms = gl.arange(0, M, layout=gl.SliceLayout(1, s_layout))
+    ms_ok = offs_ms < q_len
+    rows_s = gl.load(ROWS + q_start + offs_ms, mask=ms_ok, other=0)
+    lse = (m_i + gl.log2(l_i)) * 0.6931471805599453
+    gl.store(LSE + bh.to(gl.int64) * S + rows_s, lse, mask=ms_ok)
+
+
+@gluon.jit
+def _consumer0(bufs, ptrs, strides, sizes):
+    _consume(bufs, ptrs, strides, sizes, 0)
+
+
+@gluon.jit
+def _consumer1(bufs, ptrs, strides, sizes):
+    _consume(bufs, ptrs, strides, sizes, 1)
+
+
+@gluon.jit
+def hopper_block_sparse_fwd_kernel(
+    K_DESC, V_DESC, PM_DESC, Q, O, LSE, ROWS, TILE_OFF, ITEMS, N_ITEMS,
+    stride_qb, stride_qh, stride_qs, stride_ob, stride_oh, stride_os,
+    num_heads, S, num_tiles, max_items, qk_scale,
+    STAGES: gl.constexpr,
+):
+    """Grid: (CTAs of the item list = query tiles (BLOCK 128) or query-tile pairs (BLOCK 64),
+    batch * heads); 4 warps (the default partition is consumer 0), ``maxnreg=MAXNREG``.
+    ``ITEMS`` int32 [CTAs, max_items + 1, 4], ``N_ITEMS`` int32 [CTAs]; ``PM_DESC`` reads 64-row
+    slices of the int8 mask blocks; head dim and block size come from the K/V descriptors."""
+    BLOCK: gl.constexpr = K_DESC.block_type.shape[0]
+    HEAD_DIM: gl.constexpr = K_DESC.block_type.shape[1]
+    dtype: gl.constexpr = K_DESC.dtype
+    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK, HEAD_DIM], K_DESC.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK, HEAD_DIM], V_DESC.layout)
+    m_smem = gl.allocate_shared_memory(gl.int8, [2 * STAGES, 64, BLOCK], PM_DESC.layout)
+    q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([64, HEAD_DIM], dtype)
+    q_smem = gl.allocate_shared_memory(dtype, [2, 64, HEAD_DIM], q_layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)
+    args = ((K_DESC, V_DESC, PM_DESC, k_smem, v_smem, m_smem, q_smem, ready, empty),
+            (Q, O, LSE, ROWS, TILE_OFF, ITEMS, N_ITEMS),
+            (stride_qb, stride_qh, stride_qs, stride_ob, stride_oh, stride_os),
+            (num_heads, S, num_tiles, max_items, qk_scale))
+    gl.warp_specialize([(_consumer0, args), (_producer, args), (_consumer1, args)],
+                       [1, 4], [PRODUCER_REGS, CONSUMER_REGS])
