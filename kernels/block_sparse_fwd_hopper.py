@@ -103,6 +103,19 @@ def _producer(bufs, ptrs, strides, sizes):
 
 
 @gluon.jit
+def _row_tile(base, b, h, stride_b, stride_h, stride_s, ROWS, start, length, M: gl.constexpr,
+              HEAD_DIM: gl.constexpr, layout: gl.constexpr):
+    # pointers and mask of M x HEAD_DIM elements at the caller's sequence rows ROWS[start : start + length]
+    offs_m = gl.arange(0, M, layout=gl.SliceLayout(1, layout))
+    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, layout))
+    ok = offs_m < length
+    rows = gl.load(ROWS + start + offs_m, mask=ok, other=0).to(gl.int64)
+    ptrs = (base + b.to(gl.int64) * stride_b + h.to(gl.int64) * stride_h
+            + gl.expand_dims(rows * stride_s, 1) + gl.expand_dims(offs_d, 0))
+    return ptrs, gl.expand_dims(ok, 1)
+
+
+@gluon.jit
 def _consume(bufs, ptrs, strides, sizes, C: gl.constexpr):
     K_DESC, k_smem, v_smem, m_smem, q_smem, ready, empty = bufs[0], bufs[3], bufs[4], bufs[5], bufs[6], bufs[7], bufs[8]
     Q, O, LSE, ROWS, TILE_OFF, ITEMS, N_ITEMS = ptrs
@@ -134,14 +147,9 @@ def _consume(bufs, ptrs, strides, sizes, C: gl.constexpr):
     q_len = gl.where(has_tile, gl.load(TILE_OFF + tile + 1) - q_start, 0)
 
     # ---- Q: gathered from the caller's rows into this warpgroup's shared buffer ----
-    offs_m = gl.arange(0, M, layout=gl.SliceLayout(1, ld_layout))
-    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, ld_layout))
-    m_ok = offs_m < q_len
-    rows = gl.load(ROWS + q_start + offs_m, mask=m_ok, other=0).to(gl.int64)
-    q_ptrs = (Q + b.to(gl.int64) * stride_qb + h.to(gl.int64) * stride_qh
-              + gl.expand_dims(rows * stride_qs, 1) + gl.expand_dims(offs_d, 0))
+    q_ptrs, q_ok = _row_tile(Q, b, h, stride_qb, stride_qh, stride_qs, ROWS, q_start, q_len, M, HEAD_DIM, ld_layout)
     q_buf = q_smem.index(C)
-    q_buf.store(gl.load(q_ptrs, mask=gl.expand_dims(m_ok, 1), other=0.0))
+    q_buf.store(gl.load(q_ptrs, mask=q_ok, other=0.0))
     fence_async_shared()
 
     acc = gl.zeros([M, HEAD_DIM], gl.float32, o_layout)
@@ -183,13 +191,8 @@ def _consume(bufs, ptrs, strides, sizes, C: gl.constexpr):
 
     # ---- epilogue: normalise, scatter O and LSE (natural log) to the caller's rows ----
     out = acc / gl.expand_dims(gl.convert_layout(l_i, gl.SliceLayout(1, o_layout)), 1)
-    offs_mo = gl.arange(0, M, layout=gl.SliceLayout(1, o_layout))
-    offs_do = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-    mo_ok = offs_mo < q_len
-    rows_o = gl.load(ROWS + q_start + offs_mo, mask=mo_ok, other=0).to(gl.int64)
-    o_ptrs = (O + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
-              + gl.expand_dims(rows_o * stride_os, 1) + gl.expand_dims(offs_do, 0))
-    gl.store(o_ptrs, out.to(O.dtype.element_ty), mask=gl.expand_dims(mo_ok, 1))
+    o_ptrs, o_ok = _row_tile(O, b, h, stride_ob, stride_oh, stride_os, ROWS, q_start, q_len, M, HEAD_DIM, o_layout)
+    gl.store(o_ptrs, out.to(O.dtype.element_ty), mask=o_ok)
     offs_ms = gl.arange(0, M, layout=gl.SliceLayout(1, s_layout))
     ms_ok = offs_ms < q_len
     rows_s = gl.load(ROWS + q_start + offs_ms, mask=ms_ok, other=0)
