@@ -233,11 +233,13 @@ def hopper_item_lists(tables: dict, block: int) -> tuple[torch.Tensor, torch.Ten
     nt = fk.shape[0]
     dev = fk.device
     full, part = fk >= 0, pk >= 0  # left-packed rows, -1 padded
-    tile = torch.cat([torch.arange(nt, device=dev)[:, None].expand_as(fk)[full],
-                      torch.arange(nt, device=dev)[:, None].expand_as(pk)[part]])
+    full_tile = torch.arange(nt, device=dev)[:, None].expand_as(fk)[full]
+    part_tile = torch.arange(nt, device=dev)[:, None].expand_as(pk)[part]
+    part_column = torch.arange(pk.shape[1], device=dev)[None, :].expand_as(pk)[part]
+    # one entry per (query tile, visited key tile): code -1 (full) or its partial-mask block
+    tile = torch.cat([full_tile, part_tile])
     kt = torch.cat([fk[full], pk[part]])
-    column = torch.arange(pk.shape[1], device=dev)[None, :].expand_as(pk)[part]
-    code = torch.cat([torch.full_like(fk[full], -1), tables["partial_base"].long()[tile[full.sum():]] + column])
+    code = torch.cat([torch.full_like(full_tile, -1), tables["partial_base"].long()[part_tile] + part_column])
     shared = block == 128
     cta = tile if shared else tile // 2
     n_ctas = nt if shared else (nt + 1) // 2
