@@ -35,9 +35,6 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-ROWS_PER_CONSUMER = 64  # one warpgroup's wgmma M
-NOT_VISITED = -2
-FULL_TILE = -1
 CONSUMER_REGS = gl.constexpr(240)
 PRODUCER_REGS = gl.constexpr(24)
 # registers per thread averaged over the 12 warps (default + consumer + padded producer warpgroup):

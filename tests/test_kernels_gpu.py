@@ -1,4 +1,4 @@
-"""GPU tests of the block-sparse Triton kernel (skipped without CUDA and triton).
+"""GPU tests of the block-sparse kernels, Triton and (on Hopper) Gluon (skipped without CUDA and triton).
 
 Numerics by rule (STYLE.md 3): every case draws fresh random inputs, runs the kernel into
 NaN-poisoned memory, and compares with the exact fp32 reference (`reference_sparse_attention`
