@@ -147,3 +147,18 @@ def test_hopper_item_lists_rebuild_the_dense_mask(pattern, grid, tile):
                     else:
                         rebuilt[r, k0:k1] = masks[code, r - q0, : k1 - k0] == 0
     assert torch.equal(rebuilt, pattern.dense_mask(grid)[plan.perm][:, plan.perm])
+
+
+def test_gluon_kernel_gate_follows_the_triton_version(monkeypatch):
+    """The Gluon kernel is offered only with Triton >= 3.6 (its tested API); its module imports on
+    any machine with that Triton (CPU included), and older versions fall back to the Triton kernel."""
+    import triton
+
+    from vidaccel.kernels import ops
+
+    monkeypatch.setattr(ops, "_GLUON", {})
+    expected = tuple(int(x) for x in triton.__version__.split(".")[:2]) >= (3, 6)
+    assert ops._gluon_available() is expected
+    monkeypatch.setattr(ops, "_GLUON", {})
+    monkeypatch.setattr(triton, "__version__", "3.5.1")
+    assert ops._gluon_available() is False
