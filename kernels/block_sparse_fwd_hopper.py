@@ -45,7 +45,8 @@ MAXNREG = 168
 def ring_stages(block: int) -> int:
     """Ring depth that fits Hopper's 227 KB of shared memory next to the two Q buffers (32 KB at
     head dim 128): a stage holds K + V (2 x block x 128 x 2 bytes) and two 64-row mask slices
-    (80 KB at block 128, 40 KB at block 64; 3 and 4 stages tied at block 64, NOTES_kernels.md v6). ``VIDACCEL_HOPPER_STAGES`` overrides it (sweeps)."""
+    (80 KB at block 128, 40 KB at block 64; 3 and 4 stages tied at block 64, NOTES_kernels.md v6).
+    ``VIDACCEL_HOPPER_STAGES`` overrides it (sweeps)."""
     forced = os.environ.get("VIDACCEL_HOPPER_STAGES")
     return int(forced) if forced else (2 if block == 128 else 3)
 
