@@ -345,7 +345,8 @@ def block_sparse_attn_fwd(
     lse = torch.empty((B, Hh, S), dtype=torch.float32, device=q.device)
     text_len = S - N
     if hopper_items is not None:
-        _launch_hopper(q, kg, vg, out, lse, rows, tile_offsets, hopper_items, hopper_counts, partial_masks, block, scale)
+        _launch_hopper(q, kg, vg, out, lse, rows, tile_offsets, hopper_items, hopper_counts, partial_masks, block,
+                       scale)
         return out, lse
     n_text_tiles = triton.cdiv(text_len, block) if text_len > 0 else 0
     num_tiles = tile_offsets.numel() - 1

@@ -109,7 +109,8 @@ def main():
                 out = run(plan, None)
                 pairs = [(bench(lambda: run(plan, False)), bench(lambda: run(plan, None))) for _ in range(args.rounds)]
             except Exception as exc:  # noqa: BLE001
-                print(json.dumps({"pattern": pname, "config": "gluon", "failed": f"{type(exc).__name__}: {exc}"[:2000]}))
+                failed = f"{type(exc).__name__}: {exc}"[:2000]
+                print(json.dumps({"pattern": pname, "config": "gluon", "failed": failed}))
                 continue
             tri = sorted(p[0] for p in pairs)[len(pairs) // 2]
             ms = sorted(p[1] for p in pairs)[len(pairs) // 2]
