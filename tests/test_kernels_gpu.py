@@ -337,13 +337,13 @@ def test_every_autotune_config(monkeypatch, index):
 
 HOPPER_CASES = [  # (pattern, grid, kwargs for _check)
     (WindowPattern((3, 6, 8)), (5, 17, 29), dict(tile=(2, 8, 8))),  # 128-token tiles, ragged edges
-    (WindowPattern((3, 6, 8)), (5, 17, 29), dict(tile=(1, 8, 8))),  # 64-token tiles, odd tile count
+    (WindowPattern((3, 6, 8)), (5, 17, 29), dict(tile=(1, 8, 8))),  # 64-token tiles
     (WindowPattern((3, 5, 7), dilation=(1, 2, 2)), (5, 17, 29), dict(tile=(1, 8, 8), D=64, heads=3, batch=2)),
     (WindowPattern((3, 6, 8)), (5, 17, 29), dict(tile=(2, 8, 8), D=64, dtype=torch.float16)),
     (WindowPattern((9, 15, 15)), (21, 30, 52), dict(tile_size="auto")),
     (WindowPattern((21, 30, 52)), (21, 45, 80), dict(tile_size=128)),  # the FreeSwim window at 720p
     (WindowPattern((5, 13, 17)), (13, 45, 80), dict(tile_size=128, dtype=torch.float16)),
-    (RadialPattern(0.2), (21, 30, 52), dict(tile_size=64)),  # raster-chunk tiles, no K/V gather
+    (RadialPattern(0.2), (21, 30, 52), dict(tile_size=64)),  # raster chunks (no K/V gather), 525 tiles: odd
     (RadialPattern(0.2, sink=False), (13, 45, 80), dict(tile_size=128)),
 ]
 
