@@ -77,8 +77,11 @@ def test_compare_interrupted_keeps_finished_runs_and_resume_completes(capsys, mo
     args = ["compare", "a red circle moving right", "--model", model_dir, "--height", "32", "--width", "32",
             "--frames", "5", "--steps", "6", "--no-progress", "--warmup", "0", "--accel", radial_file,
             "--accel", "window", "--out", out]
+    # default SIGINT in the child: a test run started in the background (`cmd &` in a script) inherits
+    # SIGINT ignored, Python then never raises KeyboardInterrupt, and the comparison finishes (exit 0)
     proc = subprocess.Popen([sys.executable, "-m", "vidaccel.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert _wait_for_runs(out / "results.json", 1, proc), "the baseline run was never recorded"
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
