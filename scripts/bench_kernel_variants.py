@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
+from bench_attention import GRIDS, paired_ms  # noqa: E402
 from vidaccel import RadialPattern, WindowPattern, build_plan  # noqa: E402
 
 PATTERNS = {"dense_plan": None, "freeswim": WindowPattern((21, 30, 52)), "win9x15x15": WindowPattern((9, 15, 15)),
@@ -52,7 +54,7 @@ def main():
 
     kern = bsf.block_sparse_attn_fwd_kernel
     all_configs = list(kern.configs)
-    grid = {"480p": (21, 30, 52), "720p": (21, 45, 80), "1088p": (21, 68, 120)}[args.res]
+    grid = GRIDS[args.res]
     n = grid[0] * grid[1] * grid[2]
     dev = torch.device("cuda")
     q, k, v = [torch.randn(1, args.heads, n, 128, device=dev, dtype=torch.bfloat16) for _ in range(3)]
@@ -107,13 +109,12 @@ def main():
         if torch.cuda.get_device_capability()[0] == 9:  # Gluon kernel vs autotuned Triton, paired
             try:
                 out = run(plan, None)
-                pairs = [(bench(lambda: run(plan, False)), bench(lambda: run(plan, None))) for _ in range(args.rounds)]
+                paired = paired_ms({"triton": lambda: run(plan, False), "gluon": lambda: run(plan, None)}, args.rounds)
             except Exception as exc:  # noqa: BLE001
                 failed = f"{type(exc).__name__}: {exc}"[:2000]
                 print(json.dumps({"pattern": pname, "config": "gluon", "failed": failed}))
                 continue
-            tri = sorted(p[0] for p in pairs)[len(pairs) // 2]
-            ms = sorted(p[1] for p in pairs)[len(pairs) // 2]
+            tri, ms = paired["triton"], paired["gluon"]
             r = {"pattern": pname, "tile": list(plan.tile), "block": block, "config": "gluon", "ms": round(ms, 3),
                  "triton_paired_ms": round(tri, 3), "x_triton": round(tri / ms, 3),
                  "padded_tflops": round(padded * flops / ms / 1e9, 1),
