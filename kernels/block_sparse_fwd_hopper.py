@@ -10,13 +10,19 @@ run the softmax in lock step, so the tensor cores idle during every softmax (~39
 tiles vs cuDNN's ~590; benchmarks/NOTES_kernels.md). Here each CTA has three partitions:
 
 * a 1-warp **producer** issuing TMA loads of K/V tiles (and the partial tiles' mask rows) into a
-  ring of shared-memory stages (mbarriers ``ready``/``empty``), running ahead of the consumers;
+  ring of shared-memory stages (mbarriers ``ready``/``empty``), running ahead of the consumers.
+  K/V tiles are row blocks of kernel-order (gathered) copies, or - rank-5 descriptors, when the
+  plan's tiles are power-of-two boxes of one block - 3D boxes read straight from the caller's
+  tensors: no gather (2 x 232 MB of copies per call at 720p), out-of-grid rows arrive as zeros and
+  are masked from the item's packed in-grid extent (full tiles) or by the box-order mask block.
+  The box lands in shared memory as the same swizzled [BLOCK, D] image a row block would;
 * two 4-warp **consumer** warpgroups of 64 query rows each: both halves of one 128-token query
   tile, or two neighbouring 64-token query tiles. They only meet at mbarriers, so one warpgroup's
   softmax runs while the other's wgmmas occupy the tensor cores.
 
 The CTA walks one **item list** (built by `kernels/ops.py`): the union of its consumers' key
-tiles, each item ``(key start, key length, code0, code1)`` with code ``-1`` = full tile, ``>= 0`` = partial
+tiles, each item ``(key start, key length, code0, code1)`` (box K/V: packed box origin and in-grid
+extent instead of start and length) with code ``-1`` = full tile, ``>= 0`` = partial
 (its mask block), ``-2`` = not visited by that consumer. Neighbouring 64-token query tiles share
 most key tiles, so loading the union once cuts the K/V traffic from L2 by ~35-47 % (window
 (9,15,15), radial at 720p) - 64-token tiles are bandwidth-bound otherwise. Every consumer arrives
@@ -51,18 +57,42 @@ def ring_stages(block: int) -> int:
     return int(forced) if forced else (2 if block == 128 else 3)
 
 
+@gluon.constexpr_function
+def is_box(block_shape):
+    """K/V descriptors of rank 5 read 3D token boxes straight from the caller's tensors (no gather)."""
+    return len(block_shape) == 5
+
+
+@gluon.constexpr_function
+def tile_rows(block_shape):
+    """Key rows per K/V tile: the box's tokens (rank 5: [1, tt, th, tw, D]) or the row block."""
+    return block_shape[1] * block_shape[2] * block_shape[3] if len(block_shape) == 5 else block_shape[0]
+
+
+@gluon.constexpr_function
+def ring_shape(stages, block_shape):
+    return [stages] + list(block_shape)
+
+
 @gluon.jit
 def _producer(bufs, ptrs, strides, sizes):
     K_DESC, V_DESC, PM_DESC, k_smem, v_smem, m_smem, _, ready, empty = bufs
     ITEMS, N_ITEMS = ptrs[5], ptrs[6]
-    S, max_items = sizes[1], sizes[3]
-    BLOCK: gl.constexpr = K_DESC.block_type.shape[0]
+    num_heads, S, max_items, heads_inner = sizes[0], sizes[1], sizes[3], sizes[5]
+    BOX: gl.constexpr = is_box(K_DESC.block_type.shape)
+    BLOCK: gl.constexpr = tile_rows(K_DESC.block_type.shape)
+    HEAD_DIM: gl.constexpr = K_DESC.block_type.shape[-1]
     STAGES: gl.constexpr = k_smem.shape[0]
     SHARED: gl.constexpr = BLOCK == 128
     kv_bytes: gl.constexpr = 2 * K_DESC.block_type.nbytes
     m_bytes: gl.constexpr = PM_DESC.block_type.nbytes
     pid = gl.program_id(0)
-    row0 = gl.program_id(1) * S  # first row of this (batch, head) in the descriptors' (B * heads * S, D) view
+    bh = gl.program_id(1)
+    # box descriptors: dim 0 is batch x heads (heads-major tensors, coordinate 0 in the last dim) or
+    # batch (heads interleaved per token: the head picks its D columns of the last dim)
+    box_c0 = gl.where(heads_inner != 0, bh // num_heads, bh)
+    box_c4 = gl.where(heads_inner != 0, (bh % num_heads) * HEAD_DIM, 0)
+    row0 = bh * S  # row descriptors: first row of this (batch, head) in the (B * heads * S, D) view
     item = ITEMS + pid.to(gl.int64) * max_items * 4
     # one item's (key start, key length, code0, code1) is loaded an iteration ahead, off the critical path
     k_start = gl.load(item)
@@ -71,6 +101,7 @@ def _producer(bufs, ptrs, strides, sizes):
     for i in range(gl.load(N_ITEMS + pid)):
         idx = i % STAGES
         k_row = row0 + k_start
+        origin = k_start
         m_row0 = code0 * BLOCK
         m_row1 = code1 * BLOCK + (64 if SHARED else 0)  # its 64-row half of a 128 block, or a whole 64 block
         c0 = code0
@@ -96,8 +127,13 @@ def _producer(bufs, ptrs, strides, sizes):
                 tma.async_copy_global_to_shared(PM_DESC, [m_row1, 0], bar, m_smem.index(2 * idx + 1))
             else:
                 mbarrier.expect(bar, kv_bytes)
-        tma.async_copy_global_to_shared(K_DESC, [k_row, 0], bar, k_smem.index(idx))
-        tma.async_copy_global_to_shared(V_DESC, [k_row, 0], bar, v_smem.index(idx))
+        if BOX:  # the item's key field is the box origin packed as t << 20 | h << 10 | w; out-of-grid rows read as zeros
+            box = [box_c0, origin >> 20, (origin >> 10) & 1023, origin & 1023, box_c4]
+            tma.async_copy_global_to_shared(K_DESC, box, bar, k_smem.index(idx))
+            tma.async_copy_global_to_shared(V_DESC, box, bar, v_smem.index(idx))
+        else:
+            tma.async_copy_global_to_shared(K_DESC, [k_row, 0], bar, k_smem.index(idx))
+            tma.async_copy_global_to_shared(V_DESC, [k_row, 0], bar, v_smem.index(idx))
 
 
 @gluon.jit
@@ -118,10 +154,11 @@ def _consume(bufs, ptrs, strides, sizes, C: gl.constexpr):
     K_DESC, k_smem, v_smem, m_smem, q_smem, ready, empty = bufs[0], bufs[3], bufs[4], bufs[5], bufs[6], bufs[7], bufs[8]
     Q, O, LSE, ROWS, TILE_OFF, ITEMS, N_ITEMS = ptrs
     stride_qb, stride_qh, stride_qs, stride_ob, stride_oh, stride_os = strides
-    num_heads, S, num_tiles, max_items, qk_scale = sizes
+    num_heads, S, num_tiles, max_items, qk_scale = sizes[0], sizes[1], sizes[2], sizes[3], sizes[4]
     # compile-time shape facts ride on the buffers (partition arguments cannot be constexpr)
-    BLOCK: gl.constexpr = K_DESC.block_type.shape[0]
-    HEAD_DIM: gl.constexpr = K_DESC.block_type.shape[1]
+    BOX: gl.constexpr = is_box(K_DESC.block_type.shape)
+    BLOCK: gl.constexpr = tile_rows(K_DESC.block_type.shape)
+    HEAD_DIM: gl.constexpr = K_DESC.block_type.shape[-1]
     STAGES: gl.constexpr = k_smem.shape[0]
     SHARED: gl.constexpr = BLOCK == 128
     M: gl.constexpr = 64
@@ -167,10 +204,23 @@ def _consume(bufs, ptrs, strides, sizes, C: gl.constexpr):
         code_next = gl.load(item + 4 * (i + 1) + 2 + C)
         mbarrier.wait(ready.index(idx), (i // STAGES) & 1)
         if code != -2:
-            s = warpgroup_mma(q_buf, k_smem.index(idx).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            if BOX:
+                k_tile = k_smem.index(idx).reshape([BLOCK, HEAD_DIM])
+                v_tile = v_smem.index(idx).reshape([BLOCK, HEAD_DIM])
+            else:
+                k_tile = k_smem.index(idx)
+                v_tile = v_smem.index(idx)
+            s = warpgroup_mma(q_buf, k_tile.permute((1, 0)), s_zero, use_acc=False, is_async=True)
             s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
             if code == -1:
-                qk = s * qk_scale + gl.expand_dims(gl.where(offs_n < k_len, 0.0, float("-inf")), 0)
+                if BOX:  # the key field is the box's in-grid extent packed as t << 16 | h << 8 | w
+                    TW: gl.constexpr = K_DESC.block_type.shape[3]
+                    TH: gl.constexpr = K_DESC.block_type.shape[2]
+                    ok = ((offs_n // (TH * TW) < (k_len >> 16)) & ((offs_n // TW) % TH < ((k_len >> 8) & 255))
+                          & (offs_n % TW < (k_len & 255)))
+                else:
+                    ok = offs_n < k_len
+                qk = s * qk_scale + gl.expand_dims(gl.where(ok, 0.0, float("-inf")), 0)
             else:
                 # int8 mask 0 / -1; -1 in a float's top byte is -1.7e38, a finite additive bias: a row
                 # whose first visited tiles are all masked carries junk until its first attended key,
@@ -183,7 +233,7 @@ def _consume(bufs, ptrs, strides, sizes, C: gl.constexpr):
             l_i = l_i * alpha + gl.sum(p, 1)
             m_i = m_new
             acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-            acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_smem.index(idx), acc, is_async=True)
+            acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_tile, acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         mbarrier.arrive(empty.index(idx), count=1)
 
@@ -212,18 +262,20 @@ def _consumer1(bufs, ptrs, strides, sizes):
 def hopper_block_sparse_fwd_kernel(
     K_DESC, V_DESC, PM_DESC, Q, O, LSE, ROWS, TILE_OFF, ITEMS, N_ITEMS,
     stride_qb, stride_qh, stride_qs, stride_ob, stride_oh, stride_os,
-    num_heads, S, num_tiles, max_items, qk_scale,
+    num_heads, S, num_tiles, max_items, qk_scale, heads_inner,
     STAGES: gl.constexpr,
 ):
     """Grid: (CTAs of the item list = query tiles (BLOCK 128) or query-tile pairs (BLOCK 64),
     batch * heads); 4 warps (the default partition is consumer 0), ``maxnreg=MAXNREG``.
     ``ITEMS`` int32 [CTAs, max_items + 1, 4], ``N_ITEMS`` int32 [CTAs]; ``PM_DESC`` reads 64-row
-    slices of the int8 mask blocks; head dim and block size come from the K/V descriptors."""
-    BLOCK: gl.constexpr = K_DESC.block_type.shape[0]
-    HEAD_DIM: gl.constexpr = K_DESC.block_type.shape[1]
+    slices of the int8 mask blocks; head dim and block size come from the K/V descriptors (rank 2:
+    row blocks of kernel-order K/V; rank 5: 3D boxes, ``heads_inner`` = 0 for (B * heads, T, H, W, D)
+    descriptors, 1 for (B, T, H, W, heads * D))."""
+    BLOCK: gl.constexpr = tile_rows(K_DESC.block_type.shape)
+    HEAD_DIM: gl.constexpr = K_DESC.block_type.shape[-1]
     dtype: gl.constexpr = K_DESC.dtype
-    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK, HEAD_DIM], K_DESC.layout)
-    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK, HEAD_DIM], V_DESC.layout)
+    k_smem = gl.allocate_shared_memory(dtype, ring_shape(STAGES, K_DESC.block_type.shape), K_DESC.layout)
+    v_smem = gl.allocate_shared_memory(dtype, ring_shape(STAGES, V_DESC.block_type.shape), V_DESC.layout)
     m_smem = gl.allocate_shared_memory(gl.int8, [2 * STAGES, 64, BLOCK], PM_DESC.layout)
     q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([64, HEAD_DIM], dtype)
     q_smem = gl.allocate_shared_memory(dtype, [2, 64, HEAD_DIM], q_layout)
@@ -235,6 +287,6 @@ def hopper_block_sparse_fwd_kernel(
     args = ((K_DESC, V_DESC, PM_DESC, k_smem, v_smem, m_smem, q_smem, ready, empty),
             (Q, O, LSE, ROWS, TILE_OFF, ITEMS, N_ITEMS),
             (stride_qb, stride_qh, stride_qs, stride_ob, stride_oh, stride_os),
-            (num_heads, S, num_tiles, max_items, qk_scale))
+            (num_heads, S, num_tiles, max_items, qk_scale, heads_inner))
     gl.warp_specialize([(_consumer0, args), (_producer, args), (_consumer1, args)],
                        [1, 4], [PRODUCER_REGS, CONSUMER_REGS])

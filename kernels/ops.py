@@ -43,6 +43,10 @@ SUPPORTED_HEAD_DIMS = (64, 128)
 # (TMA, int8 partial-mask table, no text tokens, no key-padding mask). None = auto (use it where it
 # applies), False = always the Triton kernel (tests and sweeps force each path).
 HOPPER_KERNEL: Optional[bool] = None
+# The Gluon kernel reads K/V tiles straight from the caller's tensors as 3D token boxes (rank-5 TMA
+# descriptors: no K/V gather) where the plan's tiles are power-of-two boxes of exactly one kernel
+# block and the K/V strides allow it. None = auto, False = always gather (tests and sweeps).
+HOPPER_BOX_KV: Optional[bool] = None
 _LOG2E = 1.4426950408889634
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -123,17 +127,72 @@ def kernel_tables(plan) -> dict:
     return tables
 
 
-def partial_mask_table(plan, tables: dict) -> Optional[torch.Tensor]:
-    """int8 [num_partial, BLOCK, BLOCK]: the exact element mask of every partial tile pair, in
-    the order of the plan's partial tables (rows = query positions in the tile, columns = keys),
-    0 where attended and -1 where masked (ragged rows/columns are masked): the kernel turns -1
-    into an additive -1.7e38. Built once on the plan's device from the same `KernelRule` the
-    in-kernel path evaluates; None when it would exceed `MASK_TABLE_MAX_BYTES`."""
-    block, P = tables["block"], tables["num_partial"]
-    if P == 0 or P * block * block > MASK_TABLE_MAX_BYTES:
+def mask_table_fits(tables: dict) -> bool:
+    """Whether the plan has partial tiles and their int8 mask blocks fit `MASK_TABLE_MAX_BYTES`."""
+    P, block = tables["num_partial"], tables["block"]
+    return 0 < P and P * block * block <= MASK_TABLE_MAX_BYTES
+
+
+def box_tile(plan, tables: dict) -> Optional[tuple[int, int, int]]:
+    """The plan's tile as a K/V box for rank-5 TMA descriptors, or None: every side a power of two,
+    exactly one kernel block of tokens, and grid sides below 1024 (item fields pack coordinates)."""
+    tt, th, tw = plan.tile
+    if th < 1 or tt * th * tw != tables["block"] or max(plan.grid) >= 1024:
         return None
-    if "partial_masks" in tables:
-        return tables["partial_masks"]
+    return plan.tile if all(x & (x - 1) == 0 for x in plan.tile) else None
+
+
+def box_geometry(plan, tables: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """int64 [num_tiles, 3] each: every tile's box origin (t, h, w) and its in-grid extent."""
+    key = "box_geometry"
+    if key not in tables:
+        T, H, W = plan.grid
+        tt, th, tw = plan.tile
+        n_w = -(-W // tw)
+        n_s = -(-H // th) * n_w
+        tile = torch.arange(plan.num_tiles, device=plan.perm.device)
+        spatial = tile % n_s
+        origin = torch.stack([tile // n_s * tt, spatial // n_w * th, spatial % n_w * tw], 1)
+        extent = torch.minimum(torch.tensor([tt, th, tw], device=tile.device),
+                               torch.tensor([T, H, W], device=tile.device) - origin)
+        tables[key] = (origin, extent)
+    return tables[key]
+
+
+def _key_rows(plan, tables: dict, key_tiles: torch.Tensor, box: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raster index and validity of each key position of `key_tiles` as the kernel holds them:
+    [len, BLOCK] each - kernel order (the tile's tokens, then padding) or box order (row-major
+    (t, h, w) positions of the tile's box, out-of-grid ones invalid)."""
+    block, n = tables["block"], plan.num_tokens
+    ar = torch.arange(block, device=key_tiles.device)
+    if not box:
+        offs = tables["tile_offsets"].long()
+        k0 = offs[key_tiles]
+        valid = ar[None] < (offs[key_tiles + 1] - k0)[:, None]
+        return tables["perm"].long()[(k0[:, None] + ar[None]).clamp(max=n - 1)], valid
+    T, H, W = plan.grid
+    _, th, tw = plan.tile
+    origin, extent = box_geometry(plan, tables)
+    local = torch.stack([ar // (th * tw), ar // tw % th, ar % tw], 1)  # [BLOCK, 3]
+    valid = (local[None] < extent[key_tiles][:, None]).all(-1)
+    pos = origin[key_tiles][:, None] + local[None]
+    t, h, w = (pos[..., i].clamp(max=L - 1) for i, L in enumerate((T, H, W)))
+    return (t * H + h) * W + w, valid
+
+
+def partial_mask_table(plan, tables: dict, box: bool = False) -> Optional[torch.Tensor]:
+    """int8 [num_partial, BLOCK, BLOCK]: the exact element mask of every partial tile pair, in
+    the order of the plan's partial tables (rows = query positions in the tile, columns = keys in
+    kernel order, or in box order with `box`: see `_key_rows`), 0 where attended and -1 where
+    masked (ragged rows/columns are masked): the kernel turns -1 into an additive -1.7e38. Built
+    once on the plan's device from the same `KernelRule` the in-kernel path evaluates; None when it
+    would exceed `MASK_TABLE_MAX_BYTES`."""
+    block, P = tables["block"], tables["num_partial"]
+    if not mask_table_fits(tables):
+        return None
+    key = "partial_masks_box" if box else "partial_masks"
+    if key in tables:
+        return tables[key]
     device = plan.perm.device
     T, H, W = plan.grid
     HW = H * W
@@ -151,12 +210,10 @@ def partial_mask_table(plan, tables: dict) -> Optional[torch.Tensor]:
     out = torch.empty(max(P, 1), block, block, dtype=torch.int8, device=device)
     chunk = max(1, (256 * 128 * 128) // (block * block))
     for c0 in range(0, P, chunk):
-        q0, k0 = offs[qt[c0 : c0 + chunk]], offs[kt[c0 : c0 + chunk]]
-        qlen = offs[qt[c0 : c0 + chunk] + 1] - q0
-        klen = offs[kt[c0 : c0 + chunk] + 1] - k0
-        qv, kv = ar[None] < qlen[:, None], ar[None] < klen[:, None]
+        q0 = offs[qt[c0 : c0 + chunk]]
+        qv = ar[None] < (offs[qt[c0 : c0 + chunk] + 1] - q0)[:, None]
         rq = perm[(q0[:, None] + ar[None]).clamp(max=n - 1)]
-        rk = perm[(k0[:, None] + ar[None]).clamp(max=n - 1)]
+        rk, kv = _key_rows(plan, tables, kt[c0 : c0 + chunk], box)
         tq, sq = rq // HW, rq % HW
         tk, sk = rk // HW, rk % HW
         ok = (sq[:, :, None] - sk[:, None, :]).abs().float() <= wtab[tq[:, :, None] * T + tk[:, None, :]]
@@ -170,7 +227,7 @@ def partial_mask_table(plan, tables: dict) -> Optional[torch.Tensor]:
                 ok &= (wk - lw) % dil_w == 0
         ok &= qv[:, :, None] & kv[:, None, :]
         out[c0 : c0 + chunk] = ok.to(torch.int8) - 1
-    tables["partial_masks"] = out
+    tables[key] = out
     return out
 
 
@@ -209,14 +266,46 @@ def _gluon_available() -> bool:
     return _GLUON["ok"]
 
 
-def _hopper_kernel_applies(q, use_tma: bool, text_len: int, has_mask: bool, partial_masks, block: int) -> bool:
-    if HOPPER_KERNEL is False or not use_tma or text_len or has_mask or partial_masks is None:
+def _hopper_kernel_applies(q, use_tma: bool, text_len: int, has_mask: bool, tables: dict) -> bool:
+    if HOPPER_KERNEL is False or not use_tma or text_len or has_mask or not mask_table_fits(tables):
         return False
-    return (block in (64, 128) and q.device.type == "cuda" and _capability(q.device)[0] == 9
+    return (tables["block"] in (64, 128) and q.device.type == "cuda" and _capability(q.device)[0] == 9
             and _gluon_available())
 
 
-def hopper_item_lists(tables: dict, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _box_layout(x: torch.Tensor) -> Optional[int]:
+    """How a (B, heads, S, D) K or V tensor maps onto a rank-5 box descriptor: 0 = heads-major
+    ((B * heads, T, H, W, D): batch stride = heads x head stride), 1 = heads interleaved per token
+    ((B, T, H, W, heads * D): head stride = D, diffusers' (B, S, heads, D) transposed), None = neither
+    (or strides TMA cannot address: multiples of 16 bytes). Strides only, so it traces under
+    torch.compile; the op copies a base that is not 16-byte aligned."""
+    B, Hh, S, D = x.shape
+    sb, sh, ss, sd = x.stride()
+    if sd != 1 or any(st * x.element_size() % 16 for st in (sb, sh, ss)):
+        return None
+    if B == 1 or sb == Hh * sh:
+        return 0
+    return 1 if sh == D else None
+
+
+def _box_descriptor_view(x: torch.Tensor, grid, layout: int) -> torch.Tensor:
+    B, Hh, S, D = x.shape
+    sb, sh, ss, _ = x.stride()
+    T, H, W = grid
+    if layout == 0:
+        return x.as_strided((B * Hh, T, H, W, D), (sh, H * W * ss, W * ss, ss, 1))
+    return x.as_strided((B, T, H, W, Hh * D), (sb, H * W * ss, W * ss, ss, 1))
+
+
+def _use_box_kv(plan, tables: dict, k: torch.Tensor, v: torch.Tensor) -> Optional[int]:
+    """The box layout (see `_box_layout`) when the Gluon kernel can read K/V without a gather."""
+    if HOPPER_BOX_KV is False or box_tile(plan, tables) is None or k.shape[2] != plan.num_tokens:
+        return None
+    layout = _box_layout(k)
+    return layout if layout is not None and _box_layout(v) == layout else None
+
+
+def hopper_item_lists(tables: dict, block: int, plan=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The Gluon kernel's per-CTA item lists, built once per plan from the block lists.
 
     A CTA's two consumer warpgroups take both 64-row halves of a 128-token query tile, or two
@@ -225,8 +314,10 @@ def hopper_item_lists(tables: dict, block: int) -> tuple[torch.Tensor, torch.Ten
     int32 ``[CTAs, max_items + 1, 4]`` rows ``(key start, key length, code0, code1)`` (kernel-order
     token range of the key tile; code ``-1`` = full tile, ``>= 0`` = partial tile (its block in the
     partial-mask table), ``-2`` = that consumer skips it; a spare zero row ends every list, so the
-    kernel can prefetch one item ahead) and int32 ``[CTAs]`` item counts."""
-    key = ("hopper_items", block)
+    kernel can prefetch one item ahead) and int32 ``[CTAs]`` item counts. Given `plan` (box K/V,
+    see `box_tile`), the two key fields are the box origin packed as ``t << 20 | h << 10 | w`` and
+    its in-grid extent as ``t << 16 | h << 8 | w``, and partial codes index the box-order table."""
+    key = ("hopper_items", block, plan is not None)
     if key in tables:
         return tables[key]
     fk, pk = tables["full_kv"].long(), tables["partial_kv"].long()
@@ -262,17 +353,23 @@ def hopper_item_lists(tables: dict, block: int) -> tuple[torch.Tensor, torch.Ten
     uniq, codes, item_cta = uniq[order], codes[order], item_cta[order]
     counts = torch.bincount(item_cta, minlength=n_ctas)
     pos = torch.arange(uniq.numel(), device=dev) - (torch.cumsum(counts, 0) - counts)[item_cta]
-    offsets = tables["tile_offsets"].long()
     key_tile = uniq % nt
+    if plan is None:
+        offsets = tables["tile_offsets"].long()
+        fields = [offsets[key_tile], offsets[key_tile + 1] - offsets[key_tile]]
+    else:
+        origin, extent = (x[key_tile] for x in box_geometry(plan, tables))
+        fields = [origin[:, 0] << 20 | origin[:, 1] << 10 | origin[:, 2], extent[:, 0] << 16 | extent[:, 1] << 8 | extent[:, 2]]
     items = torch.zeros((n_ctas, int(counts.max()) + 1, 4), dtype=torch.int32, device=dev)
-    items[item_cta, pos] = torch.stack([offsets[key_tile], offsets[key_tile + 1] - offsets[key_tile], codes[:, 0],
-                                        codes[:, 1]], 1).to(torch.int32)
+    items[item_cta, pos] = torch.stack([*fields, codes[:, 0], codes[:, 1]], 1).to(torch.int32)
     tables[key] = (items, counts.to(torch.int32))
     return tables[key]
 
 
 def _launch_hopper(q, kg, vg, out, lse, rows, tile_offsets, items, n_items, partial_masks, block: int,
-                   scale: float) -> None:
+                   scale: float, box: Optional[tuple] = None, box_layout: int = 0) -> None:
+    """K/V: kernel-order (B, heads, S, D) tensors read by row blocks, or with `box` = (grid, tile)
+    the caller's tensors read by 3D boxes through `_box_descriptor_view` (`box_layout`)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
@@ -283,16 +380,24 @@ def _launch_hopper(q, kg, vg, out, lse, rows, tile_offsets, items, n_items, part
     )
 
     B, Hh, S, D = q.shape
-    layout = gl.NVMMASharedLayout.get_default_for([block, D], gl.bfloat16 if q.dtype == torch.bfloat16 else gl.float16)
-    k_desc = TensorDescriptor.from_tensor(kg.view(B * Hh * S, D), [block, D], layout)
-    v_desc = TensorDescriptor.from_tensor(vg.view(B * Hh * S, D), [block, D], layout)
+    dtype = gl.bfloat16 if q.dtype == torch.bfloat16 else gl.float16
+    if box is None:
+        layout = gl.NVMMASharedLayout.get_default_for([block, D], dtype)
+        k_desc = TensorDescriptor.from_tensor(kg.view(B * Hh * S, D), [block, D], layout)
+        v_desc = TensorDescriptor.from_tensor(vg.view(B * Hh * S, D), [block, D], layout)
+    else:
+        grid, tile = box
+        shape = [1, *tile, D]
+        layout = gl.NVMMASharedLayout.get_default_for(shape, dtype)
+        k_desc = TensorDescriptor.from_tensor(_box_descriptor_view(kg, grid, box_layout), shape, layout)
+        v_desc = TensorDescriptor.from_tensor(_box_descriptor_view(vg, grid, box_layout), shape, layout)
     # each consumer reads the 64 mask rows of its query rows
     pm_layout = gl.NVMMASharedLayout.get_default_for([64, block], gl.int8)
     pm_desc = TensorDescriptor.from_tensor(partial_masks.view(-1, block), [64, block], pm_layout)
     hopper_block_sparse_fwd_kernel[(items.shape[0], B * Hh)](
         k_desc, v_desc, pm_desc, q, out, lse, rows, tile_offsets, items, n_items,
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        Hh, S, tile_offsets.numel() - 1, items.shape[1], scale * _LOG2E,
+        Hh, S, tile_offsets.numel() - 1, items.shape[1], scale * _LOG2E, box_layout,
         STAGES=ring_stages(block), num_warps=4, maxnreg=MAXNREG,
     )
 
@@ -327,6 +432,8 @@ def block_sparse_attn_fwd(
     rows_identity: bool,
     hopper_items: Optional[torch.Tensor],
     hopper_counts: Optional[torch.Tensor],
+    box_tile: list[int],
+    box_layout: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     B, Hh, S, D = q.shape
     T, H, W = grid
@@ -334,7 +441,11 @@ def block_sparse_attn_fwd(
     if q.stride(-1) != 1:
         q = q.contiguous()
     # K/V into kernel order (tiled visual tokens, then text); contiguous (B, heads, S, D)
-    if rows_identity:  # tiled order is the caller's order: no gather, only a layout the descriptors can read
+    if box_tile:  # the Gluon kernel reads 3D boxes of the caller's K/V itself (box_layout: `_box_layout`)
+        # TMA needs a 16-byte aligned base: a misaligned view gets an aligned copy with its strides
+        kg, vg = (x if x.data_ptr() % 16 == 0 else torch.empty_strided(x.shape, x.stride(), dtype=x.dtype,
+                                                                       device=x.device).copy_(x) for x in (k, v))
+    elif rows_identity:  # tiled order is the caller's order: no gather, only a layout the descriptors can read
         kg, vg = k.contiguous(), v.contiguous()
     else:
         kg = k.index_select(2, rows)
@@ -346,7 +457,7 @@ def block_sparse_attn_fwd(
     text_len = S - N
     if hopper_items is not None:
         _launch_hopper(q, kg, vg, out, lse, rows, tile_offsets, hopper_items, hopper_counts, partial_masks, block,
-                       scale)
+                       scale, (grid, box_tile) if box_tile else None, box_layout)
         return out, lse
     n_text_tiles = triton.cdiv(text_len, block) if text_len > 0 else 0
     num_tiles = tile_offsets.numel() - 1
@@ -387,7 +498,7 @@ def block_sparse_attn_fwd(
 @block_sparse_attn_fwd.register_fake
 def _(q, k, v, rows, kv_mask, tile_offsets, full_kv, full_count, partial_kv, partial_count, partial_base,
       partial_masks, perm, lo, hi, wtab, grid, dilation, has_window, block, scale, use_tma, rows_identity,
-      hopper_items, hopper_counts):
+      hopper_items, hopper_counts, box_tile, box_layout):
     B, Hh, S, _ = q.shape
     return torch.empty_like(q), q.new_empty((B, Hh, S), dtype=torch.float32)
 
@@ -417,20 +528,24 @@ def block_sparse_attention_with_lse(
     use_tma = USE_TMA
     if use_tma is None:
         use_tma = q.device.type == "cuda" and _capability(q.device)[0] >= 9
-    partial_masks = partial_mask_table(plan, tables)
     items = counts = None
-    if _hopper_kernel_applies(q, use_tma, int(text_len), attn_mask is not None, partial_masks, tables["block"]):
-        items, counts = hopper_item_lists(tables, tables["block"])
+    box, box_layout = [], 0
+    if _hopper_kernel_applies(q, use_tma, int(text_len), attn_mask is not None, tables):
+        layout = _use_box_kv(plan, tables, k, v)
+        if layout is not None:
+            box, box_layout = list(plan.tile), layout
+        items, counts = hopper_item_lists(tables, tables["block"], plan if box else None)
         if not _GLUON.get("logged"):
             _GLUON["logged"] = True
             logger.info("vidaccel block-sparse attention uses the warp-specialised Gluon kernel (Hopper)")
+    partial_masks = partial_mask_table(plan, tables, box=bool(box))
     return torch.ops.vidaccel.block_sparse_attn_fwd(
         q, k, v, rows, kv_mask,
         tables["tile_offsets"], tables["full_kv"], tables["full_count"], tables["partial_kv"],
         tables["partial_count"], tables["partial_base"], partial_masks,
         tables["perm"], tables["lo"], tables["hi"], tables["wtab"],
         list(plan.grid), list(tables["dilation"]), tables["has_window"], tables["block"], scale, bool(use_tma),
-        rows_identity, items, counts,
+        rows_identity, items, counts, box, box_layout,
     )
 
 

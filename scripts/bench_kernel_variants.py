@@ -2,7 +2,8 @@
 """Kernel-config sweep for tuning (not a deliverable benchmark): times vidaccel's kernel on the
 production path (TMA K/V on Hopper, precomputed partial masks) under every autotune config of
 `kernels/block_sparse_fwd.py`, next to cuDNN dense, the autotuned choice and, on Hopper, the
-Gluon kernel (`kernels/block_sparse_fwd_hopper.py`; `--no-sweep` times only those two, paired). Every forced
+Gluon kernel (`kernels/block_sparse_fwd_hopper.py`; `--no-sweep` times only those, paired; plans whose
+K/V it reads as 3D boxes also time it on gathered K/V, `gluon_gather`). Every forced
 config's output is compared with the first config's (max abs difference) as a smoke check; the
 GPU tests are the correctness check. Medians of triton.testing.do_bench; timings drift by up to
 7-10 % over a long sweep (benchmarks/NOTES_kernels.md v5), so compare neighbouring rows.
@@ -68,8 +69,9 @@ def main():
         kern.configs = configs
         kern.cache = {}
 
-    def run(plan, hopper):
+    def run(plan, hopper, box_kv=None):
         ops.HOPPER_KERNEL = hopper
+        ops.HOPPER_BOX_KV = box_kv
         return ops.block_sparse_attention(q, k, v, plan)
 
     rows = []
@@ -107,23 +109,33 @@ def main():
             rows.append(r)
             print(json.dumps(r), flush=True)
         if torch.cuda.get_device_capability()[0] == 9:  # Gluon kernel vs autotuned Triton, paired
+            # box K/V plans also time the Gluon kernel on gathered K/V (the same kernel before box reads)
+            boxed = ops.box_tile(plan, ops.kernel_tables(plan)) is not None
+            variants = {"gluon": None, **({"gluon_gather": False} if boxed else {})}
             try:
-                out = run(plan, None)
-                paired = paired_ms({"triton": lambda: run(plan, False), "gluon": lambda: run(plan, None)}, args.rounds)
+                outs = {name: run(plan, None, box) for name, box in variants.items()}
+                paired = paired_ms({"triton": lambda: run(plan, False),
+                                    **{name: lambda b=box: run(plan, None, b) for name, box in variants.items()}},
+                                   args.rounds)
             except Exception as exc:  # noqa: BLE001
                 failed = f"{type(exc).__name__}: {exc}"[:2000]
                 print(json.dumps({"pattern": pname, "config": "gluon", "failed": failed}))
                 continue
-            tri, ms = paired["triton"], paired["gluon"]
-            r = {"pattern": pname, "tile": list(plan.tile), "block": block, "config": "gluon", "ms": round(ms, 3),
-                 "triton_paired_ms": round(tri, 3), "x_triton": round(tri / ms, 3),
-                 "padded_tflops": round(padded * flops / ms / 1e9, 1),
-                 "x_density_limit": round(plan.density * cudnn / ms, 3), "x_cudnn": round(cudnn / ms, 2),
-                 "max_abs_diff_vs_first": round(float((out.float() - first.float()).abs().max()), 5)}
-            rows.append(r)
-            print(json.dumps(r), flush=True)
+            tri = paired["triton"]
+            for name, box in variants.items():
+                ms = paired[name]
+                r = {"pattern": pname, "tile": list(plan.tile), "block": block, "config": name,
+                     "box_kv": boxed and box is None, "ms": round(ms, 3),
+                     "triton_paired_ms": round(tri, 3), "x_triton": round(tri / ms, 3),
+                     "padded_tflops": round(padded * flops / ms / 1e9, 1),
+                     "x_density_limit": round(plan.density * cudnn / ms, 3), "x_cudnn": round(cudnn / ms, 2),
+                     "max_abs_diff_vs_first": round(float((outs[name].float() - first.float()).abs().max()), 5)}
+                if name == "gluon" and boxed:
+                    r["x_gluon_gather"] = round(paired["gluon_gather"] / ms, 3)
+                rows.append(r)
+                print(json.dumps(r), flush=True)
     force(all_configs)
-    ops.HOPPER_KERNEL = None
+    ops.HOPPER_KERNEL = ops.HOPPER_BOX_KV = None
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out, "w") as fh:

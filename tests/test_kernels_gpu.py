@@ -34,10 +34,14 @@ def _poison_allocator(nbytes: int) -> None:
     del buf
 
 
-def _inputs(S, D, dtype, heads=2, batch=1, seed=None):
+def _inputs(S, D, dtype, heads=2, batch=1, seed=None, layout="bhsd"):
+    """Fresh random (B, heads, S, D) inputs: contiguous, or ``"bshd"`` - the transposed view of a
+    (B, S, heads, D) tensor that diffusers' attention processors hand to SDPA."""
     g = torch.Generator(device=DEV)
     g.manual_seed(torch.seed() if seed is None else seed)  # fresh inputs each run
-    return [torch.randn(batch, heads, S, D, device=DEV, dtype=torch.float32, generator=g).to(dtype) for _ in range(3)]
+    shape = (batch, heads, S, D) if layout == "bhsd" else (batch, S, heads, D)
+    xs = [torch.randn(shape, device=DEV, dtype=torch.float32, generator=g).to(dtype) for _ in range(3)]
+    return xs if layout == "bhsd" else [x.transpose(1, 2) for x in xs]
 
 
 def _reference_lse(q, k, plan, text_len, text_position, attn_mask, scale):
@@ -67,10 +71,10 @@ def _rel(a, b):
 
 
 def _check(pattern, grid, *, D=128, dtype=torch.bfloat16, text_len=0, text_position="none", mask=False,
-           tile=None, tile_size=128, heads=2, batch=1):
+           tile=None, tile_size=128, heads=2, batch=1, layout="bhsd"):
     plan = build_plan(pattern, grid, tile=tile, tile_size=tile_size, device=DEV)
     S = plan.num_tokens + text_len
-    q, k, v = _inputs(S, D, dtype, heads=heads, batch=batch)
+    q, k, v = _inputs(S, D, dtype, heads=heads, batch=batch, layout=layout)
     attn_mask = None
     if mask:
         attn_mask = torch.ones(batch, 1, 1, S, dtype=torch.bool, device=DEV)
@@ -335,30 +339,43 @@ def test_every_autotune_config(monkeypatch, index):
         pytest.skip(f"{cfg} fits none of the cases")
 
 
-HOPPER_CASES = [  # (pattern, grid, kwargs for _check)
-    (WindowPattern((3, 6, 8)), (5, 17, 29), dict(tile=(2, 8, 8))),  # 128-token tiles, ragged edges
-    (WindowPattern((3, 6, 8)), (5, 17, 29), dict(tile=(1, 8, 8))),  # 64-token tiles
-    (WindowPattern((3, 5, 7), dilation=(1, 2, 2)), (5, 17, 29), dict(tile=(1, 8, 8), D=64, heads=3, batch=2)),
-    (WindowPattern((3, 6, 8)), (5, 17, 29), dict(tile=(2, 8, 8), D=64, dtype=torch.float16)),
-    (WindowPattern((9, 15, 15)), (21, 30, 52), dict(tile_size="auto")),
-    (WindowPattern((21, 30, 52)), (21, 45, 80), dict(tile_size=128)),  # the FreeSwim window at 720p
-    (WindowPattern((5, 13, 17)), (13, 45, 80), dict(tile_size=128, dtype=torch.float16)),
-    (RadialPattern(0.2), (21, 30, 52), dict(tile_size=64)),  # raster chunks (no K/V gather), 525 tiles: odd
-    (RadialPattern(0.2, sink=False), (13, 45, 80), dict(tile_size=128)),
+HOPPER_CASES = [  # (pattern, grid, kwargs for _check, K/V read as 3D boxes of the caller's tensors)
+    (WindowPattern((3, 6, 8)), (5, 17, 29), dict(tile=(2, 8, 8)), True),  # 128-token tiles, ragged edges
+    (WindowPattern((3, 6, 8)), (5, 17, 29), dict(tile=(1, 8, 8)), True),  # 64-token tiles
+    (WindowPattern((3, 5, 7), dilation=(1, 2, 2)), (5, 17, 29), dict(tile=(1, 8, 8), D=64, heads=3, batch=2), True),
+    (WindowPattern((3, 6, 8)), (5, 17, 29), dict(tile=(2, 8, 8), D=64, dtype=torch.float16), True),
+    # heads interleaved per token (diffusers' layout): box descriptors over (B, T, H, W, heads * D)
+    (WindowPattern((3, 6, 8)), (5, 17, 29), dict(tile=(2, 8, 8), batch=2, layout="bshd"), True),
+    (WindowPattern((2, 4, 6), stride=(1, 2, 3)), (5, 17, 29), dict(tile=(2, 4, 8), D=64, heads=3, layout="bshd"),
+     True),
+    (WindowPattern((9, 15, 15)), (21, 45, 80), dict(tile=(2, 4, 8), batch=2), True),  # the 720p benchmark case
+    (WindowPattern((9, 15, 15)), (21, 30, 52), dict(tile_size="auto"), None),
+    (WindowPattern((21, 30, 52)), (21, 45, 80), dict(tile_size=128), False),  # the FreeSwim window at 720p
+    (WindowPattern((5, 13, 17)), (13, 45, 80), dict(tile_size=128, dtype=torch.float16), None),
+    (RadialPattern(0.2), (21, 30, 52), dict(tile_size=64), False),  # raster chunks (no K/V gather), 525 tiles: odd
+    (RadialPattern(0.2, sink=False), (13, 45, 80), dict(tile_size=128), False),
 ]
 
 
 @pytest.mark.skipif(torch.cuda.get_device_capability()[0] != 9, reason="the Gluon kernel is for Hopper (sm_90)")
-@pytest.mark.parametrize("pattern,grid,kw", HOPPER_CASES, ids=[f"{g}-{p}-{k}" for p, g, k in HOPPER_CASES])
-def test_hopper_kernel(monkeypatch, pattern, grid, kw):
-    """The warp-specialised Gluon kernel against the fp32 reference (it must be the one that ran)."""
+@pytest.mark.parametrize("gather", [False, True], ids=["auto", "gather"])
+@pytest.mark.parametrize("pattern,grid,kw,box", HOPPER_CASES, ids=[f"{g}-{p}-{k}" for p, g, k, _ in HOPPER_CASES])
+def test_hopper_kernel(monkeypatch, pattern, grid, kw, box, gather):
+    """The warp-specialised Gluon kernel against the fp32 reference (it must be the one that ran),
+    reading K/V as 3D boxes where the plan allows (`box`: expected; None: whichever the tile search
+    picks) and, forced, from gathered kernel-order copies."""
     from vidaccel.kernels import ops
 
+    if gather and box is not True:
+        pytest.skip("gathers K/V either way")
+    monkeypatch.setattr(ops, "HOPPER_BOX_KV", False if gather else None)
     launches = []
     real = ops._launch_hopper
-    monkeypatch.setattr(ops, "_launch_hopper", lambda *a, **k: launches.append(1) or real(*a, **k))
+    monkeypatch.setattr(ops, "_launch_hopper", lambda *a, **k: launches.append(a[12] is not None) or real(*a, **k))
     _check(pattern, grid, **kw)
     assert launches, "the Gluon kernel did not run"
+    if box is not None:
+        assert launches[0] is (box and not gather), "K/V read the expected way"
 
 
 def test_hopper_kernel_falls_back_where_it_does_not_apply(monkeypatch):

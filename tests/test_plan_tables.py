@@ -104,49 +104,73 @@ def test_auto_tile_size_resolution():
 
 HOPPER_CASES = [  # 128-token blocks (one query tile per CTA) and 64-token blocks (two per CTA, odd count)
     (WindowPattern((3, 5, 7)), (3, 7, 11), (3, 4, 8)),
-    (WindowPattern((3, 5, 7), dilation=(1, 2, 2)), (5, 17, 29), (1, 8, 8)),
-    (WindowPattern((2, 4, 6), stride=(1, 2, 3)), (5, 17, 29), (2, 4, 8)),
+    (WindowPattern((3, 5, 7), dilation=(1, 2, 2)), (5, 17, 29), (1, 8, 8)),  # box K/V, ragged in h and w
+    (WindowPattern((2, 4, 6), stride=(1, 2, 3)), (5, 17, 29), (2, 4, 8)),  # box K/V, ragged in t, h, w
+    (WindowPattern((3, 6, 8)), (5, 17, 29), (2, 8, 8)),  # box K/V, 128-token boxes
     (RadialPattern(0.2, block_size=16), (7, 6, 10), (1, 0, 60)),
 ]
 
 
+@pytest.mark.parametrize("box", [False, True], ids=["kernel-order", "box"])
 @pytest.mark.parametrize("pattern,grid,tile", HOPPER_CASES)
-def test_hopper_item_lists_rebuild_the_dense_mask(pattern, grid, tile):
+def test_hopper_item_lists_rebuild_the_dense_mask(pattern, grid, tile, box):
     """The Gluon kernel's per-CTA item lists (union of its consumers' key tiles) plus the int8
-    partial-mask blocks give back exactly the pattern's mask, and each CTA loads a key tile once."""
+    partial-mask blocks give back exactly the pattern's mask, and each CTA loads a key tile once.
+    Keys as the kernel reads them: kernel-order row blocks of gathered K/V, or (box) the 3D boxes of
+    the caller's K/V - the item's packed origin and in-grid extent, mask columns in box order."""
     from vidaccel.kernels import ops
 
     plan = build_plan(pattern, grid, tile=tile)
     tables = ops.kernel_tables(plan)
     block = tables["block"]
-    masks = ops.partial_mask_table(plan, tables)
-    items, counts = ops.hopper_item_lists(tables, block)
+    if box and ops.box_tile(plan, tables) is None:
+        assert tile[1] == 0 or any(x & (x - 1) for x in tile) or tile[0] * tile[1] * tile[2] != block
+        pytest.skip("not a power-of-two box of one block: the kernel gathers K/V")
+    masks = ops.partial_mask_table(plan, tables, box=box)
+    items, counts = ops.hopper_item_lists(tables, block, plan if box else None)
     offsets = plan.tile_offsets.tolist()
+    T, H, W = grid
     n = plan.num_tokens
-    rebuilt = torch.zeros(n, n, dtype=torch.bool)
-    tile_of_start = {start: kt for kt, start in enumerate(offsets[:-1])}
+    rebuilt = torch.zeros(n, n, dtype=torch.bool)  # [query in kernel order, key in raster order]
+
+    def key_rows(field0, field1):
+        """Raster index of each key position the kernel holds (-1: padding or outside the grid)."""
+        if not box:
+            rows = plan.perm[field0 : field0 + field1].tolist()
+            return rows + [-1] * (block - len(rows))
+        origin = (field0 >> 20, field0 >> 10 & 1023, field0 & 1023)
+        extent = (field1 >> 16, field1 >> 8 & 255, field1 & 255)
+        tt, th, tw = tile
+        out = []
+        for j in range(block):
+            local = (j // (th * tw), j // tw % th, j % tw)
+            ok = all(x < e for x, e in zip(local, extent))
+            t, h, w = (o + x for o, x in zip(origin, local))
+            assert ok == (t < T and h < H and w < W), "extent is the in-grid part of the box"
+            out.append((t * H + h) * W + w if ok else -1)
+        return out
+
     for cta in range(items.shape[0]):
         cta_items = items[cta, : counts[cta]].tolist()
         assert items[cta, counts[cta]:].eq(0).all(), "zero rows past the list (the kernel prefetches one)"
-        kts = [tile_of_start[start] for start, *_ in cta_items]
-        assert len(kts) == len(set(kts)), "one item per key tile"
-        for kt, (start, length, *codes) in zip(kts, cta_items):
-            assert length == offsets[kt + 1] - offsets[kt]
+        keys = [tuple(r[:2]) for r in cta_items]
+        assert len(keys) == len(set(keys)), "one item per key tile"
+        for f0, f1, *codes in cta_items:
             assert codes != [-2, -2], "an item nobody visits"
+            krows = torch.tensor(key_rows(f0, f1))
+            valid = krows >= 0
             for c, code in enumerate(codes):
                 tile_index = cta if block == 128 else 2 * cta + c
                 if code == -2:
                     continue
                 q0, q1 = offsets[tile_index], offsets[tile_index + 1]
                 row0 = q0 + (64 * c if block == 128 else 0)
-                rows = range(row0, min(q1, row0 + 64))
-                k0, k1 = offsets[kt], offsets[kt + 1]
-                for r in rows:
-                    if code == -1:
-                        rebuilt[r, k0:k1] = True
-                    else:
-                        rebuilt[r, k0:k1] = masks[code, r - q0, : k1 - k0] == 0
-    assert torch.equal(rebuilt, pattern.dense_mask(grid)[plan.perm][:, plan.perm])
+                for r in range(row0, min(q1, row0 + 64)):
+                    attended = valid if code == -1 else valid & (masks[code, r - q0] == 0)
+                    if code != -1:
+                        assert not (masks[code, r - q0] == 0)[~valid].any(), "padding keys masked"
+                    rebuilt[r, krows[attended]] = True
+    assert torch.equal(rebuilt, pattern.dense_mask(grid)[plan.perm])
 
 
 def test_gluon_kernel_gate_follows_the_triton_version(monkeypatch):
@@ -162,3 +186,33 @@ def test_gluon_kernel_gate_follows_the_triton_version(monkeypatch):
     monkeypatch.setattr(ops, "_GLUON", {})
     monkeypatch.setattr(triton, "__version__", "3.5.1")
     assert ops._gluon_available() is False
+
+
+@pytest.mark.parametrize("layout", ["bhsd", "bshd"])
+def test_box_descriptor_views_address_the_callers_tokens(layout):
+    """The rank-5 views the Gluon kernel's box descriptors are built on: the kernel's coordinates
+    (dim 0: batch x heads or batch; last dim: 0 or head x D) reach token (t, h, w) of each head,
+    and TMA accepts their strides. Tensors they cannot describe gather instead."""
+    from vidaccel.kernels import ops
+
+    B, Hh, T, H, W, D = 2, 3, 3, 5, 8, 64
+    shape = (B, Hh, T * H * W, D) if layout == "bhsd" else (B, T * H * W, Hh, D)
+    x = torch.randn(shape, dtype=torch.bfloat16)
+    x = x if layout == "bhsd" else x.transpose(1, 2)
+    mode = ops._box_layout(x)
+    assert mode == (0 if layout == "bhsd" else 1)
+    view = ops._box_descriptor_view(x, (T, H, W), mode)
+    for b in range(B):
+        for h in range(Hh):
+            c0, c4 = (b * Hh + h, 0) if mode == 0 else (b, h * D)
+            assert torch.equal(view[c0, ..., c4 : c4 + D].reshape(T * H * W, D), x[b, h])
+    if ops._gluon_available():
+        from triton.experimental.gluon import language as gl
+        from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+        block = [1, 2, 4, 8, D]
+        TensorDescriptor.from_tensor(view, block, gl.NVMMASharedLayout.get_default_for(block, gl.bfloat16))
+    # a head slice keeps interleaved heads addressable (the last dim is just narrower); heads-major
+    # tensors lose the batch = heads x head-stride relation and gather
+    assert ops._box_layout(x[:, :2]) == (None if layout == "bhsd" else 1)
+    assert ops._box_layout(x[..., ::2]) is None  # not contiguous in D
