@@ -9,7 +9,8 @@ benchmarks/NOTES_kernels.md v6). `HOPPER_KERNEL = False` forces the Triton kerne
 Nothing here synchronises with the device per call: plan tables (block lists, rule tables and
 the int8 mask blocks of partial tile pairs) are built once per (plan, device) and cached on the
 device plan (`Plan._device_cache`); the per-call work is two gathers (K and V into tiled order;
-none when the tiled order is the caller's, e.g. raster-chunk tiles) and one kernel launch. The
+none when the tiled order is the caller's, e.g. raster-chunk tiles, nor when the Gluon kernel reads
+power-of-two box tiles straight from the caller's K/V: `HOPPER_BOX_KV`) and one kernel launch. The
 query gather and the output scatter are fused into the kernel (it reads Q and writes O at the
 caller's rows).
 

@@ -11,7 +11,9 @@ compared with are *paired*: timed in alternating rounds (`--rounds`, medians ove
 GPU whose clocks drift under sustained load affects both sides alike. Reported per row: ms, useful
 TFLOP/s (token density x dense FLOPs / time), the ratio to the density limit (density x cuDNN
 dense time / time) and speedups vs cuDNN dense and vs FlexAttention. vidaccel's time includes its K/V gathers
-into tiled order; FlexAttention in tiled order gets pre-permuted inputs (its permutation is free).
+into tiled order where it makes them (none for raster-chunk tiles, nor for power-of-two box tiles on Hopper,
+whose kernel reads 3D boxes of the inputs); FlexAttention in tiled order gets pre-permuted inputs (its
+permutation is free).
 
     python scripts/bench_attention.py --out benchmarks/results            # everything
     python scripts/bench_attention.py --models wan1.3b --res 720p --quick  # one shape
@@ -176,7 +178,8 @@ def write_results(args, results, md_rows):
     lines = [f"# Attention benchmark ({meta['gpu']})", "",
              f"{meta['date']} - torch {meta['torch']}, triton {meta['triton']}, diffusers {meta['diffusers']}, "
              f"CUDA {meta['cuda']}, cuDNN {meta['cudnn']}. bf16, batch 1, head dim 128; medians of "
-             "triton.testing.do_bench. vidaccel includes its K/V gathers; Flex tiled gets pre-permuted inputs. "
+             "triton.testing.do_bench. vidaccel includes its K/V gathers (where it makes them); Flex tiled gets "
+             "pre-permuted inputs. "
              f"cuDNN ms: timed paired with vidaccel ({args.rounds} alternating rounds); its ratios use it.", "",
              "| res | model | pattern | density | cuDNN ms | flash ms | Flex raster ms | Flex tiled ms | "
              f"vidaccel ms ({' / '.join('t' + t for t in args.tile_sizes.split(','))}) | tile | block dens. | useful TFLOP/s | x density limit | x cuDNN | x Flex raster |",
