@@ -127,7 +127,7 @@ def _producer(bufs, ptrs, strides, sizes):
                 tma.async_copy_global_to_shared(PM_DESC, [m_row1, 0], bar, m_smem.index(2 * idx + 1))
             else:
                 mbarrier.expect(bar, kv_bytes)
-        if BOX:  # the item's key field is the box origin packed as t << 20 | h << 10 | w; out-of-grid rows read as zeros
+        if BOX:  # the item's key field: box origin packed as t << 20 | h << 10 | w; out-of-grid rows read 0
             box = [box_c0, origin >> 20, (origin >> 10) & 1023, origin & 1023, box_c4]
             tma.async_copy_global_to_shared(K_DESC, box, bar, k_smem.index(idx))
             tma.async_copy_global_to_shared(V_DESC, box, bar, v_smem.index(idx))

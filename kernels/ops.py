@@ -360,7 +360,8 @@ def hopper_item_lists(tables: dict, block: int, plan=None) -> tuple[torch.Tensor
         fields = [offsets[key_tile], offsets[key_tile + 1] - offsets[key_tile]]
     else:
         origin, extent = (x[key_tile] for x in box_geometry(plan, tables))
-        fields = [origin[:, 0] << 20 | origin[:, 1] << 10 | origin[:, 2], extent[:, 0] << 16 | extent[:, 1] << 8 | extent[:, 2]]
+        fields = [origin[:, 0] << 20 | origin[:, 1] << 10 | origin[:, 2],
+                  extent[:, 0] << 16 | extent[:, 1] << 8 | extent[:, 2]]
     items = torch.zeros((n_ctas, int(counts.max()) + 1, 4), dtype=torch.int32, device=dev)
     items[item_cta, pos] = torch.stack([*fields, codes[:, 0], codes[:, 1]], 1).to(torch.int32)
     tables[key] = (items, counts.to(torch.int32))
