@@ -46,6 +46,9 @@ PRODUCER_REGS = gl.constexpr(24)
 # registers per thread averaged over the 12 warps (default + consumer + padded producer warpgroup):
 # the default partition gets what the workers leave, (168 * 12 - 24 * 4 - 240 * 4) / 4 = 240
 MAXNREG = 168
+# three consumers (64-token tiles): 16 warps at 128 registers; workers 24 + 2 x 160, the default gets 168
+CONSUMER_REGS_3 = gl.constexpr(160)
+MAXNREG_3 = 128
 
 
 def ring_stages(block: int) -> int:
@@ -76,7 +79,7 @@ def ring_shape(stages, block_shape):
 
 @gluon.jit
 def _producer(bufs, ptrs, strides, sizes):
-    K_DESC, V_DESC, PM_DESC, k_smem, v_smem, m_smem, _, ready, empty = bufs
+    K_DESC, V_DESC, PM_DESC, k_smem, v_smem, m_smem, q_smem, ready, empty = bufs
     ITEMS, N_ITEMS = ptrs[5], ptrs[6]
     num_heads, S, max_items, heads_inner = sizes[0], sizes[1], sizes[3], sizes[5]
     BOX: gl.constexpr = is_box(K_DESC.block_type.shape)
@@ -93,40 +96,28 @@ def _producer(bufs, ptrs, strides, sizes):
     box_c0 = gl.where(heads_inner != 0, bh // num_heads, bh)
     box_c4 = gl.where(heads_inner != 0, (bh % num_heads) * HEAD_DIM, 0)
     row0 = bh * S  # row descriptors: first row of this (batch, head) in the (B * heads * S, D) view
-    item = ITEMS + pid.to(gl.int64) * max_items * 4
-    # one item's (key start, key length, code0, code1) is loaded an iteration ahead, off the critical path
-    k_start = gl.load(item)
-    code0 = gl.load(item + 2)
-    code1 = gl.load(item + 3)
+    NC: gl.constexpr = q_smem.shape[0]  # consumers
+    W: gl.constexpr = 2 + NC  # item row: key start, key length, one code per consumer
+    item = ITEMS + pid.to(gl.int64) * max_items * W
     for i in range(gl.load(N_ITEMS + pid)):
         idx = i % STAGES
-        k_row = row0 + k_start
-        origin = k_start
-        m_row0 = code0 * BLOCK
-        m_row1 = code1 * BLOCK + (64 if SHARED else 0)  # its 64-row half of a 128 block, or a whole 64 block
-        c0 = code0
-        c1 = code1
-        nxt = item + 4 * (i + 1)  # the table has a spare zero row past the longest list
-        k_start = gl.load(nxt)
-        code0 = gl.load(nxt + 2)
-        code1 = gl.load(nxt + 3)
-        # a stage is free once both consumers arrived (mbarriers start with phase 1 complete)
+        row = item + W * i
+        origin = gl.load(row)
+        k_row = row0 + origin
+        n_masks = 0
+        for c in gl.static_range(NC):
+            n_masks += (gl.load(row + 2 + c) >= 0).to(gl.int32)
+        # a stage is free once every consumer arrived (mbarriers start with phase 1 complete)
         mbarrier.wait(empty.index(idx), ((i // STAGES) & 1) ^ 1)
         bar = ready.index(idx)
-        if c0 >= 0:
-            if c1 >= 0:
-                mbarrier.expect(bar, kv_bytes + 2 * m_bytes)
-                tma.async_copy_global_to_shared(PM_DESC, [m_row0, 0], bar, m_smem.index(2 * idx))
-                tma.async_copy_global_to_shared(PM_DESC, [m_row1, 0], bar, m_smem.index(2 * idx + 1))
-            else:
-                mbarrier.expect(bar, kv_bytes + m_bytes)
-                tma.async_copy_global_to_shared(PM_DESC, [m_row0, 0], bar, m_smem.index(2 * idx))
-        else:
-            if c1 >= 0:
-                mbarrier.expect(bar, kv_bytes + m_bytes)
-                tma.async_copy_global_to_shared(PM_DESC, [m_row1, 0], bar, m_smem.index(2 * idx + 1))
-            else:
-                mbarrier.expect(bar, kv_bytes)
+        for n in gl.static_range(NC + 1):  # expect() takes a compile-time byte count
+            if n_masks == n:
+                mbarrier.expect(bar, kv_bytes + n * m_bytes)
+        for c in gl.static_range(NC):
+            code = gl.load(row + 2 + c)
+            if code >= 0:  # its 64-row half of a 128 block, or a whole 64 block
+                tma.async_copy_global_to_shared(PM_DESC, [code * BLOCK + (64 * c if SHARED else 0), 0], bar,
+                                                m_smem.index(NC * idx + c))
         if BOX:  # the item's key field: box origin packed as t << 20 | h << 10 | w; out-of-grid rows read 0
             box = [box_c0, origin >> 20, (origin >> 10) & 1023, origin & 1023, box_c4]
             tma.async_copy_global_to_shared(K_DESC, box, bar, k_smem.index(idx))
@@ -160,6 +151,7 @@ def _consume(bufs, ptrs, strides, sizes, C: gl.constexpr):
     BLOCK: gl.constexpr = tile_rows(K_DESC.block_type.shape)
     HEAD_DIM: gl.constexpr = K_DESC.block_type.shape[-1]
     STAGES: gl.constexpr = k_smem.shape[0]
+    NC: gl.constexpr = q_smem.shape[0]
     SHARED: gl.constexpr = BLOCK == 128
     M: gl.constexpr = 64
     row_off: gl.constexpr = C * M if SHARED else 0  # this warpgroup's first row in its query tile
@@ -175,7 +167,7 @@ def _consume(bufs, ptrs, strides, sizes, C: gl.constexpr):
     bh = gl.program_id(1)
     b = bh // num_heads
     h = bh % num_heads
-    tile = pid if SHARED else 2 * pid + C
+    tile = pid if SHARED else NC * pid + C
     has_tile = tile < num_tiles  # the last CTA of an odd tile count has one idle consumer
     tile = gl.minimum(tile, num_tiles - 1)
     q_start = gl.load(TILE_OFF + tile) + row_off
@@ -193,15 +185,16 @@ def _consume(bufs, ptrs, strides, sizes, C: gl.constexpr):
     s_zero = gl.zeros([M, BLOCK], gl.float32, s_layout)
     offs_n = gl.arange(0, BLOCK, layout=gl.SliceLayout(0, s_layout))
 
-    item = ITEMS + pid.to(gl.int64) * max_items * 4
+    W: gl.constexpr = 2 + NC
+    item = ITEMS + pid.to(gl.int64) * max_items * W
     k_len_next = gl.load(item + 1)
     code_next = gl.load(item + 2 + C)
     for i in range(gl.load(N_ITEMS + pid)):
         idx = i % STAGES
         k_len = k_len_next
         code = code_next
-        k_len_next = gl.load(item + 4 * (i + 1) + 1)  # prefetched: latency hidden behind this item
-        code_next = gl.load(item + 4 * (i + 1) + 2 + C)
+        k_len_next = gl.load(item + W * (i + 1) + 1)  # prefetched: latency hidden behind this item
+        code_next = gl.load(item + W * (i + 1) + 2 + C)
         mbarrier.wait(ready.index(idx), (i // STAGES) & 1)
         if code != -2:
             if BOX:
@@ -225,7 +218,7 @@ def _consume(bufs, ptrs, strides, sizes, C: gl.constexpr):
                 # int8 mask 0 / -1; -1 in a float's top byte is -1.7e38, a finite additive bias: a row
                 # whose first visited tiles are all masked carries junk until its first attended key,
                 # whose rescale factor exp2(-1.7e38 - m) erases it (no -inf - -inf)
-                mk = m_smem.index(2 * idx + C).load(s_layout)
+                mk = m_smem.index(NC * idx + C).load(s_layout)
                 qk = s * qk_scale + (mk.to(gl.int32) << 24).to(gl.float32, bitcast=True)
             m_new = gl.maximum(m_i, gl.max(qk, 1))
             p = gl.exp2(qk - gl.expand_dims(m_new, 1))
@@ -259,11 +252,16 @@ def _consumer1(bufs, ptrs, strides, sizes):
 
 
 @gluon.jit
+def _consumer2(bufs, ptrs, strides, sizes):
+    _consume(bufs, ptrs, strides, sizes, 2)
+
+
+@gluon.jit
 def hopper_block_sparse_fwd_kernel(
     K_DESC, V_DESC, PM_DESC, Q, O, LSE, ROWS, TILE_OFF, ITEMS, N_ITEMS,
     stride_qb, stride_qh, stride_qs, stride_ob, stride_oh, stride_os,
     num_heads, S, num_tiles, max_items, qk_scale, heads_inner,
-    STAGES: gl.constexpr,
+    STAGES: gl.constexpr, NC: gl.constexpr,
 ):
     """Grid: (CTAs of the item list = query tiles (BLOCK 128) or query-tile pairs (BLOCK 64),
     batch * heads); 4 warps (the default partition is consumer 0), ``maxnreg=MAXNREG``.
@@ -276,17 +274,21 @@ def hopper_block_sparse_fwd_kernel(
     dtype: gl.constexpr = K_DESC.dtype
     k_smem = gl.allocate_shared_memory(dtype, ring_shape(STAGES, K_DESC.block_type.shape), K_DESC.layout)
     v_smem = gl.allocate_shared_memory(dtype, ring_shape(STAGES, V_DESC.block_type.shape), V_DESC.layout)
-    m_smem = gl.allocate_shared_memory(gl.int8, [2 * STAGES, 64, BLOCK], PM_DESC.layout)
+    m_smem = gl.allocate_shared_memory(gl.int8, [NC * STAGES, 64, BLOCK], PM_DESC.layout)
     q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([64, HEAD_DIM], dtype)
-    q_smem = gl.allocate_shared_memory(dtype, [2, 64, HEAD_DIM], q_layout)
+    q_smem = gl.allocate_shared_memory(dtype, [NC, 64, HEAD_DIM], q_layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)
+        mbarrier.init(empty.index(i), count=NC)
     args = ((K_DESC, V_DESC, PM_DESC, k_smem, v_smem, m_smem, q_smem, ready, empty),
             (Q, O, LSE, ROWS, TILE_OFF, ITEMS, N_ITEMS),
             (stride_qb, stride_qh, stride_qs, stride_ob, stride_oh, stride_os),
             (num_heads, S, num_tiles, max_items, qk_scale, heads_inner))
-    gl.warp_specialize([(_consumer0, args), (_producer, args), (_consumer1, args)],
-                       [1, 4], [PRODUCER_REGS, CONSUMER_REGS])
+    if NC == 2:
+        gl.warp_specialize([(_consumer0, args), (_producer, args), (_consumer1, args)],
+                           [1, 4], [PRODUCER_REGS, CONSUMER_REGS])
+    else:
+        gl.warp_specialize([(_consumer0, args), (_producer, args), (_consumer1, args), (_consumer2, args)],
+                           [1, 4, 4], [PRODUCER_REGS, CONSUMER_REGS_3, CONSUMER_REGS_3])

@@ -306,7 +306,13 @@ def _use_box_kv(plan, tables: dict, k: torch.Tensor, v: torch.Tensor) -> Optiona
     return layout if layout is not None and _box_layout(v) == layout else None
 
 
-def hopper_item_lists(tables: dict, block: int, plan=None) -> tuple[torch.Tensor, torch.Tensor]:
+def hopper_consumers(block: int) -> int:
+    """Consumer warpgroups per CTA of the Gluon kernel: the two halves of a 128-token query tile, or
+    three 64-token tiles (``VIDACCEL_HOPPER_CONSUMERS=2``: two, to compare)."""
+    return 2 if block == 128 else int(os.environ.get("VIDACCEL_HOPPER_CONSUMERS", "3"))
+
+
+def hopper_item_lists(tables: dict, block: int, plan=None, consumers: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """The Gluon kernel's per-CTA item lists, built once per plan from the block lists.
 
     A CTA's two consumer warpgroups take both 64-row halves of a 128-token query tile, or two
@@ -318,7 +324,7 @@ def hopper_item_lists(tables: dict, block: int, plan=None) -> tuple[torch.Tensor
     kernel can prefetch one item ahead) and int32 ``[CTAs]`` item counts. Given `plan` (box K/V,
     see `box_tile`), the two key fields are the box origin packed as ``t << 20 | h << 10 | w`` and
     its in-grid extent as ``t << 16 | h << 8 | w``, and partial codes index the box-order table."""
-    key = ("hopper_items", block, plan is not None)
+    key = ("hopper_items", block, plan is not None, consumers)
     if key in tables:
         return tables[key]
     fk, pk = tables["full_kv"].long(), tables["partial_kv"].long()
@@ -333,14 +339,15 @@ def hopper_item_lists(tables: dict, block: int, plan=None) -> tuple[torch.Tensor
     kt = torch.cat([fk[full], pk[part]])
     code = torch.cat([torch.full_like(full_tile, -1), tables["partial_base"].long()[part_tile] + part_column])
     shared = block == 128
-    cta = tile if shared else tile // 2
-    n_ctas = nt if shared else (nt + 1) // 2
+    nc = 2 if shared else consumers
+    cta = tile if shared else tile // nc
+    n_ctas = nt if shared else (nt + nc - 1) // nc
     uniq, inv = torch.unique(cta * nt + kt, return_inverse=True)
-    codes = torch.full((uniq.numel(), 2), -2, dtype=torch.long, device=dev)
+    codes = torch.full((uniq.numel(), nc), -2, dtype=torch.long, device=dev)
     if shared:
         codes[inv] = code[:, None]
     else:
-        codes[inv, tile % 2] = code
+        codes[inv, tile % nc] = code
     # order: by the item's rank in its consumers' own key-tile-ordered lists (the later one for a shared
     # item), so the two consumers advance together - sorted by key tile alone, one consumer's own items
     # cluster at each end of the union and the other idles there (it may run only STAGES items ahead)
@@ -362,8 +369,8 @@ def hopper_item_lists(tables: dict, block: int, plan=None) -> tuple[torch.Tensor
         origin, extent = (x[key_tile] for x in box_geometry(plan, tables))
         fields = [origin[:, 0] << 20 | origin[:, 1] << 10 | origin[:, 2],
                   extent[:, 0] << 16 | extent[:, 1] << 8 | extent[:, 2]]
-    items = torch.zeros((n_ctas, int(counts.max()) + 1, 4), dtype=torch.int32, device=dev)
-    items[item_cta, pos] = torch.stack([*fields, codes[:, 0], codes[:, 1]], 1).to(torch.int32)
+    items = torch.zeros((n_ctas, int(counts.max()) + 1, 2 + nc), dtype=torch.int32, device=dev)
+    items[item_cta, pos] = torch.cat([torch.stack(fields, 1), codes], 1).to(torch.int32)
     tables[key] = (items, counts.to(torch.int32))
     return tables[key]
 
@@ -377,6 +384,7 @@ def _launch_hopper(q, kg, vg, out, lse, rows, tile_offsets, items, n_items, part
 
     from .block_sparse_fwd_hopper import (
         MAXNREG,
+        MAXNREG_3,
         hopper_block_sparse_fwd_kernel,
         ring_stages,
     )
@@ -400,7 +408,8 @@ def _launch_hopper(q, kg, vg, out, lse, rows, tile_offsets, items, n_items, part
         k_desc, v_desc, pm_desc, q, out, lse, rows, tile_offsets, items, n_items,
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
         Hh, S, tile_offsets.numel() - 1, items.shape[1], scale * _LOG2E, box_layout,
-        STAGES=ring_stages(block), num_warps=4, maxnreg=MAXNREG,
+        STAGES=ring_stages(block), NC=items.shape[2] - 2, num_warps=4,
+        maxnreg=MAXNREG if items.shape[2] == 4 else MAXNREG_3,
     )
 
 
@@ -536,7 +545,8 @@ def block_sparse_attention_with_lse(
         layout = _use_box_kv(plan, tables, k, v)
         if layout is not None:
             box, box_layout = list(plan.tile), layout
-        items, counts = hopper_item_lists(tables, tables["block"], plan if box else None)
+        items, counts = hopper_item_lists(tables, tables["block"], plan if box else None,
+                                          hopper_consumers(tables["block"]))
         if not _GLUON.get("logged"):
             _GLUON["logged"] = True
             logger.info("vidaccel block-sparse attention uses the warp-specialised Gluon kernel (Hopper)")

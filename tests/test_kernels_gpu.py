@@ -342,6 +342,7 @@ def test_every_autotune_config(monkeypatch, index):
 HOPPER_CASES = [  # (pattern, grid, kwargs for _check, K/V read as 3D boxes of the caller's tensors)
     (WindowPattern((3, 6, 8)), (5, 17, 29), dict(tile=(2, 8, 8)), True),  # 128-token tiles, ragged edges
     (WindowPattern((3, 6, 8)), (5, 17, 29), dict(tile=(1, 8, 8)), True),  # 64-token tiles
+    (WindowPattern((3, 5, 7)), (5, 9, 29), dict(tile=(1, 8, 8)), True),  # 40 tiles: idle consumers in the last CTA
     (WindowPattern((3, 5, 7), dilation=(1, 2, 2)), (5, 17, 29), dict(tile=(1, 8, 8), D=64, heads=3, batch=2), True),
     (WindowPattern((3, 6, 8)), (5, 17, 29), dict(tile=(2, 8, 8), D=64, dtype=torch.float16), True),
     # heads interleaved per token (diffusers' layout): box descriptors over (B, T, H, W, heads * D)

@@ -111,9 +111,10 @@ HOPPER_CASES = [  # 128-token blocks (one query tile per CTA) and 64-token block
 ]
 
 
+@pytest.mark.parametrize("consumers", [2, 3])
 @pytest.mark.parametrize("box", [False, True], ids=["kernel-order", "box"])
 @pytest.mark.parametrize("pattern,grid,tile", HOPPER_CASES)
-def test_hopper_item_lists_rebuild_the_dense_mask(pattern, grid, tile, box):
+def test_hopper_item_lists_rebuild_the_dense_mask(pattern, grid, tile, box, consumers):
     """The Gluon kernel's per-CTA item lists (union of its consumers' key tiles) plus the int8
     partial-mask blocks give back exactly the pattern's mask, and each CTA loads a key tile once.
     Keys as the kernel reads them: kernel-order row blocks of gathered K/V, or (box) the 3D boxes of
@@ -127,7 +128,9 @@ def test_hopper_item_lists_rebuild_the_dense_mask(pattern, grid, tile, box):
         assert tile[1] == 0 or any(x & (x - 1) for x in tile) or tile[0] * tile[1] * tile[2] != block
         pytest.skip("not a power-of-two box of one block: the kernel gathers K/V")
     masks = ops.partial_mask_table(plan, tables, box=box)
-    items, counts = ops.hopper_item_lists(tables, block, plan if box else None)
+    items, counts = ops.hopper_item_lists(tables, block, plan if box else None, consumers)
+    nc = items.shape[2] - 2
+    assert nc == (2 if block == 128 else consumers)
     offsets = plan.tile_offsets.tolist()
     T, H, W = grid
     n = plan.num_tokens
@@ -156,11 +159,11 @@ def test_hopper_item_lists_rebuild_the_dense_mask(pattern, grid, tile, box):
         keys = [tuple(r[:2]) for r in cta_items]
         assert len(keys) == len(set(keys)), "one item per key tile"
         for f0, f1, *codes in cta_items:
-            assert codes != [-2, -2], "an item nobody visits"
+            assert codes != [-2] * nc, "an item nobody visits"
             krows = torch.tensor(key_rows(f0, f1))
             valid = krows >= 0
             for c, code in enumerate(codes):
-                tile_index = cta if block == 128 else 2 * cta + c
+                tile_index = cta if block == 128 else nc * cta + c
                 if code == -2:
                     continue
                 q0, q1 = offsets[tile_index], offsets[tile_index + 1]
