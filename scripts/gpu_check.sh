@@ -4,7 +4,7 @@
 # Installs the carried wheels (.whl: diffusers and its missing deps), makes `vidaccel.kernels`
 # importable without installing (the package-dir mapping), then runs the requested stages and
 # writes logs and results under $OUT (default /tmp/out).
-# Stages that take more than one 10-minute call keep their state in $RES (default .whl/res, kept
+# Stages that take more than one 10-minute call keep their state in $RES (default /tmp/vidaccel-res, kept
 # between calls on a warm machine) and copy their results to $OUT:
 #   caches_a caches_b caches_720_dense caches_720_radial caches_720_reuse   (scripts/bench_caches.py, split in
 #   five; each fits one call on an H100: ~6, ~3, ~5, ~4, ~4 min; the 720p stages need caches_a's profile
@@ -28,7 +28,8 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,temperature.gpu --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
-RES=${RES:-.whl/res}
+# not under .whl: carrying .whl to the device replaces that folder there, wiping results kept between calls
+RES=${RES:-/tmp/vidaccel-res}
 mkdir -p "$RES"
 CACHES="python3 scripts/bench_caches.py --out $RES"
 for stage in $STAGES; do
