@@ -309,7 +309,12 @@ def _use_box_kv(plan, tables: dict, k: torch.Tensor, v: torch.Tensor) -> Optiona
 def hopper_consumers(block: int) -> int:
     """Consumer warpgroups per CTA of the Gluon kernel: the two halves of a 128-token query tile, or
     three 64-token tiles (``VIDACCEL_HOPPER_CONSUMERS=2``: two, to compare)."""
-    return 2 if block == 128 else int(os.environ.get("VIDACCEL_HOPPER_CONSUMERS", "3"))
+    if block == 128:
+        return 2
+    value = os.environ.get("VIDACCEL_HOPPER_CONSUMERS", "3")
+    if value not in ("2", "3"):
+        raise ValueError(f"VIDACCEL_HOPPER_CONSUMERS must be 2 or 3 (64-token tiles), got {value!r}; unset it for 3.")
+    return int(value)
 
 
 def hopper_item_lists(tables: dict, block: int, plan=None, consumers: int = 2) -> tuple[torch.Tensor, torch.Tensor]:

@@ -191,6 +191,20 @@ def test_gluon_kernel_gate_follows_the_triton_version(monkeypatch):
     assert ops._gluon_available() is False
 
 
+def test_hopper_consumer_count_and_its_override(monkeypatch):
+    """Three consumer warpgroups at 64-token tiles (measured 4-5 % faster than two on H100), two
+    halves of a 128-token tile; the environment override takes 2 or 3 and names the fix otherwise."""
+    from vidaccel.kernels import ops
+
+    monkeypatch.delenv("VIDACCEL_HOPPER_CONSUMERS", raising=False)
+    assert (ops.hopper_consumers(64), ops.hopper_consumers(128)) == (3, 2)
+    monkeypatch.setenv("VIDACCEL_HOPPER_CONSUMERS", "2")
+    assert (ops.hopper_consumers(64), ops.hopper_consumers(128)) == (2, 2)
+    monkeypatch.setenv("VIDACCEL_HOPPER_CONSUMERS", "4")
+    with pytest.raises(ValueError, match="must be 2 or 3"):
+        ops.hopper_consumers(64)
+
+
 @pytest.mark.parametrize("layout", ["bhsd", "bshd"])
 def test_box_descriptor_views_address_the_callers_tokens(layout):
     """The rank-5 views the Gluon kernel's box descriptors are built on: the kernel's coordinates
