@@ -10,8 +10,9 @@ Contract with `vidaccel.attention.sparse_attention`:
 ``kernel_unsupported_reason(q, attn_mask) -> str | None``. ``block_sparse_attention_with_lse``
 also returns the log-sum-exp (float32, natural log, ``(B, heads, S)``). The Triton kernel is in
 ``block_sparse_fwd.py``, the warp-specialised Gluon kernel for Hopper in
-``block_sparse_fwd_hopper.py``, the glue (plan tables, gathers, torch custom op, the choice between
-the two kernels) in ``ops.py``.
+``block_sparse_fwd_hopper.py``, the tables they read (built once per plan and device) in
+``plan_tables.py``, the glue (gathers, torch custom op, the choice between the two kernels) in
+``ops.py``.
 """
 
 

@@ -114,7 +114,7 @@ def sdpa(backend):
 def flex_block_mask(plan, tiled: bool, device):
     from torch.nn.attention.flex_attention import create_block_mask
 
-    from vidaccel.kernels.ops import kernel_tables
+    from vidaccel.kernels.plan_tables import kernel_tables
 
     T, H, W = plan.grid
     HW = H * W

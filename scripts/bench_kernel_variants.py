@@ -51,7 +51,7 @@ def main():
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from vidaccel.kernels import block_sparse_fwd as bsf
-    from vidaccel.kernels import ops
+    from vidaccel.kernels import ops, plan_tables
 
     kern = bsf.block_sparse_attn_fwd_kernel
     all_configs = list(kern.configs)
@@ -83,7 +83,7 @@ def main():
         pname, ts = item.split(":")
         pat = PATTERNS[pname] or WindowPattern(grid)
         plan = build_plan(pat, grid, tile_size=int(ts), device=dev).to(dev)
-        block = ops.kernel_tables(plan)["block"]
+        block = plan_tables.kernel_tables(plan)["block"]
         padded = float((plan.block_class > 0).sum()) * block**2 / n**2
         candidates = bsf._prune(all_configs, {}, BLOCK_N=block, USE_TMA=True, MASK_TABLE=True)
         first = None
@@ -110,7 +110,7 @@ def main():
             print(json.dumps(r), flush=True)
         if torch.cuda.get_device_capability()[0] == 9:  # Gluon kernel vs autotuned Triton, paired
             # box K/V plans also time the Gluon kernel on gathered K/V (the same kernel before box reads)
-            boxed = ops.box_tile(plan, ops.kernel_tables(plan)) is not None
+            boxed = plan_tables.box_tile(plan, plan_tables.kernel_tables(plan)) is not None
             variants = {"gluon": None, **({"gluon_gather": False} if boxed else {})}
             try:
                 outs = {name: run(plan, None, box) for name, box in variants.items()}

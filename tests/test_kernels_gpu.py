@@ -167,14 +167,15 @@ def test_raster_chunk_tiles_skip_the_gather():
     """Raster-chunk tiles (1, 0, c) keep the caller's token order: the kernel reads K/V in place (no
     gather), also with text tokens after the video (suffix) and a key-padding mask, and from
     transposed (non-contiguous) views; a text prefix shifts the rows, so it gathers."""
-    from vidaccel.kernels import ops
+    from vidaccel.kernels import plan_tables
 
     grid = (5, 17, 29)
     pattern = RadialPattern(0.2, block_size=32)
     plan, _, _ = _check(pattern, grid, tile=(1, 0, 64), text_len=24, text_position="suffix", mask=True)
-    tables = ops.kernel_tables(plan.to(DEV))
-    assert ops._rows(plan, tables, 24, "suffix")[1] and ops._rows(plan, tables, 0, "none")[1]
-    assert not ops._rows(plan, tables, 24, "prefix")[1]
+    tables = plan_tables.kernel_tables(plan.to(DEV))
+    rows = plan_tables.sequence_rows
+    assert rows(plan, tables, 24, "suffix")[1] and rows(plan, tables, 0, "none")[1]
+    assert not rows(plan, tables, 24, "prefix")[1]
     _check(pattern, grid, tile=(1, 0, 64), text_len=24, text_position="prefix")
     q, k, v = [x.transpose(1, 2).contiguous().transpose(1, 2) for x in _inputs(plan.num_tokens, 128, torch.bfloat16)]
     out = sparse_attention(q, k, v, plan, backend="triton")
@@ -270,12 +271,12 @@ def test_lse_math_consistency():
 def test_kernel_paths(monkeypatch, use_tma, mask_table):
     """Every kernel path: K/V by pointers or TMA descriptors; partial masks from the precomputed
     table or from the in-kernel rule."""
-    from vidaccel.kernels import ops
+    from vidaccel.kernels import ops, plan_tables
 
     if use_tma and torch.cuda.get_device_capability()[0] < 9:
         pytest.skip("TMA needs Hopper")
     monkeypatch.setattr(ops, "USE_TMA", use_tma)
-    monkeypatch.setattr(ops, "MASK_TABLE_MAX_BYTES", 2**40 if mask_table else 0)
+    monkeypatch.setattr(plan_tables, "MASK_TABLE_MAX_BYTES", 2**40 if mask_table else 0)
     monkeypatch.setattr(ops, "HOPPER_KERNEL", False)  # the Triton kernel's paths (Gluon: test_hopper_kernel)
     _check(WindowPattern((3, 5, 7), dilation=(1, 2, 2)), (5, 17, 29), text_len=33, text_position="suffix", mask=True)
     _check(RadialPattern(0.2, block_size=32), (5, 17, 29), D=64, tile_size=64)

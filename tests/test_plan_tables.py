@@ -119,16 +119,16 @@ def test_hopper_item_lists_rebuild_the_dense_mask(pattern, grid, tile, box, cons
     partial-mask blocks give back exactly the pattern's mask, and each CTA loads a key tile once.
     Keys as the kernel reads them: kernel-order row blocks of gathered K/V, or (box) the 3D boxes of
     the caller's K/V - the item's packed origin and in-grid extent, mask columns in box order."""
-    from vidaccel.kernels import ops
+    from vidaccel.kernels import plan_tables
 
     plan = build_plan(pattern, grid, tile=tile)
-    tables = ops.kernel_tables(plan)
+    tables = plan_tables.kernel_tables(plan)
     block = tables["block"]
-    if box and ops.box_tile(plan, tables) is None:
+    if box and plan_tables.box_tile(plan, tables) is None:
         assert tile[1] == 0 or any(x & (x - 1) for x in tile) or tile[0] * tile[1] * tile[2] != block
         pytest.skip("not a power-of-two box of one block: the kernel gathers K/V")
-    masks = ops.partial_mask_table(plan, tables, box=box)
-    items, counts = ops.hopper_item_lists(tables, block, plan if box else None, consumers)
+    masks = plan_tables.partial_mask_table(plan, tables, box=box)
+    items, counts = plan_tables.hopper_item_lists(tables, block, plan if box else None, consumers)
     nc = items.shape[2] - 2
     assert nc == (2 if block == 128 else consumers)
     offsets = plan.tile_offsets.tolist()
