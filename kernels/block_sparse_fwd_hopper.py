@@ -16,17 +16,18 @@ tiles vs cuDNN's ~590; benchmarks/NOTES_kernels.md). Here each CTA has three par
   tensors: no gather (2 x 232 MB of copies per call at 720p), out-of-grid rows arrive as zeros and
   are masked from the item's packed in-grid extent (full tiles) or by the box-order mask block.
   The box lands in shared memory as the same swizzled [BLOCK, D] image a row block would;
-* two 4-warp **consumer** warpgroups of 64 query rows each: both halves of one 128-token query
-  tile, or two neighbouring 64-token query tiles. They only meet at mbarriers, so one warpgroup's
-  softmax runs while the other's wgmmas occupy the tensor cores.
+* NC 4-warp **consumer** warpgroups of 64 query rows each: both halves of one 128-token query
+  tile (NC = 2), or NC = 2 or 3 neighbouring 64-token query tiles (3 by default,
+  `ops.hopper_consumers`). They only meet at mbarriers, so one warpgroup's softmax runs while
+  another's wgmmas occupy the tensor cores.
 
-The CTA walks one **item list** (built by `kernels/ops.py`): the union of its consumers' key
-tiles, each item ``(key start, key length, code0, code1)`` (box K/V: packed box origin and in-grid
-extent instead of start and length) with code ``-1`` = full tile, ``>= 0`` = partial
-(its mask block), ``-2`` = not visited by that consumer. Neighbouring 64-token query tiles share
+The CTA walks one **item list** (built by `kernels/plan_tables.py`): the union of its consumers'
+key tiles, each item ``(key start, key length, one code per consumer)`` (box K/V: packed box
+origin and in-grid extent instead of start and length) with code ``-1`` = full tile, ``>= 0`` =
+partial (its mask block), ``-2`` = not visited by that consumer. Neighbouring 64-token query tiles share
 most key tiles, so loading the union once cuts the K/V traffic from L2 by ~35-47 % (window
 (9,15,15), radial at 720p) - 64-token tiles are bandwidth-bound otherwise. Every consumer arrives
-on every item's ``empty`` barrier (count 2), visited or not, so the ring stays in step.
+on every item's ``empty`` barrier (count NC), visited or not, so the ring stays in step.
 """
 
 import os
@@ -263,9 +264,9 @@ def hopper_block_sparse_fwd_kernel(
     num_heads, S, num_tiles, max_items, qk_scale, heads_inner,
     STAGES: gl.constexpr, NC: gl.constexpr,
 ):
-    """Grid: (CTAs of the item list = query tiles (BLOCK 128) or query-tile pairs (BLOCK 64),
-    batch * heads); 4 warps (the default partition is consumer 0), ``maxnreg=MAXNREG``.
-    ``ITEMS`` int32 [CTAs, max_items + 1, 4], ``N_ITEMS`` int32 [CTAs]; ``PM_DESC`` reads 64-row
+    """Grid: (CTAs of the item list = query tiles (BLOCK 128) or groups of NC query tiles (BLOCK 64),
+    batch * heads); 4 warps (the default partition is consumer 0), ``maxnreg=MAXNREG`` (NC = 2) or
+    ``MAXNREG_3`` (NC = 3). ``ITEMS`` int32 [CTAs, max_items + 1, 2 + NC], ``N_ITEMS`` int32 [CTAs]; ``PM_DESC`` reads 64-row
     slices of the int8 mask blocks; head dim and block size come from the K/V descriptors (rank 2:
     row blocks of kernel-order K/V; rank 5: 3D boxes, ``heads_inner`` = 0 for (B * heads, T, H, W, D)
     descriptors, 1 for (B, T, H, W, heads * D))."""

@@ -323,8 +323,7 @@ def block_sparse_attention_with_lse(
         layout = _use_box_kv(plan, tables, k, v)
         if layout is not None:
             box, box_layout = list(plan.tile), layout
-        items, counts = hopper_item_lists(tables, tables["block"], plan if box else None,
-                                          hopper_consumers(tables["block"]))
+        items, counts = hopper_item_lists(tables, plan if box else None, hopper_consumers(tables["block"]))
         if not _GLUON.get("logged"):
             _GLUON["logged"] = True
             logger.info("vidaccel block-sparse attention uses the warp-specialised Gluon kernel (Hopper)")

@@ -177,7 +177,7 @@ def sequence_rows(plan, tables: dict, text_len: int, text_position: str) -> tupl
     return rows
 
 
-def hopper_item_lists(tables: dict, block: int, plan=None, consumers: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+def hopper_item_lists(tables: dict, plan=None, consumers: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """The Gluon kernel's per-CTA item lists, built once per plan from the block lists.
 
     A CTA's consumer warpgroups take both 64-row halves of a 128-token query tile, or `consumers`
@@ -189,7 +189,8 @@ def hopper_item_lists(tables: dict, block: int, plan=None, consumers: int = 2) -
     kernel can prefetch one item ahead) and int32 ``[CTAs]`` item counts. Given `plan` (box K/V,
     see `box_tile`), the two key fields are the box origin packed as ``t << 20 | h << 10 | w`` and
     its in-grid extent as ``t << 16 | h << 8 | w``, and partial codes index the box-order table."""
-    key = ("hopper_items", block, plan is not None, consumers)
+    block = tables["block"]
+    key = ("hopper_items", plan is not None, consumers)
     if key in tables:
         return tables[key]
     fk, pk = tables["full_kv"].long(), tables["partial_kv"].long()

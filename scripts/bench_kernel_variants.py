@@ -83,7 +83,8 @@ def main():
         pname, ts = item.split(":")
         pat = PATTERNS[pname] or WindowPattern(grid)
         plan = build_plan(pat, grid, tile_size=int(ts), device=dev).to(dev)
-        block = plan_tables.kernel_tables(plan)["block"]
+        tables = plan_tables.kernel_tables(plan)
+        block = tables["block"]
         padded = float((plan.block_class > 0).sum()) * block**2 / n**2
         candidates = bsf._prune(all_configs, {}, BLOCK_N=block, USE_TMA=True, MASK_TABLE=True)
         first = None
@@ -110,7 +111,7 @@ def main():
             print(json.dumps(r), flush=True)
         if torch.cuda.get_device_capability()[0] == 9:  # Gluon kernel vs autotuned Triton, paired
             # box K/V plans also time the Gluon kernel on gathered K/V (the same kernel before box reads)
-            boxed = plan_tables.box_tile(plan, plan_tables.kernel_tables(plan)) is not None
+            boxed = plan_tables.box_tile(plan, tables) is not None
             variants = {"gluon": None, **({"gluon_gather": False} if boxed else {})}
             try:
                 outs = {name: run(plan, None, box) for name, box in variants.items()}

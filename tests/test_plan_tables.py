@@ -102,7 +102,7 @@ def test_auto_tile_size_resolution():
         build_plan(WindowPattern((3, 5, 7)), (5, 9, 13), tile_size=128).tile
 
 
-HOPPER_CASES = [  # 128-token blocks (one query tile per CTA) and 64-token blocks (two per CTA, odd count)
+HOPPER_CASES = [  # 128-token blocks (one query tile per CTA) and 64-token blocks (2 or 3 per CTA, ragged count)
     (WindowPattern((3, 5, 7)), (3, 7, 11), (3, 4, 8)),
     (WindowPattern((3, 5, 7), dilation=(1, 2, 2)), (5, 17, 29), (1, 8, 8)),  # box K/V, ragged in h and w
     (WindowPattern((2, 4, 6), stride=(1, 2, 3)), (5, 17, 29), (2, 4, 8)),  # box K/V, ragged in t, h, w
@@ -128,7 +128,7 @@ def test_hopper_item_lists_rebuild_the_dense_mask(pattern, grid, tile, box, cons
         assert tile[1] == 0 or any(x & (x - 1) for x in tile) or tile[0] * tile[1] * tile[2] != block
         pytest.skip("not a power-of-two box of one block: the kernel gathers K/V")
     masks = plan_tables.partial_mask_table(plan, tables, box=box)
-    items, counts = plan_tables.hopper_item_lists(tables, block, plan if box else None, consumers)
+    items, counts = plan_tables.hopper_item_lists(tables, plan if box else None, consumers)
     nc = items.shape[2] - 2
     assert nc == (2 if block == 128 else consumers)
     offsets = plan.tile_offsets.tolist()
