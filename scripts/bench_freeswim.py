@@ -14,6 +14,10 @@ unconditional transformer call per step). Three ways to run a step:
 (c) ``vidaccel``: `vidaccel.enable_freeswim` - the window branch through `sparse_attention` (the
     Triton kernel on CUDA), the full branch only on conditional guide steps (batch 1), cached
     cross-attention outputs reused in between; ``vidaccel_offload`` keeps them in pinned CPU memory.
+    Variants beyond the default configuration: ``vidaccel_cache5`` (``cache_steps=5``, the paper's
+    suggestion), ``vidaccel_radial_full`` and ``vidaccel_radial_full_cache5`` (``full_attention`` =
+    radial with Wan's decay 0.2 and block 0 dense, no dense warm-up steps: an approximation of the
+    full branch, timed for its cost - its quality is not measured here).
 
 All three use the same window (k_h, k_w) = (30, 52) tokens over all frames (480x832 base) and
 entropy-aware scaling. Each method runs ``--steps`` steps of the 35-step schedule after one
@@ -58,7 +62,28 @@ SMOKE = dict(height=128, width=192, frames=17, text_tokens=8, window=(4, 6), bas
 SMOKE_MODEL = dict(WAN_1_3B, num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
                    text_dim=16, freq_dim=16, ffn_dim=64, num_layers=2, rope_max_seq_len=64)
 SCHEDULE_STEPS, STRENGTH = 50, 0.7
-METHODS = ("dense", "reference", "vidaccel", "vidaccel_offload")  # (a), (b), (c), (c) with the cache offloaded
+# (c) variants: FreeSwimConfig fields beyond the window (cache_steps defaults to --cache-steps)
+def _radial_full():
+    from vidaccel import RadialAttentionConfig
+
+    return RadialAttentionConfig(dense_steps=0)  # Wan's decay 0.2 and dense block 0; every guide step sparse
+
+
+VIDACCEL_VARIANTS = {
+    "vidaccel": {}, "vidaccel_offload": dict(offload_cache=True), "vidaccel_cache5": dict(cache_steps=5),
+    "vidaccel_radial_full": dict(full_attention=_radial_full),
+    "vidaccel_radial_full_cache5": dict(full_attention=_radial_full, cache_steps=5),
+}
+METHODS = ("dense", "reference", *VIDACCEL_VARIANTS)  # (a), (b), (c) and its variants
+
+
+def variant_config(name, args, window):
+    """The FreeSwimConfig of a vidaccel variant."""
+    import vidaccel
+
+    fields = {"cache_steps": args.cache_steps, **VIDACCEL_VARIANTS[name]}
+    fields = {k: v() if callable(v) else v for k, v in fields.items()}
+    return vidaccel.FreeSwimConfig(window=window, **fields)
 
 
 def refinement_timesteps(device) -> torch.Tensor:
@@ -159,20 +184,21 @@ def run_method(name, model, latents, texts, timesteps, args, setup, grid, device
     import vidaccel
 
     cuda = device.type == "cuda"
-    period = 1 if name == "dense" else args.cache_steps
+    config = variant_config(name, args, setup["window"]) if name in VIDACCEL_VARIANTS else None
+    period = 1 if name == "dense" else config.cache_steps if config else args.cache_steps
+    steps = -(-args.steps // period) * period  # whole periods
     cond_text, uncond_text = texts
     ref = None
     if name == "reference":
         ref = ReferenceCostModel(model, grid, setup["window"], device, compile_flex=cuda)
-    elif name.startswith("vidaccel"):
-        vidaccel.enable_freeswim(model, vidaccel.FreeSwimConfig(
-            window=setup["window"], cache_steps=args.cache_steps, offload_cache=name == "vidaccel_offload"))
+    elif config is not None:
+        vidaccel.enable_freeswim(model, config)
 
     def call(step, text, branch):
         t = timesteps[step % len(timesteps)].expand(1)
         with model.cache_context(branch, step_index=step):
             if name == "reference":
-                return ref(model, latents, t, text, branch == "cond", step % args.cache_steps == 0)
+                return ref(model, latents, t, text, branch == "cond", step % period == 0)
             return model(hidden_states=latents, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
 
     def step(i):
@@ -188,7 +214,7 @@ def run_method(name, model, latents, texts, timesteps, args, setup, grid, device
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
-            for i in range(args.steps):
+            for i in range(steps):
                 t0 = time.perf_counter()
                 out = step(i)
                 if cuda:
@@ -198,19 +224,25 @@ def run_method(name, model, latents, texts, timesteps, args, setup, grid, device
             peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
             if name == "reference":
                 cache_bytes = ref.cache_bytes()
-            elif name.startswith("vidaccel"):
+            elif config is not None:
                 from vidaccel.attention import _logged_fallbacks
                 from vidaccel.freeswim_hooks import freeswim_report, freeswim_states
 
                 rep = freeswim_report(model)[0]
                 cache_bytes = rep["peak_cache_bytes"]
-                plan = next(iter(freeswim_states(model)[0][1].plan_cache._plans.values()))
-                extra = dict(calls=rep["counts"], window_density=round(plan.density, 4),
-                             window_block_density=round(plan.block_density(), 4), tile=list(plan.tile),
-                             # non-empty: the window ran on the reference implementation, not the kernel
+                state = freeswim_states(model)[0][1]
+                plan = state.plan_cache.find(state.pattern(grid), grid)
+                extra = dict(calls=rep["counts"], cache_steps=config.cache_steps, full_attention=rep["full_attention"],
+                             window_density=round(plan.density, 4), window_block_density=round(plan.block_density(), 4),
+                             tile=list(plan.tile),
+                             # non-empty: sparse attention ran on the reference implementation, not the kernel
                              attention_fallbacks=sorted(_logged_fallbacks))
+                full_plan = state.full_pattern and state.plan_cache.find(state.full_pattern, grid)
+                if full_plan:
+                    extra.update(full_density=round(full_plan.density, 4),
+                                 full_block_density=round(full_plan.block_density(), 4), full_tile=list(full_plan.tile))
     finally:
-        if name.startswith("vidaccel"):
+        if config is not None:
             vidaccel.disable_freeswim(model)
     periods = [statistics.fmean(times[i:i + period]) for i in range(0, len(times) - period + 1, period)]
     guide = [t for i, t in enumerate(times) if i % period == 0]
@@ -224,15 +256,16 @@ def run_method(name, model, latents, texts, timesteps, args, setup, grid, device
         * (n - n_guide), "step_times_s": [round(t, 4) for t in times], "peak_mem_gib": round(peak, 2),
         "cache_gib": round(cache_bytes / 2**30, 3), "finite_output": finite,
     }
-    if name.startswith("vidaccel"):
-        row.update(offload_cache=name == "vidaccel_offload", **extra)
+    if config is not None:
+        row.update(offload_cache=config.offload_cache, **extra)
     return row
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
-    ap.add_argument("--steps", type=int, default=4, help="timed steps of the 35 (default: 4 = 2 periods)")
+    ap.add_argument("--steps", type=int, default=4,
+                    help="timed steps of the 35, rounded up to whole guide periods per method (default: 4)")
     ap.add_argument("--cache-steps", type=int, default=2)
     ap.add_argument("--append", action="store_true",
                     help="merge into an existing <tag>.json (rows of the same method are replaced): run the methods "
@@ -243,8 +276,6 @@ def main():
     ap.add_argument("--tag", default="bench_freeswim")
     ap.add_argument("--smoke", action="store_true", help="toy model and sizes on CPU: checks the script only")
     args = ap.parse_args()
-    if args.steps < args.cache_steps:
-        ap.error("--steps must cover at least one period (--cache-steps)")
     unknown = set(args.methods.split(",")) - set(METHODS)
     if unknown:
         ap.error(f"unknown methods {sorted(unknown)}; choose from {','.join(METHODS)}")
@@ -297,7 +328,7 @@ def main():
         rows.sort(key=lambda r: METHODS.index(r["method"]))
     by = {r["method"]: r for r in rows if "error" not in r}
     ratios = {}
-    for ours in ("vidaccel", "vidaccel_offload"):
+    for ours in VIDACCEL_VARIANTS:
         for other in ("dense", "reference"):
             if ours in by and other in by:
                 ratios[f"{ours}_speedup_vs_{other}"] = round(by[other]["step_s"] / by[ours]["step_s"], 3)
@@ -318,16 +349,23 @@ def main():
     lines = [f"# FreeSwim refinement step ({meta['gpu'] or 'CPU'}{', SMOKE - not a measurement' if args.smoke else ''})",
              "", f"{meta['date']} - torch {meta['torch']}, triton {meta['triton']}, diffusers {meta['diffusers']}. "
              f"{meta['model']}, {meta['size']}, grid {tuple(grid)}, window {setup['window']} x all frames, CFG, "
-             f"cache_steps {args.cache_steps}; {meta['schedule']}, {args.steps} timed after a warm-up period.", "",
-             "| method | s / step | guide step s | reuse step s | 35 steps s (projected) | peak GiB | cache GiB |",
-             "|---|---|---|---|---|---|---|"]
+             f"cache_steps {args.cache_steps} unless the row says otherwise; {meta['schedule']}, {args.steps} timed "
+             f"(rounded up to whole guide periods) after a warm-up period.", "",
+             "| method | cache_steps | full branch | s / step | x dense | guide step s | reuse step s | "
+             "35 steps s (projected) | peak GiB | cache GiB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['method']} | error: {r['error'][:100]} | | | | | |")
+            lines.append(f"| {r['method']} | error: {r['error'][:100]} | | | | | | | | |")
             continue
         reuse = f"{r['reuse_step_s']:.3f}" if r["reuse_step_s"] is not None else "-"
-        lines.append(f"| {r['method']} | {r['step_s']:.3f} | {r['guide_step_s']:.3f} | {reuse} | "
-                     f"{r['projected_35_steps_s']:.1f} | {r['peak_mem_gib']} | {r['cache_gib']} |")
+        period = {"dense": "-", "reference": args.cache_steps}.get(r["method"], r.get("cache_steps"))
+        full = r.get("full_attention", "dense" if r["method"] == "reference" else "-").split(" (")[0]
+        if r.get("full_density"):
+            full += f" (density {r['full_density']:.3f})"
+        speedup = f"{by['dense']['step_s'] / r['step_s']:.2f}x" if "dense" in by else "-"
+        lines.append(f"| {r['method']} | {period} | {full} | {r['step_s']:.3f} | {speedup} | {r['guide_step_s']:.3f} | "
+                     f"{reuse} | {r['projected_35_steps_s']:.1f} | {r['peak_mem_gib']} | {r['cache_gib']} |")
     if ratios:
         lines += ["", ", ".join(f"{k} {v}" for k, v in ratios.items())]
     with open(os.path.join(args.out, f"{args.tag}.md"), "w") as fh:

@@ -10,6 +10,8 @@
 #   five; each fits one call on an H100: ~6, ~3, ~5, ~4, ~4 min; the 720p stages need caches_a's profile
 #   in $RES, or copy benchmarks/results/bench_caches_a_profile.json there)
 #   freeswim_a freeswim_b                                  (scripts/bench_freeswim.py, split in two)
+#   freeswim_c freeswim_d                                  (its variants vs dense: cache_steps 5, radial full branch)
+#   freeswim_tests                                         (tests/test_freeswim.py -m gpu)
 #   tiny                                                   (scripts/train_tiny_model.py from scratch, 3 calls)
 # The whole GPU test file takes ~560 s on a fresh machine (Triton compiles every autotune config), ~260 s on
 # a warm one: run it as two calls, TESTS_K="test_window or whole_grid or every_autotune_config" and its negation.
@@ -49,6 +51,10 @@ for stage in $STAGES; do
         --stack-720p --methods-720p radial_reuse_profiled,radial_reuse_budget --reference-720p "$RES/ref720.pt" 2>&1 | tee "$OUT/caches_720_reuse.log" | tail -8 ;;
     freeswim_a) python3 scripts/bench_freeswim.py --out "$RES" --methods dense,reference 2>&1 | tee "$OUT/freeswim_a.log" | grep -v '^{' | tail -20 ;;
     freeswim_b) python3 scripts/bench_freeswim.py --out "$RES" --methods vidaccel,vidaccel_offload --append 2>&1 | tee "$OUT/freeswim_b.log" | grep -v '^{' | tail -20 ;;
+    # the configurations beyond the default, against dense in the same run (bench_freeswim_variants.*)
+    freeswim_c) python3 scripts/bench_freeswim.py --out "$RES" --tag bench_freeswim_variants --methods dense,vidaccel,vidaccel_cache5 2>&1 | tee "$OUT/freeswim_c.log" | grep -v '^{' | tail -20 ;;
+    freeswim_d) python3 scripts/bench_freeswim.py --out "$RES" --tag bench_freeswim_variants --methods vidaccel_radial_full,vidaccel_radial_full_cache5 --append 2>&1 | tee "$OUT/freeswim_d.log" | grep -v '^{' | tail -20 ;;
+    freeswim_tests) timeout ${TESTS_TIMEOUT:-300} python3 -m pytest tests/test_freeswim.py -q -m gpu -rA -p no:cacheprovider 2>&1 | tail -30 | tee "$OUT/tests_freeswim.log" ;;
     tiny) # one <=10-min call of the from-scratch tiny-model recipe (25 min of training: three calls on one warm
           # machine resume it); every call exports the folder and packs it with the logs into $OUT/tiny.tar.*
       python3 scripts/train_tiny_model.py --work "$RES/tiny" --out "$RES/tiny-wan" --call-time-limit ${TINY_CALL_SECONDS:-575} \

@@ -181,6 +181,88 @@ def test_every_block_overridden_on_guide_steps_and_reused_otherwise():
     disable_freeswim(model)
 
 
+class _PerCallSelfAttention(TorchFunctionMode):
+    """Self-attention call i (in block order) masked by ``masks[i]`` (None = dense) with ``scales[i]``."""
+
+    def __init__(self, masks, scales):
+        super().__init__()
+        self.masks, self.scales, self.calls = masks, scales, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not F.scaled_dot_product_attention:
+            return func(*args, **kwargs)
+        q, k, v = (args[i] if len(args) > i else kwargs[name] for i, name in enumerate(("query", "key", "value")))
+        if q.shape[-2] != k.shape[-2]:  # cross-attention
+            return func(*args, **kwargs)
+        i, self.calls = self.calls, self.calls + 1
+        mask = None if self.masks[i] is None else self.masks[i][None, None]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scales[i])
+
+
+def test_radial_full_branch_equals_literal_masked_dual_path():
+    model = wan_transformer(layers=3)
+    grid, window = (6, 4, 6), (2, 3)
+    inputs = family_inputs("wan", grid=grid, batch=1)
+    radial = vidaccel.RadialAttentionConfig(decay_factor=1.0, block_size=4, dense_steps=1, dense_layers=1)
+    n, n_train, head_dim = math.prod(grid), grid[0] * window[0] * window[1], model.config.attention_head_dim
+    radial_mask = radial.build_pattern().dense_mask(grid)
+    assert 0.3 < radial_mask.float().mean() < 0.9  # the pattern really drops pairs at this grid
+    window_mask = WindowPattern((grid[0], *window)).dense_mask(grid)
+    full_scale = entropy_scale(n, n_train, head_dim)
+    radial_scale = entropy_scale(round(radial_mask.float().mean().item() * n), n_train, head_dim)
+
+    def literal(step):  # METHODS.md 2 with the full branch's masks per block: full pass, then replaced window pass
+        full = [None if layer == 0 or step < 1 else radial_mask for layer in range(3)]
+        scales = [full_scale if m is None else radial_scale for m in full]
+        recorded = {}
+        handles = [b.attn2.to_out[0].register_forward_pre_hook(lambda mod, a, i=i: recorded.__setitem__(i, a[0]))
+                   for i, b in enumerate(model.blocks)]
+        with _PerCallSelfAttention(full, scales):
+            model(**inputs)
+        for h in handles:
+            h.remove()
+        handles = [b.attn2.to_out[0].register_forward_pre_hook(lambda mod, a, i=i: (recorded[i],))
+                   for i, b in enumerate(model.blocks)]
+        with _PerCallSelfAttention([window_mask] * 3, [None] * 3):
+            out = model(**inputs)[0]
+        for h in handles:
+            h.remove()
+        return out
+
+    with torch.no_grad():
+        expected = [literal(step) for step in (0, 1)]
+        enable_freeswim(model, FreeSwimConfig(window=window, cache_steps=1, full_attention=radial))
+        ours, counts = [], []
+        for step in (0, 1):
+            with model.cache_context("cond", step_index=step):
+                ours.append(model(**inputs)[0])
+            c = freeswim_report(model)[0]["counts"]
+            counts.append((c["full_attention_dense"], c["full_attention_sparse"]))
+        text = vidaccel.summary(model, print_summary=False)
+        disable_freeswim(model)
+        enable_freeswim(model, FreeSwimConfig(window=window, cache_steps=1))
+        with model.cache_context("cond", step_index=1):
+            dense_full = model(**inputs)[0]
+        disable_freeswim(model)
+    assert counts == [(3, 0), (4, 2)]  # step 0 dense (dense_steps=1); step 1: block 0 dense, blocks 1-2 radial
+    for got, want in zip(ours, expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # radial changed the full branch: far beyond the tolerance the equality above allows
+    assert (ours[1] - dense_full).abs().max() > 50 * 1e-5
+    assert "full branch self-attention: radial (decay 1, sink; dense in the first 1 steps and 1 blocks)" in str(text)
+
+
+def test_full_attention_config_errors_and_defaults():
+    with pytest.raises(ValueError, match="'dense', 'radial' or a vidaccel.RadialAttentionConfig"):
+        FreeSwimConfig(full_attention="window")
+    with pytest.raises(ValueError, match="full_attention"):
+        FreeSwimConfig(full_attention=vidaccel.WindowAttentionConfig())
+    assert FreeSwimConfig().full_attention_config() is None
+    wan = FreeSwimConfig(full_attention="radial").full_attention_config()
+    assert (wan.decay_factor, wan.dense_steps, wan.dense_layers) == (0.2, 12, 1)  # Wan's radial defaults
+
+
 def test_whole_grid_window_without_override_equals_plain_pipeline(pipe):
     fs = FreeSwimPipeline(pipe, FreeSwimConfig(base_size=TARGET, override=False))  # window = whole grid
     plain = _run(fs, dual_path=False)
@@ -214,7 +296,8 @@ def test_entropy_scale_from_real_sizes():
     assert entropy_scale(171360, 32760, 128) > 128 ** -0.5  # the full branch sharpens
 
 
-def test_input_video_round_trips_mp4(tmp_path):
+@pytest.mark.parametrize("full_attention", ["dense", "radial"])
+def test_input_video_round_trips_mp4(tmp_path, capsys, full_attention):
     from vidaccel.cli import main
     from vidaccel.pipelines.video_io import read_video
     from vidaccel.report.video import write_mp4
@@ -223,8 +306,10 @@ def test_input_video_round_trips_mp4(tmp_path):
     src = write_mp4(tmp_path / "in.mp4", frames, fps=8)
     dst = tmp_path / "out" / "up.mp4"
     rc = main(["upscale", "--input", str(src), "--output", str(dst), "--model", "tiny-random", "--base-size", "32",
-               "32", "--height", "64", "--width", "48", "--steps", "4", "--strength", "0.5"])
+               "32", "--height", "64", "--width", "48", "--steps", "4", "--strength", "0.5",
+               "--full-attention", full_attention])
     assert rc == 0
+    assert f"full branch self-attention: {full_attention}" in capsys.readouterr().out  # the option reached the hooks
     out, fps = read_video(dst)
     assert out.shape == (9, 64, 48, 3) and fps == pytest.approx(8)  # 10 frames trimmed to 4k+1 = 9
     assert out.std() > 0
@@ -298,6 +383,35 @@ def test_offloaded_cache_matches_device_cache_on_gpu():
         if offload:
             assert report["cache_bytes"]["host"] > 0
     assert all(torch.equal(outs[False, s], outs[True, s]) for s in range(3))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_radial_full_branch_kernel_matches_reference_on_gpu():
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(0)
+    model = WanTransformer3DModel(  # head_dim 64: a size the kernel runs
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=64, in_channels=4, out_channels=4,
+        text_dim=16, freq_dim=16, ffn_dim=64, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=64).eval().cuda().to(torch.bfloat16)
+    grid = (9, 12, 20)  # 2,160 tokens: ragged 64- and 128-token tiles
+    inputs = {k: v.cuda().to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else
+              v.cuda() if torch.is_tensor(v) else v for k, v in family_inputs("wan", grid, 1).items()}
+    outs, reports = {}, {}
+    for backend in ("triton", "reference"):
+        radial = vidaccel.RadialAttentionConfig(decay_factor=0.5, block_size=32, dense_steps=0, dense_layers=0,
+                                                backend=backend)
+        enable_freeswim(model, FreeSwimConfig(window=(6, 10), full_attention=radial, backend=backend))
+        with torch.no_grad(), model.cache_context("cond", step_index=0):
+            outs[backend] = model(**inputs)[0].float()
+        reports[backend] = freeswim_report(model)[0]
+        state = vidaccel.freeswim_hooks.freeswim_states(model)[0][1]
+        density = state.plan_cache.find(state.full_pattern, grid).density
+        disable_freeswim(model)
+    assert density < 0.8  # the full branch really is sparse here
+    assert reports["triton"]["counts"]["full_attention_sparse"] == 2  # backend="triton" raises rather than fall back
+    torch.testing.assert_close(outs["triton"], outs["reference"], rtol=3e-2, atol=3e-2)
 
 
 def test_image_to_video_with_two_transformers_runs_each_own_cache():

@@ -114,6 +114,11 @@ PRESETS = {
 AttentionConfig = WindowAttentionConfig | RadialAttentionConfig
 
 
+def runs_dense(config: AttentionConfig, layer: int, step: int) -> bool:
+    """The dense warm-up rule: block `layer` at denoising `step` runs dense attention."""
+    return layer < (config.dense_layers or 0) or step < (config.dense_steps or 0)
+
+
 def resolve_config(config) -> AttentionConfig:
     """Turn a preset name or a config object into a config object (raising with the choices)."""
     if isinstance(config, str):

@@ -48,6 +48,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 
 from .adapters import ModelAdapter, adapter_for
 from .attention import sparse_attention
+from .config import RadialAttentionConfig, runs_dense
 from .context import (
     StepTracker,
     attach_step_tracker,
@@ -58,7 +59,7 @@ from .context import (
     unregister_hooks,
 )
 from .freeswim_cache import CrossAttentionCache
-from .patterns import WindowPattern
+from .patterns import Pattern, WindowPattern
 from .plan import PlanCache, check_tile_size
 from .sdpa_swap import call_with_sdpa
 
@@ -90,6 +91,14 @@ class FreeSwimConfig:
             Default True (the reference code scales too, with constants for 2x).
         offload_cache: keep the cached outputs in pinned CPU memory, copied asynchronously
             (CUDA only; a no-op on CPU). Default False.
+        full_attention: the full branch's self-attention. ``"dense"`` (default) is the method as
+            defined: dense over the whole grid. ``"radial"`` or a `RadialAttentionConfig` runs radial
+            attention instead (the sparse kernel on CUDA), an approximation beyond FreeSwim's
+            definition: each token still sees its whole frame, the neighbouring frames and frame 0,
+            farther frames in bands that narrow with distance, at O(n log n) cost - the guide step
+            gets ~3x cheaper at 1088p and far more at 4K. ``"radial"`` takes the Wan defaults
+            (decay 0.2; the first 12 steps and block 0 dense); the config's ``dense_steps`` count
+            the refinement steps of the hi-res call.
         backend, tile_size: window attention performance knobs (see `WindowAttentionConfig`).
     """
 
@@ -99,6 +108,7 @@ class FreeSwimConfig:
     override: bool = True
     entropy_scaling: bool = True
     offload_cache: bool = False
+    full_attention: str | RadialAttentionConfig = "dense"
     backend: str = "auto"
     tile_size: int | str = "auto"
 
@@ -114,6 +124,18 @@ class FreeSwimConfig:
         if self.backend not in ("auto", "reference", "triton"):
             raise ValueError(f"backend must be 'auto', 'reference' or 'triton', got {self.backend!r}.")
         check_tile_size(self.tile_size)
+        if not (self.full_attention in ("dense", "radial") or isinstance(self.full_attention, RadialAttentionConfig)):
+            raise ValueError(
+                f"full_attention must be 'dense', 'radial' or a vidaccel.RadialAttentionConfig (the full branch keeps "
+                f"a whole-frame receptive field; a window there would defeat it), got {self.full_attention!r}."
+            )
+
+    def full_attention_config(self) -> RadialAttentionConfig | None:
+        """The full branch's sparse attention config with Wan's defaults filled in; None = dense."""
+        if self.full_attention == "dense":
+            return None
+        config = RadialAttentionConfig() if self.full_attention == "radial" else self.full_attention
+        return config.resolved("wan")
 
     def window_tokens(self, spatial_factor: int) -> tuple[int, int]:
         """``(k_h, k_w)``: the explicit `window`, or `base_size` divided by `spatial_factor` (VAE x patch)."""
@@ -138,6 +160,8 @@ class FreeSwimState:
     window: tuple[int, int]  # (k_h, k_w) tokens
     num_layers: int
     tracker: StepTracker | None = None
+    full_config: RadialAttentionConfig | None = None  # the full branch's sparse attention; None = dense
+    full_pattern: Pattern | None = None  # built once from full_config (kept alive for PlanCache keys)
     cache: CrossAttentionCache = field(default_factory=CrossAttentionCache)
     plan_cache: PlanCache = field(default_factory=PlanCache)
     patterns: dict = field(default_factory=dict)  # grid -> WindowPattern (kept alive for PlanCache keys)
@@ -147,7 +171,8 @@ class FreeSwimState:
     full_hidden: torch.Tensor | None = None
     created: dict = field(default_factory=dict)  # module id -> vidaccel created its hook registry
     counts: dict = field(default_factory=lambda: {"guide_calls": 0, "reuse_calls": 0, "window_calls": 0,
-                                                  "cross_attention_computed": 0, "cross_attention_reused": 0})
+                                                  "cross_attention_computed": 0, "cross_attention_reused": 0,
+                                                  "full_attention_dense": 0, "full_attention_sparse": 0})
     peak_cache_bytes: int = 0
     last_grid: tuple | None = None
 
@@ -189,19 +214,30 @@ class FreeSwimSelfAttentionHook(ModelHook):
             )
 
     def _full(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
-        grid = self.state.tracker.current.grid
+        state = self.state
+        context = state.tracker.current
+        grid = context.grid
         self._check(query, key, grid)
-        if self.state.config.entropy_scaling:
-            scale = entropy_scale(math.prod(grid), self.state.n_train(grid), query.shape[-1]) or scale
-        return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
-                                              is_causal=is_causal, scale=scale, **kwargs)
+        sparse = state.full_config is not None and not runs_dense(state.full_config, self.layer, context.step)
+        state.counts["full_attention_sparse" if sparse else "full_attention_dense"] += 1
+        if not sparse:
+            if state.config.entropy_scaling:
+                scale = entropy_scale(math.prod(grid), state.n_train(grid), query.shape[-1]) or scale
+            return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
+                                                  is_causal=is_causal, scale=scale, **kwargs)
+        _check_sparse_call(dropout_p, is_causal, kwargs)
+        plan = state.plan_cache.get(state.full_pattern, grid, query.device, tile_size=state.full_config.tile_size)
+        if state.config.entropy_scaling:  # radial attends a varying number of keys: use the mean
+            attended = max(1, round(plan.density * math.prod(grid)))
+            scale = entropy_scale(attended, state.n_train(grid), query.shape[-1]) or scale
+        return sparse_attention(query, key, value, plan, attn_mask=attn_mask, scale=scale,
+                                backend=state.full_config.backend)
 
     def _window(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
         state = self.state
         grid = state.tracker.current.grid
         self._check(query, key, grid)
-        if dropout_p or is_causal or kwargs.get("enable_gqa"):
-            raise ValueError("FreeSwim window attention supports non-causal, dropout-free attention without GQA.")
+        _check_sparse_call(dropout_p, is_causal, kwargs)
         pattern = state.pattern(grid)
         if state.config.entropy_scaling:
             attended = math.prod(pattern.effective_kernel(grid))
@@ -209,6 +245,11 @@ class FreeSwimSelfAttentionHook(ModelHook):
         plan = state.plan_cache.get(pattern, grid, query.device, tile_size=state.config.tile_size)
         return sparse_attention(query, key, value, plan, attn_mask=attn_mask, scale=scale,
                                 backend=state.config.backend)
+
+
+def _check_sparse_call(dropout_p, is_causal, kwargs) -> None:
+    if dropout_p or is_causal or kwargs.get("enable_gqa"):
+        raise ValueError("FreeSwim's sparse attention supports non-causal, dropout-free attention without GQA.")
 
 
 class FreeSwimCrossAttentionHook(ModelHook):
@@ -371,8 +412,10 @@ def enable_freeswim(pipe_or_transformer, config: FreeSwimConfig | None = None):
     for model in models:
         adapter = adapter_for(model)
         spatial = _spatial_factor(pipe_or_transformer, model)
+        full_config = config.full_attention_config()
         states.append(FreeSwimState(config=config, adapter=adapter, window=config.window_tokens(spatial),
-                                    num_layers=len(adapter.self_attention(model)),
+                                    num_layers=len(adapter.self_attention(model)), full_config=full_config,
+                                    full_pattern=full_config.build_pattern() if full_config else None,
                                     cache=CrossAttentionCache(offload=config.offload_cache)))
     install_states(zip(models, states), STATE_ATTR, _install, _uninstall)
     return pipe_or_transformer
@@ -412,11 +455,19 @@ def freeswim_report(pipe_or_transformer) -> list[dict]:
         out.append({
             "class": type(model).__name__, "config": repr(state.config), "active": state.active,
             "window": list(state.window), "grid": list(grid) if grid else None, "window_token_density": density,
+            "full_attention": _describe_full(state.full_config),
             "layers": state.num_layers, "counts": dict(state.counts),
             "cache_bytes": state.cache.nbytes(), "peak_cache_bytes": state.peak_cache_bytes,
             "cache_dtype": str(state.cache.key[1]) if state.cache.key else None,
         })
     return out
+
+
+def _describe_full(config: RadialAttentionConfig | None) -> str:
+    if config is None:
+        return "dense"
+    return (f"radial (decay {config.decay_factor:g}{', sink' if config.sink else ''}; dense in the first "
+            f"{config.dense_steps} steps and {config.dense_layers} blocks)")
 
 
 def _size(n: int) -> str:
@@ -439,6 +490,8 @@ def format_freeswim_report(reports: list[dict]) -> str:
                      f"window branch only (unconditional or no override): {c['window_calls']}")
         lines.append(f"  cross-attention: {c['cross_attention_computed']} computed, {c['cross_attention_reused']} "
                      f"replayed from the full branch")
+        lines.append(f"  full branch self-attention: {r['full_attention']}; {c['full_attention_sparse']} sparse, "
+                     f"{c['full_attention_dense']} dense calls")
         lines.append(f"  cache ({r['cache_dtype'] or 'empty'}): {_size(b['device'])} on device, {_size(b['host'])} "
                      f"pinned host (peak {_size(r['peak_cache_bytes'])})")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 
 from .adapters import ModelAdapter
 from .attention import sparse_attention
+from .config import runs_dense
 from .context import (
     StepContext,
     StepTracker,
@@ -52,7 +53,7 @@ class SparseAttentionState:
     logged_dense: set = field(default_factory=set)
 
     def is_dense(self, layer: int, step: int) -> bool:
-        return layer < (self.config.dense_layers or 0) or step < (self.config.dense_steps or 0)
+        return runs_dense(self.config, layer, step)
 
     @property
     def last_grid(self):

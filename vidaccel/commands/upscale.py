@@ -14,6 +14,8 @@ EXAMPLES = """examples:
       --out fox_1080p.mp4                          # 480x832 base generation, refined at 1088x1920
   vidaccel upscale --input clip.mp4 "a fox in the snow" --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers \\
       --height 1088 --width 1920 --offload-cache   # upscale an existing clip; cache in pinned CPU memory
+  vidaccel upscale "a fox in the snow" --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --height 2160 --width 3840 \
+      --offload-cache --full-attention radial      # 4K: radial full branch (approximate, O(n log n))
   vidaccel upscale --input clip.mp4 --model tiny-random --base-size 32 32 --height 64 --width 64
 
 Sizes must be multiples of 16 (Wan: VAE 8 x patch 2) and at least the base size; more than 4x the
@@ -59,7 +61,8 @@ def run(args) -> int:
     height = args.height or 2 * base[0]
     width = args.width or 2 * base[1]
     config = FreeSwimConfig(base_size=base, cache_steps=args.cache_steps, override=not args.no_override,
-                            entropy_scaling=not args.no_entropy_scaling, offload_cache=args.offload_cache)
+                            entropy_scaling=not args.no_entropy_scaling, offload_cache=args.offload_cache,
+                            full_attention=args.full_attention)
     video, fps = (read_video(args.input) if args.input else (None, None))  # fail on a bad path before loading
     pipe, name, device = _load(args)
     fs = FreeSwimPipeline(pipe, config)
@@ -111,5 +114,9 @@ def add_parser(subparsers) -> None:
     f.add_argument("--offload-cache", action="store_true", help="cache in pinned CPU memory (CUDA)")
     f.add_argument("--no-override", action="store_true", help="window attention only, no full branch")
     f.add_argument("--no-entropy-scaling", action="store_true", help="plain 1/sqrt(d) attention scale")
+    f.add_argument("--full-attention", choices=("dense", "radial"), default="dense",
+                   help="full branch self-attention: dense (FreeSwim as defined) or radial (O(n log n), an "
+                        "approximation: whole frame + neighbours + frame 0, farther frames in narrowing bands; "
+                        "dense in the first 12 steps and block 0) (default: dense)")
     add_model_options(p)
     p.set_defaults(func=run)
