@@ -9,7 +9,8 @@ grid it never saw, which is the situation FreeSwim targets. For one prompt and f
 * ``refine``: `FreeSwimPipeline` with ``dual_path=False`` - base-size generation, pixel upsampling,
   re-noising at strength 0.7, plain denoising at the target size (the pipeline without FreeSwim);
 * ``freeswim``: the same with the dual path (window branch + full-branch cross-attention,
-  ``cache_steps`` 2, entropy scaling), and variants with ``cache_steps`` 1 and without scaling.
+  ``cache_steps`` 2, entropy scaling), and variants with ``cache_steps`` 1, without scaling and with
+  a radial full branch (``full_attention``, no dense warm-up steps).
 
 Read from pixels (nearest training-palette colour, as in `tests/test_tiny_model.py`): the number
 of object-colour blobs per frame (>= 6 px at 64x64, scaled by area), a clip counts as
@@ -84,6 +85,8 @@ def main():
         "freeswim": (dict(cache_steps=2), True),
         "freeswim_cache1": (dict(cache_steps=1), True),
         "freeswim_no_scaling": (dict(cache_steps=2, entropy_scaling=False), True),
+        # the approximate full branch (radial: 64 % of the pairs on this 5x8x8 grid) with no dense warm-up steps
+        "freeswim_radial_full": (dict(cache_steps=2, full_attention=vidaccel.RadialAttentionConfig(dense_steps=0)), True),
     }
     for name, (cfg, dual) in variants.items():
         fs = FreeSwimPipeline(pipe, vidaccel.FreeSwimConfig(base_size=(HEIGHT, WIDTH), **cfg))
@@ -93,7 +96,8 @@ def main():
                      guidance_scale=GUIDANCE_SCALE, generator=torch.Generator().manual_seed(s), dual_path=dual)
             clips.append(to_uint8(out.frames[0]))
         fs.remove()
-        runs[name] = (clips, time.time() - t, dict(cfg, dual_path=dual))
+        runs[name] = (clips, time.time() - t, {k: repr(v) if k == "full_attention" else v
+                                               for k, v in dict(cfg, dual_path=dual).items()})
 
     rows = []
     for name, (clips, seconds, cfg) in runs.items():
