@@ -56,9 +56,15 @@ def ring_stages(block: int) -> int:
     """Ring depth that fits Hopper's 227 KB of shared memory next to the two Q buffers (32 KB at
     head dim 128): a stage holds K + V (2 x block x 128 x 2 bytes) and two 64-row mask slices
     (80 KB at block 128, 40 KB at block 64; 3 and 4 stages tied at block 64, NOTES_kernels.md v6).
-    ``VIDACCEL_HOPPER_STAGES`` overrides it (sweeps)."""
+    ``VIDACCEL_HOPPER_STAGES`` overrides it (sweeps): 2 at block 128, 2-4 at block 64 fit."""
     forced = os.environ.get("VIDACCEL_HOPPER_STAGES")
-    return int(forced) if forced else (2 if block == 128 else 3)
+    if not forced:
+        return 2 if block == 128 else 3
+    most = 2 if block == 128 else 4
+    if not forced.isdigit() or not 2 <= int(forced) <= most:
+        raise ValueError(f"VIDACCEL_HOPPER_STAGES must be an int in 2..{most} at {block}-token tiles (more stages do "
+                         f"not fit in shared memory), got {forced!r}; unset it for the default.")
+    return int(forced)
 
 
 @gluon.constexpr_function

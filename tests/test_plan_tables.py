@@ -205,6 +205,22 @@ def test_hopper_consumer_count_and_its_override(monkeypatch):
         ops.hopper_consumers(64)
 
 
+def test_hopper_ring_stages_and_their_override(monkeypatch):
+    """Ring depth by tile size; the sweep override takes only depths that fit in shared memory."""
+    from vidaccel.kernels.block_sparse_fwd_hopper import ring_stages
+
+    monkeypatch.delenv("VIDACCEL_HOPPER_STAGES", raising=False)
+    assert (ring_stages(64), ring_stages(128)) == (3, 2)
+    monkeypatch.setenv("VIDACCEL_HOPPER_STAGES", "4")
+    assert ring_stages(64) == 4
+    with pytest.raises(ValueError, match=r"int in 2\.\.2 at 128-token tiles.*unset it"):
+        ring_stages(128)
+    for bad in ("1", "5", "three"):
+        monkeypatch.setenv("VIDACCEL_HOPPER_STAGES", bad)
+        with pytest.raises(ValueError, match="VIDACCEL_HOPPER_STAGES"):
+            ring_stages(64)
+
+
 @pytest.mark.parametrize("layout", ["bhsd", "bshd"])
 def test_box_descriptor_views_address_the_callers_tokens(layout):
     """The rank-5 views the Gluon kernel's box descriptors are built on: the kernel's coordinates
