@@ -453,3 +453,28 @@ def test_upscale_cli_errors_exit_2_with_the_fix(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(args[:-1] + [str(tmp_path / "o.avi")]) == 2
     assert "must end in .mp4" in capsys.readouterr().err
+
+
+def test_bench_freeswim_smoke(tmp_path):
+    """scripts/bench_freeswim.py at toy sizes: the variants run their own configuration (whole guide periods,
+    radial full branch sparse after block 0) and the files are written."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_freeswim.py"
+    methods = "dense,vidaccel,vidaccel_radial_full_cache5"
+    result = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(tmp_path), "--steps", "2",
+                             "--methods", methods], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "bench_freeswim.json").read_text())
+    rows = {r["method"]: r for r in data["rows"]}
+    assert list(rows) == methods.split(",") and all(r["finite_output"] for r in rows.values())
+    assert rows["vidaccel"]["steps_timed"] == 2 and rows["vidaccel"]["full_attention"] == "dense"
+    radial = rows["vidaccel_radial_full_cache5"]
+    assert radial["steps_timed"] == 5 and radial["cache_steps"] == 5  # --steps 2 rounded up to one period
+    assert radial["full_density"] < 1 and radial["calls"]["full_attention_sparse"] > 0
+    assert radial["calls"]["guide_calls"] == 2  # warm-up period + timed period, one guide step each
+    assert set(data["ratios"]) >= {"vidaccel_speedup_vs_dense", "vidaccel_radial_full_cache5_speedup_vs_dense"}
+    assert "| vidaccel_radial_full_cache5 | 5 | radial (density" in (tmp_path / "bench_freeswim.md").read_text()
