@@ -14,7 +14,8 @@
 #   freeswim_tests                                         (tests/test_freeswim.py -m gpu)
 #   tiny                                                   (scripts/train_tiny_model.py from scratch, 3 calls)
 # The whole GPU test file takes ~560 s on a fresh machine (Triton compiles every autotune config), ~260 s on
-# a warm one: run it as two calls, TESTS_K="test_window or whole_grid or every_autotune_config" and its negation.
+# a warm one: run it as two calls, TESTS_K="test_window or whole_grid or every_autotune_config" and its negation
+# (the negation needs TESTS_TIMEOUT=570 when its kernels are not compiled yet: 320 s cut it after 38 tests).
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
