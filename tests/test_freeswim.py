@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 
@@ -49,12 +50,13 @@ def pipe():
 
 
 # --- an independent, literal dual path: two transformer passes, pre-projection replacement ---------------
-class _SelfAttention(TorchFunctionMode):
-    """Self-attention (as many keys as queries) either dense with `scale` or masked to the window."""
+class _PerCallSelfAttention(TorchFunctionMode):
+    """Self-attention calls (as many keys as queries), in block order, take the next of `masks` (a bool
+    [N, N] mask or None = dense) and of `scales`; cross-attention runs unchanged."""
 
-    def __init__(self, grid, window=None, scale=None):
+    def __init__(self, masks, scales):
         super().__init__()
-        self.grid, self.window, self.scale = grid, window, scale
+        self.masks, self.scales = iter(masks), iter(scales)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -63,14 +65,16 @@ class _SelfAttention(TorchFunctionMode):
         q, k, v = (args[i] if len(args) > i else kwargs[name] for i, name in enumerate(("query", "key", "value")))
         if q.shape[-2] != k.shape[-2]:  # cross-attention
             return func(*args, **kwargs)
-        if self.window is None:
-            return F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        n = math.prod(self.grid)
-        idx = torch.arange(n)
-        mask = WindowPattern((self.grid[0], *self.window)).mask(self.grid, idx, idx)
-        if bool(mask.all()):
-            return F.scaled_dot_product_attention(q, k, v)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[None, None])
+        mask, scale = next(self.masks), next(self.scales)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask[None, None], scale=scale)
+
+
+def _uniform_self_attention(grid, window=None, scale=None) -> _PerCallSelfAttention:
+    """Every self-attention call dense with `scale`, or masked to the window (dense when it covers the grid)."""
+    mask = None if window is None else WindowPattern((grid[0], *window)).dense_mask(grid)
+    if mask is not None and bool(mask.all()):
+        mask = None
+    return _PerCallSelfAttention(itertools.repeat(mask), itertools.repeat(scale))
 
 
 class NaiveDualPath:
@@ -96,7 +100,7 @@ class NaiveDualPath:
         self.calls += 1
         run = lambda: type(model).forward(model, hidden_states, **kwargs)  # noqa: E731
         if not cond:
-            with _SelfAttention(grid, self.window):
+            with _uniform_self_attention(grid, self.window):
                 return run()
         n, n_train = math.prod(grid), grid[0] * self.window[0] * self.window[1]
         head_dim = model.config.attention_head_dim
@@ -105,14 +109,14 @@ class NaiveDualPath:
         for i, block in enumerate(model.blocks):
             handles.append(block.attn2.to_out[0].register_forward_pre_hook(
                 lambda mod, args, i=i: recorded.__setitem__(i, args[0])))
-        with _SelfAttention(grid, None, scale):
+        with _uniform_self_attention(grid, None, scale):
             run()
         for h in handles:
             h.remove()
         handles = [block.attn2.to_out[0].register_forward_pre_hook(lambda mod, args, i=i: (recorded[i],))
                    for i, block in enumerate(model.blocks)]
         try:
-            with _SelfAttention(grid, self.window):
+            with _uniform_self_attention(grid, self.window):
                 return run()
         finally:
             for h in handles:
@@ -179,25 +183,6 @@ def test_every_block_overridden_on_guide_steps_and_reused_otherwise():
     entry = inputs["hidden_states"].shape[0] * math.prod((3, 4, 6)) * model.config.num_attention_heads * 8 * 4
     assert report["cache_bytes"]["device"] == 3 * entry  # one fp32 (B, N, dim) output per block
     disable_freeswim(model)
-
-
-class _PerCallSelfAttention(TorchFunctionMode):
-    """Self-attention call i (in block order) masked by ``masks[i]`` (None = dense) with ``scales[i]``."""
-
-    def __init__(self, masks, scales):
-        super().__init__()
-        self.masks, self.scales, self.calls = masks, scales, 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is not F.scaled_dot_product_attention:
-            return func(*args, **kwargs)
-        q, k, v = (args[i] if len(args) > i else kwargs[name] for i, name in enumerate(("query", "key", "value")))
-        if q.shape[-2] != k.shape[-2]:  # cross-attention
-            return func(*args, **kwargs)
-        i, self.calls = self.calls, self.calls + 1
-        mask = None if self.masks[i] is None else self.masks[i][None, None]
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scales[i])
 
 
 def test_radial_full_branch_equals_literal_masked_dual_path():
