@@ -96,10 +96,10 @@ class FreeSwimConfig:
             attention instead (the sparse kernel on CUDA), an approximation beyond FreeSwim's
             definition: each token still sees its whole frame, the neighbouring frames and frame 0,
             farther frames in bands that narrow with distance, at O(n log n) cost (a guide step at
-            1088x1920x81 on an H100: 18.4 -> 11.5 s; quality unmeasured on a trained model - check
-            it on yours). ``"radial"`` takes the Wan defaults
-            (decay 0.2; the first 12 steps and block 0 dense); the config's ``dense_steps`` count
-            the refinement steps of the hi-res call.
+            1088x1920x81 on an H100: 18.4 -> 11.5 s; quality checked only on the shipped tiny model,
+            where it matches the dense full branch - check it on yours). ``"radial"`` takes the Wan
+            defaults (decay 0.2; the first 12 steps and block 0 dense); the config's ``dense_steps``
+            count the refinement steps of the hi-res call.
         backend, tile_size: window attention performance knobs (see `WindowAttentionConfig`).
     """
 

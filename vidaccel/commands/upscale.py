@@ -14,8 +14,8 @@ EXAMPLES = """examples:
       --out fox_1080p.mp4                          # 480x832 base generation, refined at 1088x1920
   vidaccel upscale --input clip.mp4 "a fox in the snow" --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers \\
       --height 1088 --width 1920 --offload-cache   # upscale an existing clip; cache in pinned CPU memory
-  vidaccel upscale "a fox in the snow" --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --height 2160 --width 3840 \
-      --offload-cache --full-attention radial      # 4K: radial full branch (approximate, O(n log n))
+  vidaccel upscale "a fox in the snow" --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --height 1088 --width 1920 \\
+      --full-attention radial                      # radial full branch: cheaper guide steps, approximate
   vidaccel upscale --input clip.mp4 --model tiny-random --base-size 32 32 --height 64 --width 64
 
 Sizes must be multiples of 16 (Wan: VAE 8 x patch 2) and at least the base size; more than 4x the
