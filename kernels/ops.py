@@ -22,6 +22,7 @@ configuration key on the first call).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Optional
@@ -85,22 +86,25 @@ def kernel_unsupported_reason(q: torch.Tensor, attn_mask: Optional[torch.Tensor]
     return None
 
 
-_GLUON: dict = {}
 logger = logging.getLogger(__name__)
 
 
+@functools.cache
 def _gluon_available() -> bool:
     """Gluon's Hopper API as used here is that of Triton 3.6 (the tested version); older Triton
-    (3.2-3.5) runs the Triton kernel everywhere."""
-    if "ok" not in _GLUON:
-        try:
-            ok = tuple(int(x) for x in triton.__version__.split(".")[:2]) >= (3, 6)
-            if ok:
-                from . import block_sparse_fwd_hopper  # noqa: F401
-        except (ImportError, AttributeError, ValueError):
-            ok = False
-        _GLUON["ok"] = ok
-    return _GLUON["ok"]
+    (3.2-3.5) runs the Triton kernel everywhere. Decided once per process."""
+    try:
+        ok = tuple(int(x) for x in triton.__version__.split(".")[:2]) >= (3, 6)
+        if ok:
+            from . import block_sparse_fwd_hopper  # noqa: F401
+    except (ImportError, AttributeError, ValueError):
+        ok = False
+    return ok
+
+
+@functools.cache
+def _log_gluon_once() -> None:
+    logger.info("vidaccel block-sparse attention uses the warp-specialised Gluon kernel (Hopper)")
 
 
 def _hopper_kernel_applies(q, use_tma: bool, text_len: int, has_mask: bool, tables: dict) -> bool:
@@ -324,9 +328,7 @@ def block_sparse_attention_with_lse(
         if layout is not None:
             box, box_layout = list(plan.tile), layout
         items, counts = hopper_item_lists(tables, plan if box else None, hopper_consumers(tables["block"]))
-        if not _GLUON.get("logged"):
-            _GLUON["logged"] = True
-            logger.info("vidaccel block-sparse attention uses the warp-specialised Gluon kernel (Hopper)")
+        _log_gluon_once()
     partial_masks = partial_mask_table(plan, tables, box=bool(box))
     return torch.ops.vidaccel.block_sparse_attn_fwd(
         q, k, v, rows, kv_mask,

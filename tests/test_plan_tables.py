@@ -176,17 +176,18 @@ def test_hopper_item_lists_rebuild_the_dense_mask(pattern, grid, tile, box, cons
     assert torch.equal(rebuilt, pattern.dense_mask(grid)[plan.perm])
 
 
-def test_gluon_kernel_gate_follows_the_triton_version(monkeypatch):
+def test_gluon_kernel_gate_follows_the_triton_version(monkeypatch, request):
     """The Gluon kernel is offered only with Triton >= 3.6 (its tested API); its module imports on
     any machine with that Triton (CPU included), and older versions fall back to the Triton kernel."""
     import triton
 
     from vidaccel.kernels import ops
 
-    monkeypatch.setattr(ops, "_GLUON", {})
+    request.addfinalizer(ops._gluon_available.cache_clear)  # later tests decide again, on the real version
+    ops._gluon_available.cache_clear()
     expected = tuple(int(x) for x in triton.__version__.split(".")[:2]) >= (3, 6)
     assert ops._gluon_available() is expected
-    monkeypatch.setattr(ops, "_GLUON", {})
+    ops._gluon_available.cache_clear()
     monkeypatch.setattr(triton, "__version__", "3.5.1")
     assert ops._gluon_available() is False
 
