@@ -161,8 +161,8 @@ def setup_method(name, pipe, transformers, args, profile, steps, run_once):
                 diffusers_cache(lambda: FirstBlockCacheConfig(threshold=args.fbc_threshold)))
     if name == "diffusers_magcache":
         ratios = _calibrate_magcache(run_once, transformers[0], steps)
-        return (f"MagCacheConfig(threshold=0.06, max_skip_steps=3, retention_ratio=0.2), ratios calibrated on "
-                f"this model", diffusers_cache(lambda: MagCacheConfig(
+        return ("MagCacheConfig(threshold=0.06, max_skip_steps=3, retention_ratio=0.2), ratios calibrated on "
+                "this model", diffusers_cache(lambda: MagCacheConfig(
                     threshold=0.06, max_skip_steps=3, retention_ratio=0.2, num_inference_steps=steps,
                     mag_ratios=ratios)))
     if name == "diffusers_taylorseer":

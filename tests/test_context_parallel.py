@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 import vidaccel
 from vidaccel.distributed import check_context_parallel, shard

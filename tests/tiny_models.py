@@ -81,7 +81,7 @@ TRANSFORMERS = {"wan": wan_transformer, "hunyuan": hunyuan_transformer, "cogvide
 def wan_pipeline(seed: int = 0, two_transformers: bool = False):
     """A tiny random-weight WanPipeline (Wan2.2-style with `transformer_2` when asked)."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline
-    from transformers import AutoTokenizer, T5Config, UMT5EncoderModel
+    from transformers import T5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)
     vae = AutoencoderKLWan(base_dim=3, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
