@@ -88,23 +88,24 @@ def box_geometry(plan, tables: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return tables[key]
 
 
-def _key_rows(plan, tables: dict, key_tiles: torch.Tensor, box: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raster index and validity of each key position of `key_tiles` as the kernel holds them:
-    [len, BLOCK] each - kernel order (the tile's tokens, then padding) or box order (row-major
-    (t, h, w) positions of the tile's box, out-of-grid ones invalid)."""
+def _tile_rows(plan, tables: dict, tiles: torch.Tensor, box: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raster index and validity of each token position of `tiles` as the kernel holds them:
+    [len, BLOCK] each - kernel order (the tile's tokens, then padding; queries always, keys
+    without box reads) or box order (row-major (t, h, w) positions of the tile's box, out-of-grid
+    ones invalid; keys read as boxes)."""
     block, n = tables["block"], plan.num_tokens
-    ar = torch.arange(block, device=key_tiles.device)
+    ar = torch.arange(block, device=tiles.device)
     if not box:
         offs = tables["tile_offsets"].long()
-        k0 = offs[key_tiles]
-        valid = ar[None] < (offs[key_tiles + 1] - k0)[:, None]
-        return tables["perm"].long()[(k0[:, None] + ar[None]).clamp(max=n - 1)], valid
+        start = offs[tiles]
+        valid = ar[None] < (offs[tiles + 1] - start)[:, None]
+        return tables["perm"].long()[(start[:, None] + ar[None]).clamp(max=n - 1)], valid
     T, H, W = plan.grid
     _, th, tw = plan.tile
     origin, extent = box_geometry(plan, tables)
     local = torch.stack([ar // (th * tw), ar // tw % th, ar % tw], 1)  # [BLOCK, 3]
-    valid = (local[None] < extent[key_tiles][:, None]).all(-1)
-    pos = origin[key_tiles][:, None] + local[None]
+    valid = (local[None] < extent[tiles][:, None]).all(-1)
+    pos = origin[tiles][:, None] + local[None]
     t, h, w = (pos[..., i].clamp(max=L - 1) for i, L in enumerate((T, H, W)))
     return (t * H + h) * W + w, valid
 
@@ -112,7 +113,7 @@ def _key_rows(plan, tables: dict, key_tiles: torch.Tensor, box: bool) -> tuple[t
 def partial_mask_table(plan, tables: dict, box: bool = False) -> Optional[torch.Tensor]:
     """int8 [num_partial, BLOCK, BLOCK]: the exact element mask of every partial tile pair, in
     the order of the plan's partial tables (rows = query positions in the tile, columns = keys in
-    kernel order, or in box order with `box`: see `_key_rows`), 0 where attended and -1 where
+    kernel order, or in box order with `box`: see `_tile_rows`), 0 where attended and -1 where
     masked (ragged rows/columns are masked): the kernel turns -1 into an additive -1.7e38. Built
     once on the plan's device from the same `KernelRule` the in-kernel path evaluates; None when it
     would exceed `MASK_TABLE_MAX_BYTES`."""
@@ -125,24 +126,18 @@ def partial_mask_table(plan, tables: dict, box: bool = False) -> Optional[torch.
     device = plan.perm.device
     T, H, W = plan.grid
     HW = H * W
-    n = plan.num_tokens
-    offs = tables["tile_offsets"].long()
     counts = tables["partial_count"].long()
     pkv = tables["partial_kv"].long()
     qt = torch.repeat_interleave(torch.arange(counts.numel(), device=device), counts)
     kt = pkv[pkv >= 0]  # row-major: the same order as PART_BASE + j
-    perm = tables["perm"].long()
     wtab = tables["wtab"]
     lo, hi = tables["lo"].view(-1, 2).long(), tables["hi"].view(-1, 2).long()
     dil_h, dil_w = tables["dilation"]
-    ar = torch.arange(block, device=device)
     out = torch.empty(max(P, 1), block, block, dtype=torch.int8, device=device)
     chunk = max(1, (256 * 128 * 128) // (block * block))
     for c0 in range(0, P, chunk):
-        q0 = offs[qt[c0 : c0 + chunk]]
-        qv = ar[None] < (offs[qt[c0 : c0 + chunk] + 1] - q0)[:, None]
-        rq = perm[(q0[:, None] + ar[None]).clamp(max=n - 1)]
-        rk, kv = _key_rows(plan, tables, kt[c0 : c0 + chunk], box)
+        rq, qv = _tile_rows(plan, tables, qt[c0 : c0 + chunk])
+        rk, kv = _tile_rows(plan, tables, kt[c0 : c0 + chunk], box)
         tq, sq = rq // HW, rq % HW
         tk, sk = rk // HW, rk % HW
         ok = (sq[:, :, None] - sk[:, None, :]).abs().float() <= wtab[tq[:, :, None] * T + tk[:, None, :]]
