@@ -56,34 +56,26 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from bench_attention import versions  # noqa: E402
 from bench_e2e import WAN_1_3B  # noqa: E402
+from vidaccel import FreeSwimConfig, RadialAttentionConfig  # noqa: E402
 
 FULL = dict(height=1088, width=1920, frames=81, text_tokens=512, window=(30, 52), base=(480, 832))
 SMOKE = dict(height=128, width=192, frames=17, text_tokens=8, window=(4, 6), base=(64, 96))
 SMOKE_MODEL = dict(WAN_1_3B, num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
                    text_dim=16, freq_dim=16, ffn_dim=64, num_layers=2, rope_max_seq_len=64)
 SCHEDULE_STEPS, STRENGTH = 50, 0.7
+RADIAL_FULL = RadialAttentionConfig(dense_steps=0)  # Wan's decay 0.2 and dense block 0; every guide step sparse
 # (c) variants: FreeSwimConfig fields beyond the window (cache_steps defaults to --cache-steps)
-def _radial_full():
-    from vidaccel import RadialAttentionConfig
-
-    return RadialAttentionConfig(dense_steps=0)  # Wan's decay 0.2 and dense block 0; every guide step sparse
-
-
 VIDACCEL_VARIANTS = {
     "vidaccel": {}, "vidaccel_offload": dict(offload_cache=True), "vidaccel_cache5": dict(cache_steps=5),
-    "vidaccel_radial_full": dict(full_attention=_radial_full),
-    "vidaccel_radial_full_cache5": dict(full_attention=_radial_full, cache_steps=5),
+    "vidaccel_radial_full": dict(full_attention=RADIAL_FULL),
+    "vidaccel_radial_full_cache5": dict(full_attention=RADIAL_FULL, cache_steps=5),
 }
 METHODS = ("dense", "reference", *VIDACCEL_VARIANTS)  # (a), (b), (c) and its variants
 
 
-def variant_config(name, args, window):
+def variant_config(name, args, window) -> FreeSwimConfig:
     """The FreeSwimConfig of a vidaccel variant."""
-    import vidaccel
-
-    fields = {"cache_steps": args.cache_steps, **VIDACCEL_VARIANTS[name]}
-    fields = {k: v() if callable(v) else v for k, v in fields.items()}
-    return vidaccel.FreeSwimConfig(window=window, **fields)
+    return FreeSwimConfig(window=window, **{"cache_steps": args.cache_steps, **VIDACCEL_VARIANTS[name]})
 
 
 def refinement_timesteps(device) -> torch.Tensor:

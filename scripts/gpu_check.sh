@@ -52,7 +52,7 @@ for stage in $STAGES; do
         --stack-720p --methods-720p radial_reuse_profiled,radial_reuse_budget --reference-720p "$RES/ref720.pt" 2>&1 | tee "$OUT/caches_720_reuse.log" | tail -8 ;;
     freeswim_a) python3 scripts/bench_freeswim.py --out "$RES" --methods dense,reference 2>&1 | tee "$OUT/freeswim_a.log" | grep -v '^{' | tail -20 ;;
     freeswim_b) python3 scripts/bench_freeswim.py --out "$RES" --methods vidaccel,vidaccel_offload --append 2>&1 | tee "$OUT/freeswim_b.log" | grep -v '^{' | tail -20 ;;
-    # the configurations beyond the default, against dense in the same run (bench_freeswim_variants.*)
+    # the configurations beyond the default, against dense on the same warm machine (bench_freeswim_variants.*)
     freeswim_c) python3 scripts/bench_freeswim.py --out "$RES" --tag bench_freeswim_variants --methods dense,vidaccel,vidaccel_cache5 2>&1 | tee "$OUT/freeswim_c.log" | grep -v '^{' | tail -20 ;;
     freeswim_d) python3 scripts/bench_freeswim.py --out "$RES" --tag bench_freeswim_variants --methods vidaccel_radial_full,vidaccel_radial_full_cache5 --append 2>&1 | tee "$OUT/freeswim_d.log" | grep -v '^{' | tail -20 ;;
     freeswim_tests) timeout ${TESTS_TIMEOUT:-300} python3 -m pytest tests/test_freeswim.py -q -m gpu -rA -p no:cacheprovider 2>&1 | tail -30 | tee "$OUT/tests_freeswim.log" ;;
