@@ -5,7 +5,7 @@ module level. From a checkout's root, ``import kernels`` finds this folder, and 
 diffusers probe ``import kernels`` (Hugging Face's kernel hub) at import time; an exception
 here breaks ``import diffusers``. Keep heavy imports inside the functions.
 
-Contract with `vidaccel.attention.sparse_attention`:
+Contract with `vidaccel.sparse.attention.sparse_attention`:
 ``block_sparse_attention(q, k, v, plan, text_len, text_position, attn_mask, scale) -> out`` and
 ``kernel_unsupported_reason(q, attn_mask) -> str | None``. ``block_sparse_attention_with_lse``
 also returns the log-sum-exp (float32, natural log, ``(B, heads, S)``). The Triton kernel is in

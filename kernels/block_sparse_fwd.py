@@ -5,7 +5,7 @@ the text query rows (dense over every key); the rest are the plan's visual query
 visit, in this order: the *full* key tiles (no element mask), the *partial* key tiles, then the
 text keys. Partial tiles take their element mask either from a precomputed int8 table (one
 BLOCK_M x BLOCK_N block per partial tile pair, ``MASK_TABLE``; fastest) or by evaluating the
-`vidaccel.patterns.KernelRule` from (t, h, w) coordinates in the kernel (no extra memory).
+`vidaccel.sparse.patterns.KernelRule` from (t, h, w) coordinates in the kernel (no extra memory).
 
 Layout contract (set up by `kernels/ops.py`):
 * ``Q``/``O`` are read/written in the caller's sequence order through ``ROWS`` (kernel position

@@ -18,7 +18,7 @@ tiles vs cuDNN's ~590; benchmarks/NOTES_kernels.md). Here each CTA has three par
   The box lands in shared memory as the same swizzled [BLOCK, D] image a row block would;
 * NC 4-warp **consumer** warpgroups of 64 query rows each: both halves of one 128-token query
   tile (NC = 2), or NC = 2 or 3 neighbouring 64-token query tiles (3 by default,
-  `ops.hopper_consumers`). They only meet at mbarriers, so one warpgroup's softmax runs while
+  `KernelOptions.consumers`). They only meet at mbarriers, so one warpgroup's softmax runs while
   another's wgmmas occupy the tensor cores.
 
 The CTA walks one **item list** (built by `kernels/plan_tables.py`): the union of its consumers'
@@ -29,8 +29,6 @@ most key tiles, so loading the union once cuts the K/V traffic from L2 by ~35-47
 (9,15,15), radial at 720p) - 64-token tiles are bandwidth-bound otherwise. Every consumer arrives
 on every item's ``empty`` barrier (count NC), visited or not, so the ring stays in step.
 """
-
-import os
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -50,21 +48,6 @@ MAXNREG = 168
 # three consumers (64-token tiles): 16 warps at 128 registers; workers 24 + 2 x 160, the default gets 168
 CONSUMER_REGS_3 = gl.constexpr(160)
 MAXNREG_3 = 128
-
-
-def ring_stages(block: int) -> int:
-    """Ring depth that fits Hopper's 227 KB of shared memory next to the two Q buffers (32 KB at
-    head dim 128): a stage holds K + V (2 x block x 128 x 2 bytes) and two 64-row mask slices
-    (80 KB at block 128, 40 KB at block 64; 3 and 4 stages tied at block 64, NOTES_kernels.md v6).
-    ``VIDACCEL_HOPPER_STAGES`` overrides it (sweeps): 2 at block 128, 2-4 at block 64 fit."""
-    forced = os.environ.get("VIDACCEL_HOPPER_STAGES")
-    if not forced:
-        return 2 if block == 128 else 3
-    most = 2 if block == 128 else 4
-    if not forced.isdigit() or not 2 <= int(forced) <= most:
-        raise ValueError(f"VIDACCEL_HOPPER_STAGES must be an int in 2..{most} at {block}-token tiles (more stages do "
-                         f"not fit in shared memory), got {forced!r}; unset it for the default.")
-    return int(forced)
 
 
 @gluon.constexpr_function

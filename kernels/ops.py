@@ -4,13 +4,14 @@ Two kernels share one op and one plan contract: the Triton kernel (`block_sparse
 supported GPU and input) and, on Hopper with Triton 3.6, the warp-specialised Gluon kernel
 (`block_sparse_fwd_hopper.py`) for the inputs it covers (no text tokens, no key-padding mask,
 partial tiles from the int8 mask table; 1.3-1.4x the autotuned Triton kernel at 720p,
-benchmarks/NOTES_kernels.md v6-v7). `HOPPER_KERNEL = False` forces the Triton kernel.
+benchmarks/NOTES_kernels.md v6-v7). ``OPTIONS.hopper_kernel = False`` forces the Triton kernel
+(every code-path switch is in `options.py`).
 
 Nothing here synchronises with the device per call: plan tables (`plan_tables.py`: block lists,
 rule tables and the int8 mask blocks of partial tile pairs) are built once per (plan, device) and
 cached on the device plan (`Plan._device_cache`); the per-call work is two gathers (K and V into tiled order;
 none when the tiled order is the caller's, e.g. raster-chunk tiles, nor when the Gluon kernel reads
-power-of-two box tiles straight from the caller's K/V: `HOPPER_BOX_KV`) and one kernel launch. The
+power-of-two box tiles straight from the caller's K/V: ``OPTIONS.hopper_box_kv``) and one kernel launch. The
 query gather and the output scatter are fused into the kernel (it reads Q and writes O at the
 caller's rows).
 
@@ -31,20 +32,11 @@ import torch
 import triton
 
 from .block_sparse_fwd import block_sparse_attn_fwd_kernel
+from .options import OPTIONS
 from .plan_tables import box_tile, hopper_item_lists, kernel_tables, mask_table_fits, partial_mask_table, sequence_rows
 
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
-# K/V through TMA tensor descriptors on Hopper (None = auto: compute capability >= 9).
-USE_TMA: Optional[bool] = None
 SUPPORTED_HEAD_DIMS = (64, 128)
-# The warp-specialised Gluon kernel (`block_sparse_fwd_hopper.py`) on Hopper for inputs it covers
-# (TMA, int8 partial-mask table, no text tokens, no key-padding mask). None = auto (use it where it
-# applies), False = always the Triton kernel (tests and sweeps force each path).
-HOPPER_KERNEL: Optional[bool] = None
-# The Gluon kernel reads K/V tiles straight from the caller's tensors as 3D token boxes (rank-5 TMA
-# descriptors: no K/V gather) where the plan's tiles are power-of-two boxes of exactly one kernel
-# block and the K/V strides allow it. None = auto, False = always gather (tests and sweeps).
-HOPPER_BOX_KV: Optional[bool] = None
 _LOG2E = 1.4426950408889634
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -108,7 +100,7 @@ def _log_gluon_once() -> None:
 
 
 def _hopper_kernel_applies(q, use_tma: bool, text_len: int, has_mask: bool, tables: dict) -> bool:
-    if HOPPER_KERNEL is False or not use_tma or text_len or has_mask or not mask_table_fits(tables):
+    if OPTIONS.hopper_kernel is False or not use_tma or text_len or has_mask or not mask_table_fits(tables):
         return False
     return (tables["block"] in (64, 128) and q.device.type == "cuda" and _capability(q.device)[0] == 9
             and _gluon_available())
@@ -140,21 +132,10 @@ def _box_descriptor_view(x: torch.Tensor, grid, layout: int) -> torch.Tensor:
 
 def _use_box_kv(plan, tables: dict, k: torch.Tensor, v: torch.Tensor) -> Optional[int]:
     """The box layout (see `_box_layout`) when the Gluon kernel can read K/V without a gather."""
-    if HOPPER_BOX_KV is False or box_tile(plan, tables) is None or k.shape[2] != plan.num_tokens:
+    if OPTIONS.hopper_box_kv is False or box_tile(plan, tables) is None or k.shape[2] != plan.num_tokens:
         return None
     layout = _box_layout(k)
     return layout if layout is not None and _box_layout(v) == layout else None
-
-
-def hopper_consumers(block: int) -> int:
-    """Consumer warpgroups per CTA of the Gluon kernel: the two halves of a 128-token query tile, or
-    three 64-token tiles (``VIDACCEL_HOPPER_CONSUMERS=2``: two, to compare)."""
-    if block == 128:
-        return 2
-    value = os.environ.get("VIDACCEL_HOPPER_CONSUMERS", "3")
-    if value not in ("2", "3"):
-        raise ValueError(f"VIDACCEL_HOPPER_CONSUMERS must be 2 or 3 (64-token tiles), got {value!r}; unset it for 3.")
-    return int(value)
 
 
 def _launch_hopper(q, kg, vg, out, lse, rows, tile_offsets, items, n_items, partial_masks, block: int,
@@ -168,7 +149,6 @@ def _launch_hopper(q, kg, vg, out, lse, rows, tile_offsets, items, n_items, part
         MAXNREG,
         MAXNREG_3,
         hopper_block_sparse_fwd_kernel,
-        ring_stages,
     )
 
     B, Hh, S, D = q.shape
@@ -190,7 +170,7 @@ def _launch_hopper(q, kg, vg, out, lse, rows, tile_offsets, items, n_items, part
         k_desc, v_desc, pm_desc, q, out, lse, rows, tile_offsets, items, n_items,
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
         Hh, S, tile_offsets.numel() - 1, items.shape[1], scale * _LOG2E, box_layout,
-        STAGES=ring_stages(block), NC=items.shape[2] - 2, num_warps=4,
+        STAGES=OPTIONS.stages(block), NC=items.shape[2] - 2, num_warps=4,
         maxnreg=MAXNREG if items.shape[2] == 4 else MAXNREG_3,
     )
 
@@ -297,7 +277,7 @@ def _(q, k, v, rows, kv_mask, tile_offsets, full_kv, full_count, partial_kv, par
 
 
 # --------------------------------------------------------------------------------------------
-# public entry points (the contract with `vidaccel.attention.sparse_attention`)
+# public entry points (the contract with `vidaccel.sparse.attention.sparse_attention`)
 # --------------------------------------------------------------------------------------------
 def block_sparse_attention_with_lse(
     q, k, v, plan, *, text_len: int = 0, text_position: str = "none", attn_mask=None, scale=None
@@ -318,7 +298,7 @@ def block_sparse_attention_with_lse(
         m = attn_mask.reshape(attn_mask.shape[0], attn_mask.shape[-1])
         kv_mask = m.index_select(1, rows.to(m.device)).to(torch.int8)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    use_tma = USE_TMA
+    use_tma = OPTIONS.use_tma
     if use_tma is None:
         use_tma = q.device.type == "cuda" and _capability(q.device)[0] >= 9
     items = counts = None
@@ -327,7 +307,7 @@ def block_sparse_attention_with_lse(
         layout = _use_box_kv(plan, tables, k, v)
         if layout is not None:
             box, box_layout = list(plan.tile), layout
-        items, counts = hopper_item_lists(tables, plan if box else None, hopper_consumers(tables["block"]))
+        items, counts = hopper_item_lists(tables, plan if box else None, OPTIONS.consumers(tables["block"]))
         _log_gluon_once()
     partial_masks = partial_mask_table(plan, tables, box=bool(box))
     return torch.ops.vidaccel.block_sparse_attn_fwd(

@@ -8,16 +8,19 @@ item lists (`hopper_item_lists`). Pure tensor code: it runs (and is tested) on t
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
 
-from vidaccel.plan import kernel_block
+from .options import OPTIONS
 
 # Partial tiles read a precomputed int8 mask block per (query tile, partial key tile) pair when the
 # table fits this budget (bytes); above it the kernel evaluates the pattern's rule in place.
-MASK_TABLE_MAX_BYTES = int(os.environ.get("VIDACCEL_MASK_TABLE_MAX_BYTES", 6 * 2**30))
+
+
+def kernel_block(tile_offsets: torch.Tensor) -> int:
+    """The kernel's BLOCK for a tiling: the power of two >= the largest tile (at least 16)."""
+    return 1 << max(4, int((tile_offsets[1:] - tile_offsets[:-1]).max() - 1).bit_length())
 
 
 def kernel_tables(plan) -> dict:
@@ -57,9 +60,9 @@ def kernel_tables(plan) -> dict:
 
 
 def mask_table_fits(tables: dict) -> bool:
-    """Whether the plan has partial tiles and their int8 mask blocks fit `MASK_TABLE_MAX_BYTES`."""
+    """Whether the plan has partial tiles and their int8 mask blocks fit `OPTIONS.mask_table_bytes()`."""
     P, block = tables["num_partial"], tables["block"]
-    return 0 < P and P * block * block <= MASK_TABLE_MAX_BYTES
+    return 0 < P and P * block * block <= OPTIONS.mask_table_bytes()
 
 
 def box_tile(plan, tables: dict) -> Optional[tuple[int, int, int]]:
@@ -116,7 +119,7 @@ def partial_mask_table(plan, tables: dict, box: bool = False) -> Optional[torch.
     kernel order, or in box order with `box`: see `_tile_rows`), 0 where attended and -1 where
     masked (ragged rows/columns are masked): the kernel turns -1 into an additive -1.7e38. Built
     once on the plan's device from the same `KernelRule` the in-kernel path evaluates; None when it
-    would exceed `MASK_TABLE_MAX_BYTES`."""
+    would exceed `OPTIONS.mask_table_bytes()`."""
     block, P = tables["block"], tables["num_partial"]
     if not mask_table_fits(tables):
         return None

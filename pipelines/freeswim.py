@@ -8,13 +8,13 @@
     video = fs("a fox in the snow", height=1088, width=1920, num_frames=81).frames[0]
     video = fs("", video=frames, height=1088, width=1920).frames[0]   # upscale an existing clip
 
-Stages (METHODS.md section 2):
+Stages (docs/methods.md section 2):
 1. generate at the base resolution with the wrapped pipeline (skipped when `video` is given);
 2. upsample the frames in pixel space (bicubic) to the target size, VAE-encode them and re-noise
    to `strength` along the flow-matching path: ``x = (1 - sigma) * z + sigma * noise`` with
    ``sigma`` the schedule's value at step ``N - int(N * strength)`` (0.7 of 50 -> step 15);
 3. denoise the remaining steps at the target size with the dual path
-   (`vidaccel.freeswim_hooks`), by calling the wrapped pipeline with those latents and a private
+   (`vidaccel.freeswim`), by calling the wrapped pipeline with those latents and a private
    copy of its scheduler whose schedule starts at that step.
 
 Works with `WanPipeline` and `WanImageToVideoPipeline` (pass ``image=`` as usual; extra keyword
@@ -30,7 +30,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from vidaccel.freeswim_hooks import (
+from vidaccel.freeswim import (
     FreeSwimConfig,
     disable_freeswim,
     enable_freeswim,

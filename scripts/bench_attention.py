@@ -36,7 +36,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from vidaccel import RadialPattern, WindowPattern, build_plan  # noqa: E402
-from vidaccel.attention import dense_flops  # noqa: E402
+from vidaccel.sparse.attention import dense_flops  # noqa: E402
 
 GRIDS = {"480p": (21, 30, 52), "720p": (21, 45, 80), "1088p": (21, 68, 120)}
 MODELS = {"wan1.3b": 12, "wan14b": 40}

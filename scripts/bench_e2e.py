@@ -5,7 +5,7 @@ dense vs window vs radial through `vidaccel.accelerate`, with peak GPU memory.
 
 Times are medians of `triton.testing.do_bench` (a few repetitions: one step takes seconds).
 Sparse variants are timed on sparse steps (``dense_steps=0``); radial keeps the Wan default of
-one dense layer (METHODS.md section 3), so its step includes that dense block.
+one dense layer (docs/methods.md section 3), so its step includes that dense block.
 
     python scripts/bench_e2e.py --out benchmarks/results
 """
@@ -37,7 +37,7 @@ RESOLUTIONS = {"480p": (480, 832), "720p": (720, 1280)}
 
 
 def variants():
-    from vidaccel.config import RadialAttentionConfig, WindowAttentionConfig
+    from vidaccel.sparse.config import RadialAttentionConfig, WindowAttentionConfig
 
     return {
         "dense": None,

@@ -5,7 +5,7 @@ random bf16 weights) at 1088x1920, 81 frames (token grid 21x68x120 = 171,360), o
 unconditional transformer call per step). Three ways to run a step:
 
 (a) ``dense``: direct inference at 1088x1920, dense SDPA self-attention, batch 1 per call.
-(b) ``reference``: the reference method's cost model (METHODS.md section 2): both CFG calls run
+(b) ``reference``: the reference method's cost model (docs/methods.md section 2): both CFG calls run
     batch 2 (window + full branch) through every linear layer on every step; self-attention =
     FlexAttention over a raster-order block mask of the inward window for the window branch on
     every call, plus dense SDPA for the full branch on conditional guide steps; cross-attention of
@@ -217,8 +217,8 @@ def run_method(name, model, latents, texts, timesteps, args, setup, grid, device
             if name == "reference":
                 cache_bytes = ref.cache_bytes()
             elif config is not None:
-                from vidaccel.attention import _logged_fallbacks
-                from vidaccel.freeswim_hooks import freeswim_report, freeswim_states
+                from vidaccel.sparse.attention import _logged_fallbacks
+                from vidaccel.freeswim import freeswim_report, freeswim_states
 
                 rep = freeswim_report(model)[0]
                 cache_bytes = rep["peak_cache_bytes"]

@@ -52,6 +52,7 @@ def main():
 
     from vidaccel.kernels import block_sparse_fwd as bsf
     from vidaccel.kernels import ops, plan_tables
+    from vidaccel.kernels.options import OPTIONS
 
     kern = bsf.block_sparse_attn_fwd_kernel
     all_configs = list(kern.configs)
@@ -70,8 +71,8 @@ def main():
         kern.cache = {}
 
     def run(plan, hopper, box_kv=None):
-        ops.HOPPER_KERNEL = hopper
-        ops.HOPPER_BOX_KV = box_kv
+        OPTIONS.hopper_kernel = hopper
+        OPTIONS.hopper_box_kv = box_kv
         return ops.block_sparse_attention(q, k, v, plan)
 
     rows = []
@@ -136,7 +137,7 @@ def main():
                 rows.append(r)
                 print(json.dumps(r), flush=True)
     force(all_configs)
-    ops.HOPPER_KERNEL = ops.HOPPER_BOX_KV = None
+    OPTIONS.hopper_kernel = OPTIONS.hopper_box_kv = None
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out, "w") as fh:

@@ -1,5 +1,5 @@
 """Prompt-following table of a tiny-model folder (CPU): object colour, background colour and direction
-checked from pixels (`vidaccel.tiny_check.check_clip`) for several prompts and seeds, plus
+checked from pixels (`vidaccel.tiny.check.check_clip`) for several prompts and seeds, plus
 `direction_gap` (flow-matching loss with the flipped direction word, relative to the true caption).
 
     python scripts/eval_tiny_model.py --model outputs/tiny-wan --seeds 8 --out results.json
@@ -31,7 +31,7 @@ def main(argv=None):
     from train_tiny_model import direction_gap
 
     from vidaccel.tiny import generate_tiny, load_tiny
-    from vidaccel.tiny_check import centroid_shift, check_clip, parse_prompt
+    from vidaccel.tiny.check import centroid_shift, check_clip, parse_prompt
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="pipeline folder (default: the shipped one)")

@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from bench_attention import versions  # noqa: E402
 from vidaccel.report.video import to_uint8  # noqa: E402
 from vidaccel.tiny import GUIDANCE_SCALE, HEIGHT, NUM_FRAMES, NUM_STEPS, WIDTH  # noqa: E402 (the base size)
-from vidaccel.tiny_check import COLORS, centroid_shift, label_colors  # noqa: E402
+from vidaccel.tiny.check import COLORS, centroid_shift, label_colors  # noqa: E402
 
 PROMPT, OBJECT, BACKGROUND = "a red circle moving right on a blue background", "red", "blue"
 SEEDS = [0, 1, 2, 3, 4]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 # The palette lives with the pixel checks that classify generated clips against it.
-from vidaccel.tiny_check import COLORS, PALETTE
+from vidaccel.tiny.check import COLORS, PALETTE
 
 SHAPES = ["circle", "square", "triangle"]
 MOTIONS = ["moving left", "moving right", "moving up", "moving down", "bouncing", "growing", "shrinking"]

@@ -1,4 +1,4 @@
-"""Independent, deliberately naive re-statements of METHODS.md for the brute-force tests."""
+"""Independent, deliberately naive re-statements of docs/methods.md for the brute-force tests."""
 
 from __future__ import annotations
 

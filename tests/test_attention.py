@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import vidaccel.attention as attention
+import vidaccel.sparse.attention as attention
 from vidaccel import RadialPattern, WindowPattern, build_plan, sparse_attention
 
 

@@ -6,7 +6,7 @@ from tiny_models import TRANSFORMERS, family_inputs, wan_pipeline, wan_transform
 
 import vidaccel
 from vidaccel.caches import BlockReuseConfig, compute_steps
-from vidaccel.caches._blocks import BlockIO, transformer_blocks
+from vidaccel.core.blocks import BlockIO
 from vidaccel.caches.block_reuse import background_runs
 from vidaccel.caches.profile_io import ModelProfile, Profile
 from vidaccel.caches.schedule import interval_at
@@ -94,7 +94,7 @@ def _toy_calls(family, model, steps=3):
 def test_delta_arithmetic_on_real_blocks_per_branch(family):
     """Reuse step: run output == run input now + (run output - run input) of the last compute step, same branch."""
     model = TRANSFORMERS[family]()
-    blocks = transformer_blocks(model, vidaccel.adapters.adapter_for(model))
+    blocks = vidaccel.core.adapters.adapter_for(model).blocks(model)
     names = [n for n, _ in blocks]
     run = background_runs(range(len(blocks)), names)[0]
     head, tail = blocks[run[0]][1], blocks[run[-1]][1]
@@ -162,7 +162,7 @@ def test_sparse_attention_composes():
 
 
 def _profile_for(model, background, **changes) -> Profile:
-    from vidaccel.caches._blocks import config_hash
+    from vidaccel.core.models import config_hash
     from vidaccel.caches.profile_io import BlockStats
 
     n = changes.pop("num_blocks", len(model.blocks))

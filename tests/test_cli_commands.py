@@ -180,11 +180,11 @@ def test_invalid_config_file_names_the_key(capsys, tmp_path, text, key):
 
 
 def test_json_config_file_and_unique_names(capsys, tmp_path):
-    from vidaccel import runner
+    from vidaccel.cli import config_files
 
     path = tmp_path / "w.json"
     path.write_text(json.dumps({"type": "window", "kernel": [3, 5, 5], "dense_steps": 1}))
-    (config,) = runner.parse_accel(str(path))
+    (config,) = config_files.parse_accel(str(path))
     assert config.name == "w" and config.config.kernel == (3, 5, 5) and config.config.dense_steps == 1
     code, err = _main(capsys, "compare", "x", "--accel", path, "--accel", path)
     assert code == 2 and "used twice" in err
@@ -216,12 +216,12 @@ def test_kv_cache_configuration_is_exact_through_generate(capsys, model_dir, tmp
 
 
 def test_config_file_combining_attention_and_block_reuse(tmp_path):
-    from vidaccel import runner
+    from vidaccel.cli import config_files
 
     path = tmp_path / "combo.yaml"
     path.write_text("configs:\n  - {name: combo, type: radial, block_size: 8, kv_cache: true,\n"
                     "     block_reuse: {background_blocks: [1], warmup_steps: 1, interval: 2}}\n")
-    (named,) = runner.accel_configs([str(path)])
+    (named,) = config_files.accel_configs([str(path)])
     assert named.config.block_size == 8 and named.kv_cache == {} and named.block_reuse.background_blocks == (1,)
     described = json.loads(json.dumps(named.describe()))  # goes into results.json as is
     assert described["block_reuse"]["interval"] == 2 and described["kv_cache"] == {}

@@ -13,14 +13,14 @@ from torch.overrides import TorchFunctionMode
 
 import vidaccel
 from tiny_models import family_inputs, hunyuan_transformer, wan_pipeline, wan_transformer
-from vidaccel.freeswim_hooks import (
+from vidaccel.freeswim import (
     FreeSwimConfig,
     disable_freeswim,
     enable_freeswim,
     entropy_scale,
     freeswim_report,
 )
-from vidaccel.patterns import WindowPattern
+from vidaccel.sparse.patterns import WindowPattern
 from vidaccel.pipelines import FreeSwimPipeline
 from vidaccel.pipelines.freeswim import check_sizes, refinement_start
 
@@ -78,7 +78,7 @@ def _uniform_self_attention(grid, window=None, scale=None) -> _PerCallSelfAttent
 
 
 class NaiveDualPath:
-    """METHODS.md 2 read literally, full branch on every step: pass 1 = full branch (dense self-attention,
+    """docs/methods.md section 2 read literally, full branch on every step: pass 1 = full branch (dense self-attention,
     entropy scale) recording each block's input to ``attn2.to_out[0]``; pass 2 = window branch with that input
     replaced; unconditional calls (every second call under CFG) = window branch only."""
 
@@ -197,7 +197,7 @@ def test_radial_full_branch_equals_literal_masked_dual_path():
     full_scale = entropy_scale(n, n_train, head_dim)
     radial_scale = entropy_scale(round(radial_mask.float().mean().item() * n), n_train, head_dim)
 
-    def literal(step):  # METHODS.md 2 with the full branch's masks per block: full pass, then replaced window pass
+    def literal(step):  # docs/methods.md section 2 with the full branch's masks per block: full pass, then replaced window pass
         full = [None if layer == 0 or step < 1 else radial_mask for layer in range(3)]
         scales = [full_scale if m is None else radial_scale for m in full]
         recorded = {}
@@ -391,7 +391,7 @@ def test_radial_full_branch_kernel_matches_reference_on_gpu():
         with torch.no_grad(), model.cache_context("cond", step_index=0):
             outs[backend] = model(**inputs)[0].float()
         reports[backend] = freeswim_report(model)[0]
-        state = vidaccel.freeswim_hooks.freeswim_states(model)[0][1]
+        state = vidaccel.freeswim.freeswim_states(model)[0][1]
         density = state.plan_cache.find(state.full_pattern, grid).density
         disable_freeswim(model)
     assert density < 0.8  # the full branch really is sparse here

@@ -20,9 +20,10 @@ if not torch.cuda.is_available():  # pragma: no cover - depends on the machine
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
 from vidaccel import RadialPattern, WindowPattern, build_plan  # noqa: E402
-from vidaccel.plan import candidate_tiles  # noqa: E402
-from vidaccel.attention import reference_sparse_attention, sparse_attention  # noqa: E402
+from vidaccel.sparse.plan import candidate_tiles  # noqa: E402
+from vidaccel.sparse.attention import reference_sparse_attention, sparse_attention  # noqa: E402
 from vidaccel.kernels import block_sparse_attention_with_lse, kernel_unsupported_reason  # noqa: E402
+from vidaccel.kernels.options import OPTIONS  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 DEV = torch.device("cuda")
@@ -271,13 +272,11 @@ def test_lse_math_consistency():
 def test_kernel_paths(monkeypatch, use_tma, mask_table):
     """Every kernel path: K/V by pointers or TMA descriptors; partial masks from the precomputed
     table or from the in-kernel rule."""
-    from vidaccel.kernels import ops, plan_tables
-
     if use_tma and torch.cuda.get_device_capability()[0] < 9:
         pytest.skip("TMA needs Hopper")
-    monkeypatch.setattr(ops, "USE_TMA", use_tma)
-    monkeypatch.setattr(plan_tables, "MASK_TABLE_MAX_BYTES", 2**40 if mask_table else 0)
-    monkeypatch.setattr(ops, "HOPPER_KERNEL", False)  # the Triton kernel's paths (Gluon: test_hopper_kernel)
+    monkeypatch.setattr(OPTIONS, "use_tma", use_tma)
+    monkeypatch.setattr(OPTIONS, "mask_table_max_bytes", 2**40 if mask_table else 0)
+    monkeypatch.setattr(OPTIONS, "hopper_kernel", False)  # the Triton kernel's paths (Gluon: test_hopper_kernel)
     _check(WindowPattern((3, 5, 7), dilation=(1, 2, 2)), (5, 17, 29), text_len=33, text_position="suffix", mask=True)
     _check(RadialPattern(0.2, block_size=32), (5, 17, 29), D=64, tile_size=64)
 
@@ -296,7 +295,7 @@ def test_auto_tile_size_choices_at_720p():
     """The block-cost model's picks at Wan 720p (21x45x80) agree with the measured kernel times in
     benchmarks/NOTES_kernels.md: 128-token tiles for the FreeSwim window (38.0 vs 39.7 ms), 64 for
     window (9,15,15) (7.6 vs 9.2 ms) and radial (24.5 vs 25.8 ms)."""
-    from vidaccel.plan import kernel_block
+    from vidaccel.kernels.plan_tables import kernel_block
 
     grid = (21, 45, 80)
     picks = {name: kernel_block(build_plan(p, grid, tile_size="auto", device=DEV).tile_offsets)
@@ -318,10 +317,9 @@ def test_every_autotune_config(monkeypatch, index):
     that does not fit in shared memory for a case is one the autotuner skips there."""
     from triton.runtime.errors import OutOfResources
 
-    from vidaccel.kernels import ops
     from vidaccel.kernels.block_sparse_fwd import block_sparse_attn_fwd_kernel as kern
 
-    monkeypatch.setattr(ops, "HOPPER_KERNEL", False)
+    monkeypatch.setattr(OPTIONS, "hopper_kernel", False)
     cfg = _autotune_configs()[index]
     monkeypatch.setattr(kern, "configs", [cfg])
     ran = 0
@@ -370,7 +368,7 @@ def test_hopper_kernel(monkeypatch, pattern, grid, kw, box, gather):
 
     if gather and box is not True:
         pytest.skip("gathers K/V either way")
-    monkeypatch.setattr(ops, "HOPPER_BOX_KV", False if gather else None)
+    monkeypatch.setattr(OPTIONS, "hopper_box_kv", False if gather else None)
     launches = []
     real = ops._launch_hopper
     monkeypatch.setattr(ops, "_launch_hopper", lambda *a, **k: launches.append(a[12] is not None) or real(*a, **k))

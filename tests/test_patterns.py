@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from naive import radial_mask, window_keys_1d, window_mask
-from vidaccel.patterns import RadialPattern, WindowPattern
-from vidaccel.plan import tile_permutation
+from vidaccel.sparse.patterns import RadialPattern, WindowPattern
+from vidaccel.sparse.plan import tile_permutation
 
 WINDOW_CASES = [
     ((3, 7, 11), (3, 3, 3), 1, 1),
@@ -91,6 +91,6 @@ def test_tile_permutation_makes_boxes():
 
 
 def test_plan_density_of_reference_grids():
-    # METHODS.md section 5: FreeSwim window 43% and (9,15,15) 2.7% token density at 21x45x80
+    # docs/methods.md section 5: FreeSwim window 43% and (9,15,15) 2.7% token density at 21x45x80
     assert WindowPattern((21, 30, 52)).density((21, 45, 80)) == pytest.approx(0.4333, abs=1e-3)
     assert WindowPattern((9, 15, 15)).density((21, 45, 80)) == pytest.approx(0.0268, abs=1e-3)

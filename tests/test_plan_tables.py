@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vidaccel import RadialPattern, WindowPattern, build_plan
-from vidaccel.plan import EMPTY, FULL, PARTIAL, candidate_tiles, tile_permutation
+from vidaccel.sparse.plan import EMPTY, FULL, PARTIAL, candidate_tiles, tile_permutation
 
 
 def _expected_blocks(pattern, grid, plan):
@@ -82,7 +82,7 @@ def test_auto_tile_size_picks_the_cheaper_of_64_and_128(pattern, grid, monkeypat
     """"auto" searches the 64- and 128-token candidates together and keeps the lowest predicted kernel
     time (the block cost weighs 64-token blocks as 5 % slower); its tables are exact. The CUDA-only
     search is forced here on the CPU. The first two cases pick 64-token tiles, the whole-grid window 128."""
-    from vidaccel import plan as plan_mod
+    from vidaccel.sparse import plan as plan_mod
 
     by_size = {ts: build_plan(pattern, grid, tile_size=ts) for ts in (64, 128)}
     cost = {ts: plan_mod._block_cost(p.block_class, p.tile_offsets) for ts, p in by_size.items()}
@@ -93,7 +93,7 @@ def test_auto_tile_size_picks_the_cheaper_of_64_and_128(pattern, grid, monkeypat
 
 
 def test_auto_tile_size_resolution():
-    from vidaccel.plan import resolve_tile_size
+    from vidaccel.sparse.plan import resolve_tile_size
 
     assert resolve_tile_size("auto", "cuda") == (64, 128)
     assert resolve_tile_size("auto", "cpu") == resolve_tile_size("auto") == (128,)  # reference path: tiles unused
@@ -195,21 +195,22 @@ def test_gluon_kernel_gate_follows_the_triton_version(monkeypatch, request):
 def test_hopper_consumer_count_and_its_override(monkeypatch):
     """Three consumer warpgroups at 64-token tiles (measured 4-5 % faster than two on H100), two
     halves of a 128-token tile; the environment override takes 2 or 3 and names the fix otherwise."""
-    from vidaccel.kernels import ops
+    from vidaccel.kernels.options import OPTIONS
 
     monkeypatch.delenv("VIDACCEL_HOPPER_CONSUMERS", raising=False)
-    assert (ops.hopper_consumers(64), ops.hopper_consumers(128)) == (3, 2)
+    assert (OPTIONS.consumers(64), OPTIONS.consumers(128)) == (3, 2)
     monkeypatch.setenv("VIDACCEL_HOPPER_CONSUMERS", "2")
-    assert (ops.hopper_consumers(64), ops.hopper_consumers(128)) == (2, 2)
+    assert (OPTIONS.consumers(64), OPTIONS.consumers(128)) == (2, 2)
     monkeypatch.setenv("VIDACCEL_HOPPER_CONSUMERS", "4")
     with pytest.raises(ValueError, match="must be 2 or 3"):
-        ops.hopper_consumers(64)
+        OPTIONS.consumers(64)
 
 
 def test_hopper_ring_stages_and_their_override(monkeypatch):
     """Ring depth by tile size; the sweep override takes only depths that fit in shared memory."""
-    from vidaccel.kernels.block_sparse_fwd_hopper import ring_stages
+    from vidaccel.kernels.options import OPTIONS
 
+    ring_stages = OPTIONS.stages
     monkeypatch.delenv("VIDACCEL_HOPPER_STAGES", raising=False)
     assert (ring_stages(64), ring_stages(128)) == (3, 2)
     monkeypatch.setenv("VIDACCEL_HOPPER_STAGES", "4")

@@ -1,6 +1,6 @@
 """The shipped tiny model (assets/tiny-wan): loads offline and follows colour and direction prompts.
 
-Quality is checked from pixels (`vidaccel.tiny_check.check_clip`): every pixel is labelled with the
+Quality is checked from pixels (`vidaccel.tiny.check.check_clip`): every pixel is labelled with the
 nearest palette colour of the training data; the prompt's object colour must form a region in
 (nearly) every frame, its centroid must move the asked way, and the prompt's background colour must
 cover most of the frame. Five fixed seeds run as one batch per prompt; at least four of five must pass.
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from vidaccel.tiny import HEIGHT, NUM_FRAMES, WIDTH, load_tiny, tiny_model_path, generate_tiny
-from vidaccel.tiny_check import check_clip
+from vidaccel.tiny.check import check_clip
 
 SEEDS = [0, 1, 2, 3, 4]
 TEST_STEPS = 20

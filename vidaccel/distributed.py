@@ -19,8 +19,10 @@ import os
 
 import torch
 
-from .adapters import adapter_for
-from .freeswim_hooks import STATE_ATTR as FREESWIM_ATTR
+from .core.adapters import adapter_for
+from .core.features import CONTEXT_PARALLEL, SPARSE_ATTENTION, installed, refuse_conflicts
+from .core.models import transformers
+from .sparse.hooks import check_context_parallel
 
 # diffusers ships a context-parallel plan (`_cp_plan`) for these families
 CONTEXT_PARALLEL_FAMILIES = ("wan", "ltx")
@@ -43,15 +45,6 @@ def init_distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def check_context_parallel(cp, model_name: str) -> None:
-    """Raise for a diffusers `ContextParallelConfig` that sparse attention cannot run under."""
-    if cp is not None and (cp.ring_degree or 1) > 1:
-        raise ValueError(
-            f"{model_name} uses ring attention (ring_degree={cp.ring_degree}); vidaccel sparse attention needs "
-            f"the whole sequence per rank. Use Ulysses instead: ContextParallelConfig(ulysses_degree=N)."
-        )
-
-
 def enable_context_parallel(pipe_or_transformer, ulysses_degree: int | None = None, ring_degree: int = 1):
     """Turn on diffusers' context parallelism (Ulysses) for the pipeline's transformer(s).
 
@@ -64,15 +57,11 @@ def enable_context_parallel(pipe_or_transformer, ulysses_degree: int | None = No
     import torch.distributed as dist
     from diffusers import ContextParallelConfig
 
-    from .api import _transformers
-
     if not dist.is_initialized():
         raise RuntimeError("torch.distributed is not initialised: launch with torchrun and call init_distributed().")
-    models = _transformers(pipe_or_transformer)
+    models = transformers(pipe_or_transformer)
     for model in models:
-        if FREESWIM_ATTR in model.__dict__:
-            raise ValueError("FreeSwim does not run under context parallelism: disable_freeswim(pipe) first, or "
-                             "generate one video per GPU (data parallel).")
+        refuse_conflicts(model, CONTEXT_PARALLEL)
         if adapter_for(model).family not in CONTEXT_PARALLEL_FAMILIES:
             raise ValueError(
                 f"diffusers has no context-parallel plan for {type(model).__name__}. Context parallelism works "
@@ -85,7 +74,7 @@ def enable_context_parallel(pipe_or_transformer, ulysses_degree: int | None = No
     config = ContextParallelConfig(ulysses_degree=degree if degree > 1 else None,
                                    ring_degree=ring_degree if ring_degree > 1 else None)
     for model in models:
-        if hasattr(model, "_vidaccel_sparse_attention"):
+        if installed(model, SPARSE_ATTENTION):
             check_context_parallel(config, type(model).__name__)
         heads = model.config.num_attention_heads
         if heads % degree:
@@ -97,3 +86,7 @@ def enable_context_parallel(pipe_or_transformer, ulysses_degree: int | None = No
 def shard(items: list, rank: int, world: int) -> list:
     """The items rank `rank` handles in data-parallel generation (round robin, order kept)."""
     return items[rank::world]
+
+
+__all__ = ["init_distributed", "enable_context_parallel", "check_context_parallel", "shard",
+           "CONTEXT_PARALLEL_FAMILIES"]

@@ -2,12 +2,13 @@
 
 Videos are arrays ``(T, H, W, C)`` (or ``(T, H, W)``) of the same shape: uint8 in ``[0, 255]`` or
 floats on the scale given by ``data_range`` (default: 255 for uint8, 1.0 for floats). Every metric
-is computed per frame and averaged over frames, the convention of the papers in METHODS.md.
+is computed per frame and averaged over frames, the convention of the papers vidaccel reproduces (docs/methods.md section 7).
 
 - `psnr`: ``10 log10(range^2 / MSE)`` per frame, averaged; ``inf`` when the videos are identical
   (one identical frame makes the mean ``inf`` too: use `psnr_per_frame` to see which).
 - `ssim`: Wang et al. 2004 (11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, valid region),
-  averaged over channels, pixels and frames; 1 for identical videos.
+  averaged over channels, pixels and frames; 1 for identical videos. Frames smaller than 11 px
+  use a ``min(11, H, W)`` window with sigma scaled alike.
 - `flicker`: mean absolute change between consecutive frames, in 0-255 units; `temporal_error`
   is the mean absolute difference between the two videos' frame-to-frame changes.
 - `lpips`: only when the ``lpips`` package and its backbone weights are already on disk

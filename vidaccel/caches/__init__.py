@@ -17,11 +17,12 @@ from .api import (
 )
 from .block_reuse import PRESETS as BLOCK_REUSE_PRESETS
 from .block_reuse import BlockReuseConfig
+from .kv_cache import KVCacheConfig
 from .profile_io import Profile
 from .profiler import profile
 from .schedule import compute_steps
 
 __all__ = [
     "enable_kv_cache", "disable_kv_cache", "enable_block_reuse", "disable_block_reuse", "disable_caches",
-    "cache_summary", "BlockReuseConfig", "BLOCK_REUSE_PRESETS", "Profile", "profile", "compute_steps",
+    "cache_summary", "BlockReuseConfig", "KVCacheConfig", "BLOCK_REUSE_PRESETS", "Profile", "profile", "compute_steps",
 ]

@@ -4,59 +4,45 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
-from ..adapters import adapter_for
-from ..api import _transformers
-from ..context import install_states, remove_state
-from ..freeswim_hooks import STATE_ATTR as FREESWIM_ATTR
+from ..core.adapters import adapter_for
+from ..core.features import BLOCK_REUSE, KV_CACHE, Feature, refuse_conflicts, state_of
+from ..core.models import named_transformers
+from ..core.registry import install_states, remove_state
 from . import block_reuse, kv_cache
-from ._blocks import refuse_diffusers_caches, transformer_blocks
 from .block_reuse import BlockReuseState, background_runs, resolve_config
-from .kv_cache import KVCacheState
+from .kv_cache import KVCacheConfig, KVCacheState
 
 logger = logging.getLogger(__name__)
 
-_KV_ATTR = "_vidaccel_kv_cache"
-_REUSE_ATTR = "_vidaccel_block_reuse"
 
-
-def named_transformers(pipe_or_transformer) -> list[tuple[str, torch.nn.Module]]:
-    """``[(pipeline attribute, transformer)]``; a bare transformer is called ``"transformer"``."""
-    models = _transformers(pipe_or_transformer)
-    if isinstance(pipe_or_transformer, torch.nn.Module):
-        return [("transformer", models[0])]
-    return [(next(n for n in ("transformer", "transformer_2") if getattr(pipe_or_transformer, n, None) is m), m)
-            for m in models]
-
-
-def _install_all(pipe_or_transformer, attr: str, make_state, install, uninstall, what: str):
-    """Validate every transformer first, then install on each; undo all on failure."""
+def _install_all(pipe_or_transformer, feature: Feature, make_state, install, uninstall):
+    """Validate every transformer first (`refuse_conflicts`, `make_state`), then install on each; undo all
+    on failure."""
     named = named_transformers(pipe_or_transformer)
     for _, model in named:
-        if attr in model.__dict__:
-            raise RuntimeError(f"{what} is already enabled on {type(model).__name__}; disable it first "
-                               f"(vidaccel.disable_caches(pipe)), then enable it with the new settings.")
-    install_states([(model, make_state(name, model)) for name, model in named], attr, install, uninstall)
+        adapter_for(model)
+        refuse_conflicts(model, feature)
+    states = [(model, make_state(name, model)) for name, model in named]
+    install_states(states, feature.state_attr, install, uninstall)
     return pipe_or_transformer
 
 
-def enable_kv_cache(pipe_or_transformer, max_prompts: int = 4):
+def enable_kv_cache(pipe_or_transformer, max_prompts: int = 4, *, config: KVCacheConfig | None = None):
     """Cache cross-attention keys/values across denoising steps: exact, bit-identical outputs.
 
     Applies to transformers with separate text cross-attention (Wan 2.1/2.2 T2V and I2V including
     the image K/V, LTX-Video); joint-attention models (CogVideoX, HunyuanVideo) raise a ValueError
     explaining why it cannot be exact there. Keys are the CFG branch and the prompt's content (up to
-    `max_prompts` prompts per transformer, least recently used dropped first). The cache is cleared
-    at the end of every pipeline call. Returns the same object; `disable_kv_cache` restores it exactly.
+    `max_prompts` prompts per transformer, least recently used dropped first; or pass a
+    `KVCacheConfig` as `config`). The cache is cleared at the end of every pipeline call. Returns the
+    same object; `disable_kv_cache` restores it exactly.
     """
-    if max_prompts < 1:
-        raise ValueError(f"max_prompts must be >= 1, got {max_prompts}.")
+    config = config if config is not None else KVCacheConfig(max_prompts=max_prompts)
     for _, model in named_transformers(pipe_or_transformer):
         kv_cache.check_supported(model, adapter_for(model))
-    return _install_all(pipe_or_transformer, _KV_ATTR,
-                        lambda name, model: KVCacheState(adapter_for(model), max_prompts=max_prompts),
-                        kv_cache.install, kv_cache.uninstall, "The K/V cache")
+    return _install_all(pipe_or_transformer, KV_CACHE,
+                        lambda name, model: KVCacheState(adapter_for(model), max_prompts=config.max_prompts),
+                        kv_cache.install, kv_cache.uninstall)
 
 
 def enable_block_reuse(pipe_or_transformer, config="profiled", *, profile=None):
@@ -78,7 +64,7 @@ def enable_block_reuse(pipe_or_transformer, config="profiled", *, profile=None):
 
     def make_state(name, model):
         adapter = adapter_for(model)
-        names = [n for n, _ in transformer_blocks(model, adapter)]
+        names = [n for n, _ in adapter.blocks(model)]
         grid, source = None, "background_blocks"
         if config.background_blocks is not None:
             background = list(config.background_blocks)
@@ -94,36 +80,30 @@ def enable_block_reuse(pipe_or_transformer, config="profiled", *, profile=None):
         return BlockReuseState(config=config, adapter=adapter, runs=background_runs(background, names, first),
                                block_names=names, source=source, profile_grid=tuple(grid) if grid else None)
 
-    for _, model in named_transformers(pipe_or_transformer):
-        adapter_for(model)
-        refuse_diffusers_caches(model, "block reuse")
-        if FREESWIM_ATTR in model.__dict__:
-            raise RuntimeError("FreeSwim is enabled on this model and its full branch needs every block: call "
-                               "vidaccel.disable_freeswim(pipe) before enabling block reuse.")
-    return _install_all(pipe_or_transformer, _REUSE_ATTR, make_state, block_reuse.install, block_reuse.uninstall,
-                        "Block reuse")
+    return _install_all(pipe_or_transformer, BLOCK_REUSE, make_state, block_reuse.install, block_reuse.uninstall)
 
 
-def _disable(pipe_or_transformer, attr: str, uninstall) -> bool:
-    return any([remove_state(model, attr, uninstall) for _, model in named_transformers(pipe_or_transformer)])
+def _disable(pipe_or_transformer, feature: Feature, uninstall) -> bool:
+    return any([remove_state(model, feature.state_attr, uninstall)
+                for _, model in named_transformers(pipe_or_transformer)])
 
 
 def disable_kv_cache(pipe_or_transformer):
     """Remove the K/V cache exactly (hooks, attributes, cached tensors). Returns the same object."""
-    _disable(pipe_or_transformer, _KV_ATTR, kv_cache.uninstall)
+    _disable(pipe_or_transformer, KV_CACHE, kv_cache.uninstall)
     return pipe_or_transformer
 
 
 def disable_block_reuse(pipe_or_transformer):
     """Remove block reuse exactly (hooks, attributes, cached deltas). Returns the same object."""
-    _disable(pipe_or_transformer, _REUSE_ATTR, block_reuse.uninstall)
+    _disable(pipe_or_transformer, BLOCK_REUSE, block_reuse.uninstall)
     return pipe_or_transformer
 
 
 def disable_caches(pipe_or_transformer):
     """Remove every vidaccel cache (K/V cache and block reuse). Sparse attention stays (`vidaccel.remove`)."""
-    kv = _disable(pipe_or_transformer, _KV_ATTR, kv_cache.uninstall)
-    reuse = _disable(pipe_or_transformer, _REUSE_ATTR, block_reuse.uninstall)
+    kv = _disable(pipe_or_transformer, KV_CACHE, kv_cache.uninstall)
+    reuse = _disable(pipe_or_transformer, BLOCK_REUSE, block_reuse.uninstall)
     if not (kv or reuse):
         logger.info("vidaccel.disable_caches: no vidaccel cache was enabled.")
     return pipe_or_transformer
@@ -133,8 +113,8 @@ def cache_summary(pipe_or_transformer) -> list[dict]:
     """One dict per transformer with an active vidaccel cache: what is cached and the counters so far."""
     out = []
     for name, model in named_transformers(pipe_or_transformer):
-        kv: KVCacheState | None = model.__dict__.get(_KV_ATTR)
-        reuse: BlockReuseState | None = model.__dict__.get(_REUSE_ATTR)
+        kv: KVCacheState | None = state_of(model, KV_CACHE)
+        reuse: BlockReuseState | None = state_of(model, BLOCK_REUSE)
         if kv is None and reuse is None:
             continue
         entry = {"attribute": name, "class": type(model).__name__}

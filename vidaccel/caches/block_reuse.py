@@ -1,4 +1,4 @@
-"""Profiled block feature reuse (ProfilingDiT, METHODS.md section 4) as diffusers hooks.
+"""Profiled block feature reuse (ProfilingDiT, docs/methods.md section 4) as diffusers hooks.
 
 Background blocks (from a `vidaccel.profile` profile, or given explicitly) are grouped into
 *runs* of consecutive blocks. On a compute step every block runs and each run stores one delta
@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 import torch
 from diffusers.hooks import ModelHook
 
-from ..adapters import ModelAdapter
-from ..context import StepContext, StepTracker
-from ._blocks import BlockIO, HookSet, transformer_blocks
+from ..core.adapters import ModelAdapter
+from ..core.blocks import BlockIO
+from ..core.context import StepContext, StepTracker
+from ..core.hookset import HookSet
 from .profile_io import MAKE_ONE, Profile
 from .schedule import scheduled_compute
 
@@ -34,9 +36,9 @@ REUSE_HOOK = "vidaccel_block_reuse"
 _USER = "block_reuse"
 
 
-@dataclass
+@dataclass(frozen=True)
 class BlockReuseConfig:
-    """Settings of `vidaccel.enable_block_reuse`.
+    """Settings of `vidaccel.enable_block_reuse` (immutable, validated on construction).
 
     Args:
         profile: a `Profile` or the path of a profile JSON from `vidaccel profile`; its background
@@ -65,7 +67,9 @@ class BlockReuseConfig:
     drift_threshold: float = 0.1
     probe_block: int = 0
 
-    def validate(self) -> None:
+    def __post_init__(self):
+        if self.background_blocks is not None:
+            object.__setattr__(self, "background_blocks", tuple(self.background_blocks))
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}.")
         if self.interval is None and not self.adaptive:
@@ -83,10 +87,10 @@ class BlockReuseConfig:
             raise ValueError(f"drift_threshold must be > 0, got {self.drift_threshold}.")
 
 
-PRESETS = {
+PRESETS = MappingProxyType({
     "profiled": BlockReuseConfig(),
     "adaptive": BlockReuseConfig(adaptive=True, interval=10, drift_threshold=0.1),
-}
+})
 
 
 def resolve_config(config, profile=None) -> BlockReuseConfig:
@@ -100,7 +104,6 @@ def resolve_config(config, profile=None) -> BlockReuseConfig:
             f"config must be a preset name {sorted(PRESETS)} or a BlockReuseConfig, not {type(config).__name__}.")
     if profile is not None:
         config = replace(config, profile=profile)
-    config.validate()
     if config.background_blocks is None and config.profile is None:
         raise ValueError(f"Profiled block reuse needs a profile of this model (or background_blocks=[...]). {MAKE_ONE}")
     if isinstance(config.profile, (str, bytes)) or hasattr(config.profile, "__fspath__"):
@@ -271,7 +274,7 @@ class ProbeHook(ModelHook):
 
 def install(model: torch.nn.Module, state: BlockReuseState) -> None:
     """Register the run hooks (and the probe); on failure remove what was added and re-raise."""
-    blocks = [m for _, m in transformer_blocks(model, state.adapter)]
+    blocks = [m for _, m in state.adapter.blocks(model)]
 
     def register(hooks: HookSet) -> None:
         if state.config.adaptive:

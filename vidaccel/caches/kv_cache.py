@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 import torch
 from diffusers.hooks import ModelHook
 
-from ..adapters import ModelAdapter, _arg
-from ..context import StepTracker
-from ._blocks import HookSet
+from ..core.adapters import ModelAdapter, forward_argument
+from ..core.context import StepTracker
+from ..core.hookset import HookSet
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,22 @@ class _Prompt:
     copies: tuple  # detached clones (None where the input was None)
     refs: tuple  # weak references to the last tensors seen, for the no-work fast path
     versions: tuple
+
+
+@dataclass(frozen=True)
+class KVCacheConfig:
+    """Settings of `vidaccel.enable_kv_cache` (immutable, validated on construction).
+
+    Args:
+        max_prompts: prompts whose K/V are held per transformer; the least recently used is dropped
+            first. Default 4.
+    """
+
+    max_prompts: int = 4
+
+    def __post_init__(self):
+        if not isinstance(self.max_prompts, int) or isinstance(self.max_prompts, bool) or self.max_prompts < 1:
+            raise ValueError(f"max_prompts must be an int >= 1, got {self.max_prompts!r}.")
 
 
 @dataclass
@@ -131,7 +147,7 @@ class PromptIdentityHook(ModelHook):
 
     def pre_forward(self, module, *args, **kwargs):
         state = self.state
-        tensors = tuple(_arg(args, kwargs, name, pos) for name, pos in state.adapter.text_inputs)
+        tensors = tuple(forward_argument(args, kwargs, name, pos) for name, pos in state.adapter.text_inputs)
         if all(t is None for t in tensors) or torch.is_grad_enabled():
             state.current = None
         else:

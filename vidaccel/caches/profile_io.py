@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ._blocks import config_hash
+from ..core.models import config_hash
 
 FORMAT, VERSION = "vidaccel-profile", 1
 MAKE_ONE = (

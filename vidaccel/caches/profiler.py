@@ -28,10 +28,14 @@ import torch
 import torch.nn.functional as F
 from diffusers.hooks import ModelHook
 
-from ..adapters import ModelAdapter, adapter_for
-from ..context import StepTracker
-from ..sdpa_swap import call_with_sdpa
-from ._blocks import BlockIO, HookSet, config_hash, diffusers_caches, transformer_blocks
+from ..core.adapters import ModelAdapter, adapter_for
+from ..core.blocks import BlockIO
+from ..core.context import StepTracker
+from ..core.features import PROFILER, refuse_conflicts
+from ..core.hookset import HookSet
+from ..core.models import config_hash, named_transformers
+from ..core.sdpa_swap import call_with_sdpa
+from ..version import __version__
 from .foreground import foreground_mask, foreground_ratio, prediction_tokens
 from .profile_io import BlockStats, ModelProfile, Profile, choose_tau, classify
 
@@ -200,27 +204,13 @@ def _install(rec: _Record) -> None:
 
     def register(hooks: HookSet) -> None:
         hooks.add(model, _PredictionHook(rec), PROFILE_HOOK)
-        blocks = transformer_blocks(model, rec.adapter)
+        blocks = rec.adapter.blocks(model)
         for i, ((_, block), (_, attn)) in enumerate(zip(blocks, rec.adapter.self_attention(model))):
             hooks.add(block, _ResidualHook(rec, i, BlockIO(block)), PROFILE_HOOK)
             hooks.add(attn, _AttentionHook(rec, i), PROFILE_HOOK)
 
     rec.hooks = HookSet(model, rec.adapter, _USER)
     rec.tracker = rec.hooks.install(register)
-
-
-def _check_plain(model: torch.nn.Module) -> None:
-    busy = [name for attr, name in (("_vidaccel_sparse_attention", "vidaccel sparse attention (vidaccel.remove)"),
-                                    ("_vidaccel_block_reuse", "vidaccel block reuse (vidaccel.disable_caches)"))
-            if attr in model.__dict__]
-    busy += [f"diffusers {n} (transformer.disable_cache())" for n in diffusers_caches(model)]
-    if getattr(model, "_parallel_config", None) is not None:
-        busy.append("context parallelism (profile in a single process: attention samples need whole rows)")
-    if busy:
-        raise ValueError(
-            f"Profile the unmodified model: {type(model).__name__} runs {', '.join(busy)}, which would change the "
-            f"statistics. Turn them off as noted, profile, then enable them again."
-        )
 
 
 def _per_step(table: dict, block: int, steps: int) -> list[float]:
@@ -265,13 +255,11 @@ def profile(pipe, prompts, *, height: int | None = None, width: int | None = Non
     if foreground not in ("pca", "motion"):
         raise ValueError(f"foreground must be 'pca' or 'motion', not {foreground!r}.")
     choose_tau([0.0], tau)  # validate before running anything
-    from .api import named_transformers
-
     records = []
     for attribute, model in named_transformers(pipe):
         adapter = adapter_for(model)
-        _check_plain(model)
-        names = [n for n, _ in transformer_blocks(model, adapter)]
+        refuse_conflicts(model, PROFILER)
+        names = [n for n, _ in adapter.blocks(model)]
         records.append(_Record(attribute, model, adapter, names, query_rows, num_inference_steps // 2, foreground))
     call = dict(num_inference_steps=num_inference_steps, output_type="latent", **pipe_kwargs)
     for k, v in (("height", height), ("width", width), ("num_frames", num_frames), ("guidance_scale", guidance_scale)):
@@ -296,8 +284,6 @@ def profile(pipe, prompts, *, height: int | None = None, width: int | None = Non
 
 def _build(records, prompts, call, seed, tau, path, fg_fractions) -> Profile:
     import diffusers
-
-    from .. import __version__
 
     models, all_R = [], []
     steps = max(rec.steps for rec in records)  # per-step lists span the pipeline's steps (Wan2.2 splits them)

@@ -1,4 +1,4 @@
-"""The `vidaccel` command line: one parser, subcommands from `vidaccel.commands`.
+"""The `vidaccel` command line: one parser, subcommands from `vidaccel.cli.commands`.
 
 Errors a user can fix (bad paths, presets, configs, out of memory) print one clear line and exit
 with status 2; ``--debug`` (before or after the subcommand) shows the traceback instead. Ctrl-C
@@ -27,9 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"vidaccel.commands.{name}")
+            module = importlib.import_module(f"vidaccel.cli.commands.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name != f"vidaccel.commands.{name}":
+            if exc.name != f"vidaccel.cli.commands.{name}":
                 raise
             continue  # subcommand not part of this build
         module.add_parser(sub)
@@ -56,7 +56,3 @@ def main(argv=None) -> int:
             raise
         print(f"vidaccel: error: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,8 @@ from typing import Callable
 import torch
 
 
-def _arg(args, kwargs, name: str, position: int):
+def forward_argument(args, kwargs, name: str, position: int):
+    """A forward argument passed by name or at `position`; None when absent."""
     if name in kwargs:
         return kwargs[name]
     if len(args) > position:
@@ -28,17 +29,17 @@ def _grid_from_5d(x: torch.Tensor, frames_dim: int, pt: int, ph: int, pw: int):
 
 def _wan_grid(model, args, kwargs):
     pt, ph, pw = model.config.patch_size
-    return _grid_from_5d(_arg(args, kwargs, "hidden_states", 0), 2, pt, ph, pw)
+    return _grid_from_5d(forward_argument(args, kwargs, "hidden_states", 0), 2, pt, ph, pw)
 
 
 def _hunyuan_grid(model, args, kwargs):
     p, pt = model.config.patch_size, model.config.patch_size_t
-    return _grid_from_5d(_arg(args, kwargs, "hidden_states", 0), 2, pt, p, p)
+    return _grid_from_5d(forward_argument(args, kwargs, "hidden_states", 0), 2, pt, p, p)
 
 
 def _cogvideox_grid(model, args, kwargs):
     p, pt = model.config.patch_size, model.config.patch_size_t or 1
-    return _grid_from_5d(_arg(args, kwargs, "hidden_states", 0), 1, pt, p, p)
+    return _grid_from_5d(forward_argument(args, kwargs, "hidden_states", 0), 1, pt, p, p)
 
 
 def _ltx_grid(model, args, kwargs):
@@ -60,6 +61,11 @@ def _blocks(*names: str, attr: str):
     return find
 
 
+def block_of(module_name: str) -> str:
+    """The qualified name of the block holding an attention module or block: ``blocks.3.attn1`` -> ``blocks.3``."""
+    return module_name.rsplit(".", 1)[0]
+
+
 def _hunyuan_attention(model):
     return _blocks("transformer_blocks", "single_transformer_blocks", attr="attn")(model)
 
@@ -79,7 +85,12 @@ class ModelAdapter:
     prediction_layout: str = "bcfhw"  # the transformer output: (B,C,F,H,W), (B,F,C,H,W) "bfchw" or tokens "bnc"
 
     def timestep(self, args, kwargs):
-        return _arg(args, kwargs, "timestep", self.timestep_position)
+        return forward_argument(args, kwargs, "timestep", self.timestep_position)
+
+    def blocks(self, model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+        """The transformer blocks in execution order: the block of each self-attention module."""
+        names = [block_of(name) for name, _ in self.self_attention(model)]
+        return [(name, model.get_submodule(name)) for name in names]
 
 
 ADAPTERS = {

@@ -1,4 +1,4 @@
-"""Shared plumbing for every vidaccel hook: the per-call *step context* and exact hook bookkeeping.
+"""The per-call *step context* every vidaccel hook reads, published by one shared tracker hook.
 
 `attach_step_tracker(model, adapter, user)` installs one pre-forward hook per transformer (shared
 by all vidaccel features on it, reference-counted by `user`) that publishes a `StepContext`:
@@ -7,8 +7,7 @@ token grid after patchify, denoising step, CFG branch. The step comes from diffu
 sequence (a larger timestep starts a new generation, an equal one is another CFG pass).
 diffusers resets stateful hooks at the end of each pipeline call, which starts a new generation.
 
-`register_hook` / `unregister_hooks` add and remove diffusers hooks so that a module whose hook
-registry vidaccel created gets back exactly its original attributes.
+The tracker is registered through `registry` like every other vidaccel hook.
 """
 
 from __future__ import annotations
@@ -16,10 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
 from .adapters import ModelAdapter
+from .registry import invalidate_hook_caches, register_hook, unregister_hooks
 
 STEP_HOOK = "vidaccel_step_context"
 _TRACKER_ATTR = "_vidaccel_step_tracker"
@@ -96,31 +96,6 @@ class StepContextHook(ModelHook):
         return module
 
 
-def register_hook(module: torch.nn.Module, hook: ModelHook, name: str) -> bool:
-    """Register `hook` under `name`; True when vidaccel created the module's hook registry."""
-    created = not hasattr(module, "_diffusers_hook") and "forward" not in module.__dict__
-    HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
-    return created
-
-
-def unregister_hooks(module: torch.nn.Module, names, created: bool) -> None:
-    """Remove hooks `names`. Once no hook is left, drop the `forward` instance attribute diffusers'
-    registry leaves behind (when it is just the class method re-bound) and, if vidaccel created the
-    registry, the registry too: the module gets back exactly its original attributes."""
-    registry = getattr(module, "_diffusers_hook", None)
-    if registry is None:
-        return
-    for name in names:
-        registry.remove_hook(name, recurse=False)
-    if registry.hooks:
-        return
-    forward = module.__dict__.get("forward")
-    if getattr(forward, "__self__", None) is module and getattr(forward, "__func__", None) is type(module).forward:
-        del module.__dict__["forward"]
-    if created:
-        del module._diffusers_hook
-
-
 def attach_step_tracker(model: torch.nn.Module, adapter: ModelAdapter, user: str) -> StepTracker:
     """The model's shared `StepTracker`, installing its hook on first use."""
     tracker = model.__dict__.get(_TRACKER_ATTR)
@@ -140,32 +115,4 @@ def detach_step_tracker(model: torch.nn.Module, user: str) -> None:
     if not tracker.users:
         del model.__dict__[_TRACKER_ATTR]
         unregister_hooks(model, [STEP_HOOK], tracker.created_registry)
-    if hasattr(model, "_diffusers_hook"):
-        model._diffusers_hook.invalidate_child_registries_cache()
-
-
-def install_states(pairs, attr: str, install, uninstall) -> None:
-    """``install(model, state)`` for each ``(model, state)`` and keep the state at ``model.<attr>``.
-
-    All or nothing: on any failure the installs already done are undone (`remove_state`) and the
-    error re-raised, so a pipeline with two transformers is never left half-changed.
-    """
-    done = []
-    try:
-        for model, state in pairs:
-            install(model, state)
-            model.__dict__[attr] = state
-            done.append(model)
-    except BaseException:
-        for model in done:
-            remove_state(model, attr, uninstall)
-        raise
-
-
-def remove_state(model: torch.nn.Module, attr: str, uninstall) -> bool:
-    """Undo `install_states` on one model; False when nothing was installed."""
-    state = model.__dict__.pop(attr, None)
-    if state is None:
-        return False
-    uninstall(model, state)
-    return True
+    invalidate_hook_caches(model)

@@ -1,4 +1,4 @@
-"""Per-layer store of the full branch's cross-attention outputs for FreeSwim (METHODS.md section 2).
+"""Per-layer store of the full branch's cross-attention outputs for FreeSwim (docs/methods.md section 2).
 
 On a guide step the full branch computes every block's cross-attention output; between guide
 steps the window branch reuses them. One entry per layer, held in the model dtype:

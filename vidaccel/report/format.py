@@ -1,10 +1,29 @@
-"""Number formatting shared by the Markdown and HTML views (None -> 'n/a', never a made-up value)."""
+"""Number formatting shared by the Markdown and HTML views (None -> 'n/a', never a made-up value), and
+the JSON encoding of non-finite numbers; the leaf of the report package (imports none of it)."""
 
 from __future__ import annotations
 
-from .results import as_float
+import math
 
 NA = "n/a"
+
+
+def json_safe(value):
+    """`value` with non-finite floats as the strings ``"inf"`` / ``"-inf"`` (None for NaN): JSON has no infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "inf" if value > 0 else ("-inf" if value < 0 else None)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def as_float(value) -> float | None:
+    """A JSON number back to float (``"inf"`` -> inf, None stays None)."""
+    if value is None:
+        return None
+    return float(value)
 
 
 def seconds(v) -> str:

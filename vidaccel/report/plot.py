@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from html import escape
 
-from .results import as_float
+from .format import as_float
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 W, H, LEFT, RIGHT, TOP, BOTTOM = 640, 360, 64, 24, 24, 52

@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import platform
 import statistics
 from pathlib import Path
 
-from ..runner import BASELINE
+from ..version import __version__
+from .format import as_float, json_safe
 
 RESULTS_JSON, RESULTS_MD, REPORT_HTML = "results.json", "results.md", "report.html"
+BASELINE = "baseline"  # the name of the dense configuration every other one is compared with
 
 
 def environment(device: str) -> dict:
@@ -38,12 +39,10 @@ def environment(device: str) -> dict:
     import torch
     import transformers
 
-    import vidaccel
-
     env = {"date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
            "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-           "vidaccel": vidaccel.__version__, "device": device}
+           "vidaccel": __version__, "device": device}
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
         env["cuda"] = torch.version.cuda
@@ -69,23 +68,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else ("-inf" if value < 0 else None)
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def as_float(value) -> float | None:
-    """A JSON number back to float (``"inf"`` -> inf, None stays None)."""
-    if value is None:
-        return None
-    return float(value)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -145,7 +127,7 @@ class Results:
         return None
 
     def add_run(self, run: dict) -> None:
-        self.data["runs"].append(_json_safe(run))
+        self.data["runs"].append(json_safe(run))
         self.save()
 
     def expected_runs(self) -> int:
@@ -157,7 +139,7 @@ class Results:
         from .markdown import render_markdown
 
         self.data["complete"] = len(self.data["runs"]) >= self.expected_runs()
-        self.data["per_configuration"] = _json_safe(aggregate(self.data))
+        self.data["per_configuration"] = json_safe(aggregate(self.data))
         self.data["updated_utc"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         _atomic_write(self.folder / RESULTS_JSON, json.dumps(self.data, indent=2) + "\n")
         _atomic_write(self.folder / RESULTS_MD, render_markdown(self.data))

@@ -23,7 +23,7 @@ from .plan import Plan
 logger = logging.getLogger(__name__)
 
 _TEXT_POSITIONS = ("none", "prefix", "suffix")
-_BACKENDS = ("auto", "reference", "triton")
+BACKENDS = ("auto", "reference", "triton")
 _logged_fallbacks: set = set()
 
 # Bytes of score matrix the reference may hold per chunk (B * heads * chunk * S * 4 bytes).
@@ -61,9 +61,14 @@ def reference_sparse_attention(q, k, v, plan: Plan, text_len=0, text_position="n
     return out
 
 
+def check_backend(backend) -> None:
+    """Raise ValueError naming the choices unless `backend` is one of `BACKENDS`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got backend={backend!r}.")
+
+
 def _check_inputs(q, k, v, plan, text_len, text_position, attn_mask, backend):
-    if backend not in _BACKENDS:
-        raise ValueError(f"Unknown backend {backend!r}; choose one of {_BACKENDS}.")
+    check_backend(backend)
     if text_position not in _TEXT_POSITIONS:
         raise ValueError(f"text_position must be one of {_TEXT_POSITIONS}, got {text_position!r}.")
     if q.dim() != 4 or k.shape != v.shape[:-1] + k.shape[-1:] or q.shape[:2] != k.shape[:2]:
@@ -110,7 +115,7 @@ def sparse_attention(
     if backend in ("auto", "triton"):
         reason = _kernel_unsupported_reason(q, attn_mask)
         if reason is None:
-            from .kernels import block_sparse_attention  # lazy: triton exists only on CUDA machines
+            from ..kernels import block_sparse_attention  # lazy: triton exists only on CUDA machines
 
             return block_sparse_attention(
                 q, k, v, plan.to(q.device), text_len=text_len, text_position=text_position,
@@ -129,7 +134,7 @@ def _kernel_unsupported_reason(q: torch.Tensor, attn_mask) -> str | None:
     if q.device.type != "cuda":
         return f"the Triton kernel needs a CUDA tensor, got device {q.device.type}"
     try:
-        from .kernels import kernel_unsupported_reason
+        from ..kernels import kernel_unsupported_reason
     except ImportError as exc:  # triton missing, or kernels not built for this platform
         return f"the Triton kernel is unavailable ({exc})"
     return kernel_unsupported_reason(q, attn_mask)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .attention import check_backend
 from .patterns import Pattern, RadialPattern, WindowPattern
 from .plan import check_tile_size
-
-_BACKENDS = ("auto", "reference", "triton")
 
 
 def _check_common(dense_steps, dense_layers, backend, tile_size):
@@ -19,8 +18,7 @@ def _check_common(dense_steps, dense_layers, backend, tile_size):
         raise ValueError(f"dense_steps must be an int >= 0, got dense_steps={dense_steps!r}.")
     if dense_layers is not None and (not isinstance(dense_layers, int) or dense_layers < 0):
         raise ValueError(f"dense_layers must be an int >= 0 (the first N layers stay dense), got {dense_layers!r}.")
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, got backend={backend!r}.")
+    check_backend(backend)
     check_tile_size(tile_size)
 
 
@@ -59,7 +57,7 @@ class WindowAttentionConfig:
         return self
 
 
-# Per model family (METHODS.md section 3): decay factor, dense warm-up steps and layers.
+# Per model family (docs/methods.md section 3): decay factor, dense warm-up steps and layers.
 RADIAL_DEFAULTS = {
     "wan": dict(decay_factor=0.2, dense_steps=12, dense_layers=1),
     "hunyuan": dict(decay_factor=0.95, dense_steps=12, dense_layers=0),

@@ -1,10 +1,10 @@
 """diffusers hooks that route self-attention through `sparse_attention`.
 
-The transformer's shared step tracker (`vidaccel.context`) publishes the step context (grid,
+The transformer's shared step tracker (`vidaccel.core.context`) publishes the step context (grid,
 step, CFG branch); then
 
 * `SparseAttentionHook` (``new_forward`` on each self-attention module) runs the module's own
-  processor unchanged with its SDPA call routed to `sparse_attention` (`vidaccel.sdpa_swap`).
+  processor unchanged with its SDPA call routed to `sparse_attention` (`vidaccel.core.sdpa_swap`).
 """
 
 from __future__ import annotations
@@ -14,22 +14,15 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import ModelHook
 
-from .adapters import ModelAdapter
+from ..core.adapters import ModelAdapter
+from ..core.context import StepContext, StepTracker
+from ..core.hookset import HookSet
+from ..core.sdpa_swap import call_with_sdpa
 from .attention import sparse_attention
 from .config import runs_dense
-from .context import (
-    StepContext,
-    StepTracker,
-    attach_step_tracker,
-    detach_step_tracker,
-    register_hook,
-    unregister_hooks,
-)
-from .distributed import check_context_parallel
 from .plan import PlanCache
-from .sdpa_swap import call_with_sdpa
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +40,7 @@ class SparseAttentionState:
     plan_cache: PlanCache = field(default_factory=PlanCache)
     tracker: StepTracker | None = None
     layer_names: list = field(default_factory=list)
-    created: dict = field(default_factory=dict)  # module id -> vidaccel created its hook registry
+    hooks: HookSet | None = None
     sparse_calls: dict = field(default_factory=dict)
     dense_calls: dict = field(default_factory=dict)
     logged_dense: set = field(default_factory=set)
@@ -124,22 +117,27 @@ class SparseAttentionHook(ModelHook):
             )
 
 
+def check_context_parallel(cp, model_name: str) -> None:
+    """Raise for a diffusers `ContextParallelConfig` that sparse attention cannot run under (ring attention)."""
+    if cp is not None and (cp.ring_degree or 1) > 1:
+        raise ValueError(
+            f"{model_name} uses ring attention (ring_degree={cp.ring_degree}); vidaccel sparse attention needs "
+            f"the whole sequence per rank. Use Ulysses instead: ContextParallelConfig(ulysses_degree=N)."
+        )
+
+
 def install(model: torch.nn.Module, state: SparseAttentionState) -> None:
     """Register the hooks on `model`; on any failure, remove what was registered and re-raise."""
-    try:
-        state.tracker = attach_step_tracker(model, state.adapter, _USER)
+
+    def register(hooks: HookSet) -> None:
         for layer, (name, module) in enumerate(state.adapter.self_attention(model)):
             state.layer_names.append(name)
-            state.created[id(module)] = register_hook(module, SparseAttentionHook(state, layer), ATTENTION_HOOK)
-    except BaseException:
-        uninstall(model, state)
-        raise
-    HookRegistry.check_if_exists_or_initialize(model).invalidate_child_registries_cache()
+            hooks.add(module, SparseAttentionHook(state, layer), ATTENTION_HOOK)
+
+    state.hooks = HookSet(model, state.adapter, _USER)
+    state.tracker = state.hooks.install(register)
 
 
 def uninstall(model: torch.nn.Module, state: SparseAttentionState) -> None:
     """Remove the hooks `install` added, restoring modules exactly."""
-    for _, module in state.adapter.self_attention(model):
-        if id(module) in state.created:
-            unregister_hooks(module, [ATTENTION_HOOK], state.created.pop(id(module)))
-    detach_step_tracker(model, _USER)
+    state.hooks.remove()

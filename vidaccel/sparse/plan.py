@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..kernels.plan_tables import kernel_block
 from .patterns import Grid, Pattern
 
 EMPTY, PARTIAL, FULL = 0, 1, 2
@@ -37,11 +38,6 @@ _TILE_SHAPES = {
 # benchmarks/NOTES_kernels.md: 64-token blocks run ~5 % slower per element on the same work).
 _BLOCK_EFFICIENCY = {128: 1.0, 64: 0.95}
 AUTO_TILE_SIZES = (64, 128)  # what tile_size="auto" chooses from
-
-
-def kernel_block(tile_offsets: torch.Tensor) -> int:
-    """The kernel's BLOCK for a tiling: the power of two >= the largest tile (at least 16)."""
-    return 1 << max(4, int((tile_offsets[1:] - tile_offsets[:-1]).max() - 1).bit_length())
 
 
 TILE_SIZES = (16, 32, 64, 128, "auto")
@@ -75,7 +71,6 @@ class Plan:
     grid: Grid
     tile: tuple[int, int, int]
     perm: torch.Tensor  # int64 [N]: tiled position -> raster index
-    inv_perm: torch.Tensor  # int64 [N]: raster index -> tiled position
     tile_offsets: torch.Tensor  # int32 [num_tiles + 1]
     block_class: torch.Tensor  # int8 [num_tiles, num_tiles]: EMPTY / PARTIAL / FULL
     full_kv: torch.Tensor  # int32 [num_tiles, max_full], padded with -1
@@ -112,7 +107,7 @@ class Plan:
         if key not in self._device_cache:
             tensors = {
                 name: getattr(self, name).to(device)
-                for name in ("perm", "inv_perm", "tile_offsets", "block_class", "full_kv", "full_count",
+                for name in ("perm", "tile_offsets", "block_class", "full_kv", "full_count",
                              "partial_kv", "partial_count")
             }
             self._device_cache[key] = Plan(self.pattern, self.grid, self.tile, density=self.density, **tensors)
@@ -254,7 +249,7 @@ def _block_cost(blocks: torch.Tensor, offsets: torch.Tensor) -> float:
     return (n_full + 1.35 * n_partial) * block * block / _BLOCK_EFFICIENCY.get(block, _BLOCK_EFFICIENCY[64])
 
 
-def build_plan(pattern: Pattern, grid: Grid, tile=None, tile_size: int | str = 128, device=None) -> Plan:
+def build_plan(pattern: Pattern, grid: Grid, tile=None, tile_size: int | str = "auto", device=None) -> Plan:
     """Bind `pattern` to `grid`. With `tile=None` the tile shape with the least predicted kernel time
     is chosen among the candidates of `tile_size` tokens (16, 32, 64, 128, or ``"auto"``: 64 and 128
     on a CUDA `device`, see `resolve_tile_size`).
@@ -288,14 +283,11 @@ def build_plan(pattern: Pattern, grid: Grid, tile=None, tile_size: int | str = 1
     perm, offsets = tile_permutation(grid, tile)
     full_kv, full_count = _tables(block_class, FULL)
     partial_kv, partial_count = _tables(block_class, PARTIAL)
-    inv_perm = torch.empty_like(perm)
-    inv_perm[perm] = torch.arange(perm.numel())
     return Plan(
         pattern=pattern,
         grid=grid,
         tile=tile,
         perm=perm,
-        inv_perm=inv_perm,
         tile_offsets=offsets,
         block_class=block_class,
         full_kv=full_kv,
@@ -315,7 +307,7 @@ class PlanCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, pattern: Pattern, grid: Grid, device=None, tile_size: int | str = 128) -> Plan:
+    def get(self, pattern: Pattern, grid: Grid, device=None, tile_size: int | str = "auto") -> Plan:
         key = (id(pattern), tuple(grid), tile_size, str(device) if device is not None else "cpu")
         plan = self._plans.get(key)
         if plan is not None:
@@ -340,6 +332,3 @@ class PlanCache:
 
     def stats(self) -> dict:
         return {"entries": len(self._plans), "max_entries": self.max_entries, "hits": self.hits, "misses": self.misses}
-
-    def clear(self) -> None:
-        self._plans.clear()

@@ -1,21 +1,4 @@
-"""The shipped tiny text-to-video model: a real diffusers ``WanPipeline`` trained on coloured shapes.
-
-``assets/tiny-wan`` (at the repository root) holds a ~6 M-parameter-per-component Wan pipeline
-trained by ``scripts/train_tiny_model.py`` on procedural clips such as
-"a red circle moving right on a blue background". It loads offline and generates a 17-frame
-64x64 clip on a laptop CPU in seconds, so examples, tests and quality comparisons of the
-acceleration methods have a model that learned real attention structure.
-
-    >>> from vidaccel.tiny import load_tiny, generate_tiny
-    >>> pipe = load_tiny()
-    >>> frames = generate_tiny("a red circle moving right on a blue background", seed=0, pipe=pipe)
-    >>> frames.shape   # (T, H, W, 3) uint8
-    (17, 64, 64, 3)
-
-The model folder is found, in order, at ``$VIDACCEL_TINY_MODEL``, then ``assets/tiny-wan`` next
-to the package's parent directory (a clone or an editable install), then inside the package
-(``vidaccel/assets/tiny-wan``, for a wheel that bundles it).
-"""
+"""Load and run the shipped tiny model (``assets/tiny-wan``); see `vidaccel.tiny` for the model."""
 
 from __future__ import annotations
 
@@ -41,8 +24,8 @@ def tiny_model_path() -> Path:
         if not (p / "model_index.json").is_file():
             raise FileNotFoundError(f"{ENV_VAR}={env!r} has no model_index.json; point it at a tiny-wan folder")
         return p
-    here = Path(__file__).resolve().parent
-    candidates = [here.parent / "assets" / "tiny-wan", here / "assets" / "tiny-wan"]
+    package = Path(__file__).resolve().parents[1]  # vidaccel/
+    candidates = [package.parent / "assets" / "tiny-wan", package / "assets" / "tiny-wan"]
     for p in candidates:
         if (p / "model_index.json").is_file():
             return p

@@ -50,7 +50,7 @@ def check_positive(args) -> None:
 
 def add_accel_option(p, repeatable: bool, what: str) -> None:
     """``--accel PRESET_OR_FILE`` (repeatable in compare and bench); the preset list comes from vidaccel.PRESETS."""
-    from ..config import PRESETS
+    from ...sparse.config import PRESETS
 
     p.add_argument("--accel", action="append" if repeatable else "store", metavar="PRESET_OR_FILE",
                    help=f"{what}: a preset ({', '.join(sorted(PRESETS))}) or a .yaml/.json config file (sparse "

@@ -44,11 +44,11 @@ def _bench_attention(args, configs, device) -> list[dict]:
     import torch
     import torch.nn.functional as F
 
-    from .. import runner
-    from ..attention import sparse_attention
-    from ..plan import build_plan
+    from .. import loading
+    from ...sparse.attention import sparse_attention
+    from ...sparse.plan import build_plan
 
-    dtype = runner.resolve_dtype(args.dtype, device)
+    dtype = loading.resolve_dtype(args.dtype, device)
     grid = tuple(args.grid)
     n = grid[0] * grid[1] * grid[2]
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -74,25 +74,25 @@ def _bench_attention(args, configs, device) -> list[dict]:
 
 
 def _bench_pipeline(args, configs, device_arg) -> tuple[list[dict], dict]:
-    from .. import runner
+    from .. import config_files, generation, loading
 
-    prompts = runner.read_prompts(args.prompts or ["a red circle moving right on a blue background"],
+    prompts = generation.read_prompts(args.prompts or ["a red circle moving right on a blue background"],
                                   args.prompts_file)
-    runner.quiet_libraries()
-    pipe, info = runner.load_pipeline(args.model, device_arg, args.dtype, args.offload)
-    d = runner.default_settings(args.model)
+    loading.quiet_libraries()
+    pipe, info = loading.load_pipeline(args.model, device_arg, args.dtype, args.offload)
+    d = loading.default_settings(args.model)
     gen = dict(height=args.height or d["height"], width=args.width or d["width"],
                num_frames=args.frames or d["num_frames"], steps=args.steps or d["steps"],
                guidance_scale=args.guidance if args.guidance is not None else d["guidance_scale"],
                negative_prompt=args.negative_prompt, offload=args.offload, progress=args.progress)
     rows = []
-    for named in [runner.NamedConfig(runner.BASELINE, None, "dense"), *configs]:
-        runner.apply_config(pipe, named)
+    for named in [config_files.NamedConfig(config_files.BASELINE, None, "dense"), *configs]:
+        config_files.apply_config(pipe, named)
         try:
-            results = [runner.generate(pipe, prompts[0], 0, desc=f"{named.name} {i}", **gen)
+            results = [generation.generate(pipe, prompts[0], 0, desc=f"{named.name} {i}", **gen)
                        for i in range(args.repeats + 1)][1:]  # the first is the warm-up
         finally:
-            runner.remove_config(pipe, named)
+            config_files.remove_config(pipe, named)
         steps = [r.step_s for r in results if r.step_s]
         rows.append({"config": named.name, "median_s": statistics.median(r.wall_s for r in results),
                      "median_step_s": statistics.median(steps) if steps else None,
@@ -103,25 +103,25 @@ def _bench_pipeline(args, configs, device_arg) -> tuple[list[dict], dict]:
 
 
 def run(args) -> int:
-    from .. import runner
-    from ..report import environment
+    from .. import config_files, loading
+    from ...report import environment
 
     check_positive(args)
-    configs = runner.accel_configs(args.accel or sorted(runner._presets()))
+    configs = config_files.accel_configs(args.accel or sorted(config_files._presets()))
     if args.mode == "attention":
         if len(args.grid) != 3 or min(args.grid) <= 0:
             raise ValueError(f"--grid takes three positive token counts T H W, got {args.grid}")
-        device = runner.resolve_device(args.device)
+        device = loading.resolve_device(args.device)
         rows = _bench_attention(args, configs, device)
         setup = {"grid": list(args.grid), "heads": args.heads, "head_dim": args.head_dim,
-                 "dtype": str(runner.resolve_dtype(args.dtype, device)).removeprefix("torch."),
+                 "dtype": str(loading.resolve_dtype(args.dtype, device)).removeprefix("torch."),
                  "family": args.family, "repeats": args.repeats}
         header = f"attention, grid {tuple(args.grid)}, {args.heads} heads x {args.head_dim}, {setup['dtype']}"
         cols = [("config", "{}"), ("median_ms", "{:.3f} ms"), ("density", "{:.1%}"), ("block_density", "{:.1%}"),
                 ("speedup", "{:.2f}x")]
     else:
         rows, info = _bench_pipeline(args, configs, args.device)
-        device = runner.resolve_device(info["device"])
+        device = loading.resolve_device(info["device"])
         setup = {**info, "repeats": args.repeats}
         header = f"pipeline {info['model']} ({info['pipeline']}), {info['dtype']}"
         cols = [("config", "{}"), ("median_s", "{:.3f} s"), ("median_step_s", "{:.4f} s/step"), ("speedup", "{:.2f}x")]

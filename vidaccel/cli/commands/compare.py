@@ -37,9 +37,9 @@ def _pipeline_defaults(pipe) -> dict:
 
 
 def _settings(args, prompts, info, pipe) -> dict:
-    from .. import runner
+    from .. import loading
 
-    base = {k: v for k, v in runner.default_settings(args.model).items() if v is not None}
+    base = {k: v for k, v in loading.default_settings(args.model).items() if v is not None}
     resolved = {**_pipeline_defaults(pipe), **base}
     chosen = dict(height=args.height, width=args.width, num_frames=args.frames, steps=args.steps,
                   guidance_scale=args.guidance)
@@ -75,17 +75,17 @@ def _video_name(config: str, prompt_index: int, seed: int) -> str:
 def run(args) -> int:
     import numpy as np
 
-    from .. import runner
-    from ..metrics import compare_videos
-    from ..report import Results, environment, write_mp4
+    from .. import config_files, generation, loading
+    from ...metrics import compare_videos
+    from ...report import Results, environment, write_mp4
 
     check_positive(args)
-    prompts = runner.read_prompts(args.prompts, args.prompts_file)
-    configs = runner.accel_configs(args.accel or sorted(runner._presets()))
-    baseline = runner.NamedConfig(runner.BASELINE, None, "dense attention")
+    prompts = generation.read_prompts(args.prompts, args.prompts_file)
+    configs = config_files.accel_configs(args.accel or sorted(config_files._presets()))
+    baseline = config_files.NamedConfig(config_files.BASELINE, None, "dense attention")
     Results.check_folder(args.out, args.resume, args.force)  # before the (slow) model load
-    runner.quiet_libraries()
-    pipe, info = runner.load_pipeline(args.model, args.device, args.dtype, args.offload)
+    loading.quiet_libraries()
+    pipe, info = loading.load_pipeline(args.model, args.device, args.dtype, args.offload)
     settings = _settings(args, prompts, info, pipe)
     gen = {k: settings[k] for k in ("height", "width", "num_frames", "steps", "guidance_scale", "negative_prompt")}
     folder = Path(args.out)
@@ -117,13 +117,13 @@ def run(args) -> int:
             pending = [(i, s) for c, i, s in todo if c is conf]
             if not pending:
                 continue
-            runner.apply_config(pipe, conf)
+            config_files.apply_config(pipe, conf)
             try:
                 for _ in range(args.warmup):  # untimed: first-call costs (kernels, plans) stay out of the timings
-                    runner.generate(pipe, prompts[pending[0][0]], pending[0][1], offload=args.offload,
+                    generation.generate(pipe, prompts[pending[0][0]], pending[0][1], offload=args.offload,
                                     progress=args.progress, desc=f"{conf.name} warm-up", **gen)
                 for i, s in pending:
-                    samples = [runner.generate(pipe, prompts[i], s, offload=args.offload, progress=args.progress,
+                    samples = [generation.generate(pipe, prompts[i], s, offload=args.offload, progress=args.progress,
                                                desc=f"{conf.name} p{i} s{s}", **gen) for _ in range(args.repeats)]
                     r = samples[0]  # same seed: every repeat generates the same frames
                     video = _video_name(conf.name, i, s)
@@ -153,10 +153,10 @@ def run(args) -> int:
                     note = f" [{run['note']}]" if run.get("note") else ""
                     bar.write(f"{conf.name} prompt {i} seed {s}: {run['wall_s']:.2f} s{quality}{note}")
             finally:
-                runner.remove_config(pipe, conf)
-    except runner.OutOfMemory as exc:
+                config_files.remove_config(pipe, conf)
+    except loading.OutOfMemory as exc:
         bar.close()
-        raise runner.OutOfMemory(f"{exc}. {len(results.data['runs'])} finished run(s) are kept in {folder}: rerun with "
+        raise loading.OutOfMemory(f"{exc}. {len(results.data['runs'])} finished run(s) are kept in {folder}: rerun with "
                                  f"the same options and --resume, or with smaller settings and a new --out") from exc
     except KeyboardInterrupt:
         bar.close()
@@ -171,7 +171,7 @@ def run(args) -> int:
 
 
 def _print_table(data) -> None:
-    from ..report.format import summary_rows
+    from ...report.format import summary_rows
 
     header, rows = summary_rows(data)
     keep = [0, 2, 4, 6, 8, 9]  # configuration, wall time, speedup, memory, PSNR, SSIM

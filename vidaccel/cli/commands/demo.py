@@ -2,7 +2,7 @@
 
 
 def run(args) -> int:
-    from ..demo import run_demo
+    from ...tiny.demo import run_demo
 
     run_demo(config=args.accel, height=args.height, width=args.width, num_frames=args.frames, steps=args.steps,
              seed=args.seed)

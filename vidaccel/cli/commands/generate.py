@@ -49,31 +49,31 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    from .. import runner
-    from ..distributed import enable_context_parallel, init_distributed, shard
-    from ..report.video import write_mp4
+    from .. import config_files, generation, loading
+    from ...distributed import enable_context_parallel, init_distributed, shard
+    from ...report.video import write_mp4
 
     check_positive(args)
     rank, world = init_distributed()
-    prompts = runner.read_prompts(args.prompts, args.prompts_file)
-    configs = runner.accel_configs([args.accel] if args.accel else [])
+    prompts = generation.read_prompts(args.prompts, args.prompts_file)
+    configs = config_files.accel_configs([args.accel] if args.accel else [])
     if len(configs) > 1:
         raise ValueError(f"--accel {args.accel}: generate takes one configuration, the file has {len(configs)} "
                          f"(use `vidaccel compare` for several)")
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out {args.out!r} must end in .mp4")
-    runner.quiet_libraries()
-    pipe, info = runner.load_pipeline(args.model, args.device, args.dtype, args.offload)
-    defaults = runner.default_settings(args.model)
+    loading.quiet_libraries()
+    pipe, info = loading.load_pipeline(args.model, args.device, args.dtype, args.offload)
+    defaults = loading.default_settings(args.model)
     settings = dict(height=args.height or defaults["height"], width=args.width or defaults["width"],
                     num_frames=args.frames or defaults["num_frames"], steps=args.steps or defaults["steps"],
                     guidance_scale=args.guidance if args.guidance is not None else defaults["guidance_scale"],
                     negative_prompt=args.negative_prompt)
-    accel = configs[0] if configs else runner.NamedConfig(runner.BASELINE, None, "dense")
+    accel = configs[0] if configs else config_files.NamedConfig(config_files.BASELINE, None, "dense")
     print(f"model {info['model']} ({info['pipeline']}) on {info['device']} {info['dtype']}, "
           f"acceleration: {'none (dense)' if accel.is_baseline else accel.name}")
-    runner.apply_config(pipe, accel)
+    config_files.apply_config(pipe, accel)
     try:
         jobs = _outputs(out, len(prompts), args.seeds)
         context_parallel = world > 1 and len(jobs) == 1
@@ -82,7 +82,7 @@ def _run(args) -> int:
         elif world > 1:  # several videos: data parallel
             jobs = shard(jobs, rank, world)
         for n, (i, seed, path) in enumerate(jobs):
-            result = runner.generate(pipe, prompts[i], seed, offload=args.offload,
+            result = generation.generate(pipe, prompts[i], seed, offload=args.offload,
                                      progress=args.progress if rank == 0 else False, desc=f"video {n + 1}/{len(jobs)}",
                                      **settings)
             if context_parallel and rank != 0:
@@ -96,7 +96,7 @@ def _run(args) -> int:
 
             print(vidaccel.summary(pipe, print_summary=False))
     finally:
-        runner.remove_config(pipe, accel)
+        config_files.remove_config(pipe, accel)
     return 0
 
 

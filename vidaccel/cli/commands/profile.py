@@ -16,8 +16,8 @@ Profile at the resolution, frame count and step count you generate with; one or 
 
 
 def run(args) -> int:
-    from .. import runner
-    from ..caches import profile
+    from .. import generation, loading
+    from ...caches import profile
 
     check_positive(args)
     if args.query_rows <= 0:
@@ -28,10 +28,10 @@ def run(args) -> int:
             tau = float(tau)
         except ValueError:
             raise ValueError(f"--tau {args.tau!r}: give a number, 'otsu', 'median' or 'background:F'") from None
-    prompts = runner.read_prompts(args.prompts, args.prompts_file)
-    runner.quiet_libraries()
-    pipe, info = runner.load_pipeline(args.model, args.device, args.dtype, args.offload)
-    defaults = runner.default_settings(args.model)
+    prompts = generation.read_prompts(args.prompts, args.prompts_file)
+    loading.quiet_libraries()
+    pipe, info = loading.load_pipeline(args.model, args.device, args.dtype, args.offload)
+    defaults = loading.default_settings(args.model)
     extra = {"negative_prompt": args.negative_prompt} if args.negative_prompt else {}
     guidance = args.guidance if args.guidance is not None else defaults["guidance_scale"]
     print(f"profiling {info['transformer']} ({info['model']}) on {info['device']} {info['dtype']} "

@@ -26,32 +26,32 @@ def _defaults(model: str | None) -> dict:
     if model == TINY_RANDOM:
         return dict(base=(32, 32), frames=9, steps=8)
     if model is None:
-        from .. import tiny
+        from ... import tiny
 
         return dict(base=(tiny.HEIGHT, tiny.WIDTH), frames=tiny.NUM_FRAMES, steps=tiny.NUM_STEPS)
     return dict(base=(480, 832), frames=81, steps=50)
 
 
 def _load(args):
-    from .. import runner
+    from .. import loading
 
     if args.model != TINY_RANDOM:
-        runner.quiet_libraries()
-        pipe, info = runner.load_pipeline(args.model, args.device, args.dtype, args.offload)
+        loading.quiet_libraries()
+        pipe, info = loading.load_pipeline(args.model, args.device, args.dtype, args.offload)
         return pipe, info["model"], info["device"]
-    from ..demo import tiny_random_wan_pipeline
+    from ...tiny.demo import tiny_random_wan_pipeline
 
-    device = runner.resolve_device(args.device)
+    device = loading.resolve_device(args.device)
     return tiny_random_wan_pipeline().to(device), TINY_RANDOM, str(device)
 
 
 def run(args) -> int:
     import torch
 
-    from ..freeswim_hooks import FreeSwimConfig
-    from ..pipelines import FreeSwimPipeline
-    from ..pipelines.video_io import read_video
-    from ..report.video import write_mp4
+    from ...freeswim import FreeSwimConfig
+    from ...pipelines import FreeSwimPipeline
+    from ...pipelines.video_io import read_video
+    from ...report.video import write_mp4
 
     out = Path(args.output)
     if out.suffix.lower() != ".mp4":

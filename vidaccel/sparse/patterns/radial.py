@@ -1,4 +1,4 @@
-"""Radial attention: static O(n log n) mask with spatiotemporal energy decay (METHODS.md section 3).
+"""Radial attention: static O(n log n) mask with spatiotemporal energy decay (docs/methods.md section 3).
 
 With ``s = H * W`` tokens per frame and frame distance ``d = |t_q - t_k|``:
 

@@ -1,4 +1,4 @@
-"""3D neighborhood ("sliding window") attention with NATTEN semantics (METHODS.md section 1).
+"""3D neighborhood ("sliding window") attention with NATTEN semantics (docs/methods.md section 1).
 
 Per dimension of size ``L`` with kernel ``k``, dilation ``d`` and stride ``s``:
 tokens split into ``d`` dilation groups (``x % d``); inside a group of size ``L_g`` a query's

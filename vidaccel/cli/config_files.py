@@ -1,0 +1,238 @@
+"""Acceleration configurations for the CLI: ``--accel`` presets and YAML/JSON config files.
+
+`parse_accel`: a preset name or a config file -> `NamedConfig` objects; file errors name the
+key. `apply_config` / `remove_config` enable and exactly undo what a `NamedConfig` asks for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..report.results import BASELINE
+
+
+@dataclass(frozen=True)
+class NamedConfig:
+    """A labelled configuration: sparse attention (``config``) and/or vidaccel's caches.
+
+    ``config`` None and no cache is the dense baseline. ``kv_cache`` holds `enable_kv_cache`
+    keyword arguments, ``block_reuse`` a resolved `BlockReuseConfig` (None: not enabled).
+    """
+
+    name: str
+    config: object | None
+    source: str
+    kv_cache: dict | None = None
+    block_reuse: object | None = None
+    profile_path: str | None = None  # where block_reuse's profile came from, for the report
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.config is None and self.kv_cache is None and self.block_reuse is None
+
+    def describe(self) -> dict:
+        out = {"name": self.name, "type": "dense" if self.config is None else type(self.config).__name__,
+               "source": self.source}
+        if self.config is not None:
+            out.update(_fields(self.config))
+        if self.kv_cache is not None:
+            out["kv_cache"] = dict(self.kv_cache)
+        if self.block_reuse is not None:
+            out["block_reuse"] = {**_fields(self.block_reuse), "profile": self.profile_path}
+        return out
+
+
+def _fields(obj) -> dict:
+    values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if k != "profile"}
+
+
+def _presets() -> dict:
+    from ..sparse.config import PRESETS
+
+    return PRESETS
+
+
+def _preset_list() -> str:
+    return ", ".join(sorted(_presets()))
+
+
+def parse_accel(spec: str) -> list[NamedConfig]:
+    """``--accel`` value: a preset name, or a ``.yaml``/``.yml``/``.json`` file (one config or ``configs:``)."""
+    presets = _presets()
+    if spec in presets:
+        return [NamedConfig(spec, presets[spec](), f"preset {spec}")]
+    if spec.lower().endswith((".yaml", ".yml", ".json")) or os.path.sep in spec:
+        return load_config_file(spec)
+    raise ValueError(f"unknown preset {spec!r}: available presets are {_preset_list()}; or pass a .yaml/.json "
+                     f"config file")
+
+
+def load_config_file(path) -> list[NamedConfig]:
+    """Read a YAML/JSON file holding one configuration mapping or ``configs: [mapping, ...]``.
+
+    A mapping has ``type`` (a preset name: its config class), optional ``name`` and the config
+    class's fields, e.g. ``{type: radial, decay_factor: 0.2, dense_steps: 2}`` or
+    ``{type: window, kernel: [3, 5, 5]}``. Errors say which key is wrong and what is allowed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:
+        raise ValueError(f"config file {path}: cannot parse it ({exc})") from exc
+    if isinstance(data, dict) and "configs" in data:
+        extra = sorted(set(data) - {"configs"})
+        if extra:
+            raise ValueError(f"config file {path}: unknown top-level key {extra[0]!r} next to 'configs'")
+        entries = data["configs"]
+        if not isinstance(entries, list) or not entries:
+            raise ValueError(f"config file {path}: key 'configs' must be a non-empty list of mappings")
+        where = [f"configs[{i}]" for i in range(len(entries))]
+    else:
+        entries, where = [data], ["top level"]
+    out = []
+    for i, (entry, loc) in enumerate(zip(entries, where)):
+        default = path.stem if len(entries) == 1 else f"{path.stem}-{i}"
+        out.append(_config_from_mapping(entry, f"config file {path} ({loc})", default, path.parent))
+    return out
+
+
+def _config_from_mapping(entry, where: str, default_name: str, base_dir: Path) -> NamedConfig:
+    presets = _presets()
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: expected a mapping like {{type: radial, dense_steps: 2}}, got {entry!r}")
+    entry = dict(entry)
+    kind = entry.pop("type", None)
+    name = str(entry.pop("name", default_name))
+    kv = _kv_cache_options(entry.pop("kv_cache", None), where)
+    reuse, profile_path = _block_reuse_options(entry.pop("block_reuse", None), where, base_dir)
+    if kind is None:
+        if entry or (kv is None and reuse is None):
+            raise ValueError(f"{where}: missing key 'type' (sparse attention: one of {_preset_list()}); a file "
+                             f"with only kv_cache/block_reuse needs no type")
+        return NamedConfig(name, None, where, kv, reuse, profile_path)
+    if kind not in presets:
+        raise ValueError(f"{where}: key 'type' is {kind!r}; available: {_preset_list()}")
+    cls = presets[kind]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in entry.items():
+        if key not in fields:
+            raise ValueError(f"{where}: unknown key {key!r} for type {kind}; valid keys: name, type, kv_cache, "
+                             f"block_reuse, {', '.join(sorted(fields))}")
+        kwargs[key] = tuple(value) if isinstance(value, list) else value
+        try:  # one key at a time, so the message names the key that is wrong
+            cls(**{key: kwargs[key]})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: key {key!r} = {value!r} is invalid: {exc}") from None
+    try:
+        config = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: keys {', '.join(map(repr, kwargs))} do not fit together: {exc}") from None
+    return NamedConfig(name, config, where, kv, reuse, profile_path)
+
+
+def _kv_cache_options(value, where: str) -> dict | None:
+    """``kv_cache: true`` or ``{max_prompts: N}`` -> `enable_kv_cache` kwargs; false/absent -> None."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, dict) and set(value) <= {"max_prompts"}:
+        if not isinstance(value.get("max_prompts", 1), int) or value.get("max_prompts", 1) < 1:
+            raise ValueError(f"{where}: key 'kv_cache.max_prompts' must be an int >= 1, got {value['max_prompts']!r}")
+        return dict(value)
+    raise ValueError(f"{where}: key 'kv_cache' must be true, false or {{max_prompts: N}}, got {value!r}")
+
+
+def _block_reuse_options(value, where: str, base_dir: Path):
+    """``block_reuse: {profile: FILE, preset: profiled|adaptive, <BlockReuseConfig fields>}``."""
+    if value is None or value is False:
+        return None, None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: key 'block_reuse' must be a mapping such as {{profile: tiny.json}}, got {value!r}")
+    from dataclasses import replace
+
+    from ..caches.block_reuse import PRESETS as REUSE_PRESETS
+    from ..caches.block_reuse import BlockReuseConfig, resolve_config
+
+    value = dict(value)
+    preset = value.pop("preset", "profiled")
+    if preset not in REUSE_PRESETS:
+        raise ValueError(f"{where}: key 'block_reuse.preset' is {preset!r}; available: {', '.join(sorted(REUSE_PRESETS))}")
+    fields = {f.name for f in dataclasses.fields(BlockReuseConfig)}
+    for key in value:
+        if key not in fields:
+            raise ValueError(f"{where}: unknown key 'block_reuse.{key}'; valid keys: preset, {', '.join(sorted(fields))}")
+    profile_path = None
+    if value.get("profile") is not None:
+        path = Path(value["profile"]).expanduser()
+        path = path if path.is_absolute() or path.exists() else base_dir / path  # relative to the config file
+        if not path.is_file():
+            raise ValueError(f"{where}: key 'block_reuse.profile': {value['profile']!r} does not exist (make one with "
+                             f"`vidaccel profile ... --out FILE`)")
+        value["profile"] = profile_path = str(path)
+    if isinstance(value.get("background_blocks"), list):
+        value["background_blocks"] = tuple(value["background_blocks"])
+    try:
+        return resolve_config(replace(REUSE_PRESETS[preset], **value)), profile_path
+    except (TypeError, ValueError, OSError) as exc:
+        raise ValueError(f"{where}: key 'block_reuse' is invalid: {exc}") from None
+
+
+def accel_configs(specs: list[str] | None) -> list[NamedConfig]:
+    """All configurations from repeated ``--accel`` values, with unique names."""
+    out = [c for spec in specs or [] for c in parse_accel(spec)]
+    seen = {BASELINE}
+    for c in out:
+        if not re.fullmatch(r"[\w.-]+", c.name):
+            raise ValueError(f"configuration name {c.name!r} ({c.source}): use letters, digits, '_', '-' or '.'")
+        if c.name in seen:
+            raise ValueError(f"configuration name {c.name!r} is used twice ({c.source}); give each a distinct "
+                             f"'name' in its config file")
+        seen.add(c.name)
+    return out
+
+
+def apply_config(pipe, named: NamedConfig):
+    """Enable everything `named` asks for (nothing for the baseline); on error, undo what was enabled."""
+    import vidaccel
+
+    try:
+        if named.config is not None:
+            vidaccel.accelerate(pipe, named.config)
+        if named.kv_cache is not None:
+            vidaccel.enable_kv_cache(pipe, **named.kv_cache)
+        if named.block_reuse is not None:
+            vidaccel.enable_block_reuse(pipe, named.block_reuse)
+    except BaseException:
+        remove_config(pipe, named)
+        raise
+
+
+def remove_config(pipe, named: NamedConfig) -> dict | None:
+    """Undo `apply_config` exactly; returns the summary (density at the last grid, cache counters)
+    taken just before removal, or None for the baseline."""
+    if named.is_baseline:
+        return None
+    import vidaccel
+
+    info = vidaccel.summary(pipe, print_summary=False)
+    if named.kv_cache is not None or named.block_reuse is not None:
+        vidaccel.disable_caches(pipe)
+    if named.config is not None:
+        vidaccel.remove(pipe)
+    return info

@@ -1,0 +1,152 @@
+"""The feature table: what vidaccel can install on a transformer, and which features refuse each other.
+
+Every ``enable_*`` / ``accelerate`` / ``profile`` call asks `refuse_conflicts(model, FEATURE)`
+before it changes anything; nothing else decides compatibility. A feature's state lives at
+``model.__dict__[feature.state_attr]`` (`installed`, `state_of`). Besides vidaccel's own features
+the table knows two outside conditions: diffusers' context parallelism (``enable_parallelism``)
+and diffusers' step caches (``enable_cache`` or ``apply_*`` hooks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One row of the table.
+
+    Attributes:
+        key: short identifier used in `CONFLICTS`.
+        label: how messages name it.
+        state_attr: where its state lives on a transformer (None: nothing stays installed).
+        turn_off: the call (or advice) that removes it, quoted in error messages.
+    """
+
+    key: str
+    label: str
+    state_attr: str | None
+    turn_off: str
+
+
+SPARSE_ATTENTION = Feature("sparse_attention", "vidaccel sparse attention", "_vidaccel_sparse_attention",
+                           "vidaccel.remove(pipe)")
+FREESWIM = Feature("freeswim", "FreeSwim", "_vidaccel_freeswim", "vidaccel.disable_freeswim(pipe)")
+KV_CACHE = Feature("kv_cache", "The K/V cache", "_vidaccel_kv_cache", "vidaccel.disable_kv_cache(pipe)")
+BLOCK_REUSE = Feature("block_reuse", "Block reuse", "_vidaccel_block_reuse", "vidaccel.disable_block_reuse(pipe)")
+PROFILER = Feature("profiler", "vidaccel.profile", None, "run it without profiling")
+CONTEXT_PARALLEL = Feature("context_parallel", "diffusers context parallelism", None,
+                           "generate one video per GPU instead (data-parallel generation)")
+DIFFUSERS_CACHE = Feature("diffusers_cache", "a diffusers step cache", None,
+                          "call `pipe.transformer.disable_cache()` (or remove the apply_* hooks)")
+FEATURES = (SPARSE_ATTENTION, FREESWIM, KV_CACHE, BLOCK_REUSE)  # the ones with installed state
+
+_UNMODIFIED = "profiling must see the unmodified model, or its statistics describe something else"
+
+# Pairs that cannot run together, with the reason (order-free: enabling either refuses the other).
+CONFLICTS: dict[frozenset, str] = {
+    frozenset({"sparse_attention", "freeswim"}):
+        "both replace self-attention (FreeSwim brings its own window attention; use it alone)",
+    frozenset({"freeswim", "block_reuse"}):
+        "block reuse skips blocks that FreeSwim's two branches both run",
+    frozenset({"freeswim", "context_parallel"}):
+        "FreeSwim does not run under context parallelism (its window and full branches and the block-wise "
+        "cross-attention cache assume the whole sequence on one rank)",
+    frozenset({"block_reuse", "diffusers_cache"}):
+        "both skip or approximate the same block computations; keep one of them",
+    **{frozenset({"profiler", other}): _UNMODIFIED
+       for other in ("sparse_attention", "freeswim", "block_reuse", "diffusers_cache")},
+    frozenset({"profiler", "context_parallel"}):
+        "attention samples need whole rows: profile in a single process",
+}
+
+
+class FeatureConflictError(RuntimeError, ValueError):
+    """A feature was asked for while another that it cannot run with is active (or itself already is).
+
+    A RuntimeError and a ValueError at once: ``enable_*`` and ``accelerate`` raised RuntimeError
+    for these cases, the profiler and ``enable_context_parallel`` ValueError; both still catch it.
+    """
+
+
+@dataclass(frozen=True)
+class Active:
+    """A feature found active on a model; `label` names the specific diffusers cache where that applies."""
+
+    feature: Feature
+    label: str
+
+
+def state_of(model: torch.nn.Module, feature: Feature):
+    """The feature's state on `model`, or None."""
+    return model.__dict__.get(feature.state_attr) if feature.state_attr else None
+
+
+def installed(model: torch.nn.Module, feature: Feature) -> bool:
+    return state_of(model, feature) is not None
+
+
+def active(model: torch.nn.Module) -> list[Active]:
+    """Everything from the table that is active on `model` now."""
+    found = [Active(f, f.label) for f in FEATURES if installed(model, f)]
+    if getattr(model, "_parallel_config", None) is not None:
+        found.append(Active(CONTEXT_PARALLEL, CONTEXT_PARALLEL.label))
+    found += [Active(DIFFUSERS_CACHE, f"diffusers' {name}") for name in diffusers_caches(model)]
+    return found
+
+
+def refuse_conflicts(model: torch.nn.Module, feature: Feature) -> None:
+    """Raise `FeatureConflictError` when `feature` is already installed on `model` or cannot run with
+    something active there; the message names each conflict, why, and the call that turns it off."""
+    name = type(model).__name__
+    conflicts = []
+    for other in active(model):
+        if other.feature == feature and feature.state_attr is None:
+            continue  # an outside condition (context parallelism) is its owner's to re-apply
+        if other.feature == feature:
+            raise FeatureConflictError(
+                f"{feature.label} is already enabled on {name}. Call {feature.turn_off} first, then enable it "
+                f"again with the new settings.")
+        reason = CONFLICTS.get(frozenset({feature.key, other.feature.key}))
+        if reason is not None:
+            conflicts.append(f"{other.label} is active, and {reason} (to fix: {other.feature.turn_off})")
+    if conflicts:
+        raise FeatureConflictError(f"{feature.label} cannot run on {name} as it is: " + "; ".join(conflicts)
+                                   + ". Turn off what is named, then try again.")
+
+
+# ------------------------------------------------------------------------------- diffusers caches
+
+
+def _diffusers_cache_hooks() -> dict[str, str]:
+    from diffusers.hooks.faster_cache import _FASTER_CACHE_BLOCK_HOOK, _FASTER_CACHE_DENOISER_HOOK
+    from diffusers.hooks.first_block_cache import _FBC_BLOCK_HOOK, _FBC_LEADER_BLOCK_HOOK
+    from diffusers.hooks.mag_cache import _MAG_CACHE_BLOCK_HOOK, _MAG_CACHE_LEADER_BLOCK_HOOK
+    from diffusers.hooks.pyramid_attention_broadcast import _PYRAMID_ATTENTION_BROADCAST_HOOK
+    from diffusers.hooks.sea_cache import _SEA_CACHE_BLOCK_HOOK, _SEA_CACHE_LEADER_BLOCK_HOOK
+    from diffusers.hooks.taylorseer_cache import _TAYLORSEER_CACHE_HOOK
+
+    return {
+        _FASTER_CACHE_BLOCK_HOOK: "FasterCache", _FASTER_CACHE_DENOISER_HOOK: "FasterCache",
+        _FBC_BLOCK_HOOK: "FirstBlockCache", _FBC_LEADER_BLOCK_HOOK: "FirstBlockCache",
+        _MAG_CACHE_BLOCK_HOOK: "MagCache", _MAG_CACHE_LEADER_BLOCK_HOOK: "MagCache",
+        _PYRAMID_ATTENTION_BROADCAST_HOOK: "PyramidAttentionBroadcast",
+        _SEA_CACHE_BLOCK_HOOK: "SeaCache", _SEA_CACHE_LEADER_BLOCK_HOOK: "SeaCache",
+        _TAYLORSEER_CACHE_HOOK: "TaylorSeerCache",
+    }
+
+
+def diffusers_caches(model: torch.nn.Module) -> list[str]:
+    """Names of diffusers step caches active on `model` (``enable_cache`` or ``apply_*`` hooks)."""
+    found = set()
+    config = getattr(model, "_cache_config", None)
+    if config is not None:
+        found.add(type(config).__name__.replace("Config", ""))
+    known = _diffusers_cache_hooks()
+    for module in model.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        if registry is not None:
+            found.update(known[name] for name in registry.hooks if name in known)
+    return sorted(found)

@@ -1,0 +1,64 @@
+"""The FreeSwim section of `vidaccel.summary`: window, call counts, full-branch attention, cache bytes."""
+
+from __future__ import annotations
+
+import math
+
+from ..sparse.config import RadialAttentionConfig
+from .api import freeswim_states
+
+
+def freeswim_report(pipe_or_transformer) -> list[dict]:
+    """One dict per transformer: config, window, last grid, call counts and cache bytes (for `summary`)."""
+    out = []
+    for model, state in freeswim_states(pipe_or_transformer):
+        grid = state.last_grid
+        density = None
+        if grid is not None:
+            density = math.prod(state.pattern(grid).effective_kernel(grid)) / math.prod(grid)
+        out.append({
+            "class": type(model).__name__, "config": repr(state.config), "active": state.active,
+            "window": list(state.window), "grid": list(grid) if grid else None, "window_token_density": density,
+            "full_attention": _describe_full(state.full_config),
+            "layers": state.num_layers, "counts": dict(state.counts),
+            "cache_bytes": state.cache.nbytes(), "peak_cache_bytes": state.peak_cache_bytes,
+            "cache_dtype": str(state.cache.key[1]) if state.cache.key else None,
+        })
+    return out
+
+
+def _describe_full(config: RadialAttentionConfig | None) -> str:
+    if config is None:
+        return "dense"
+    return (f"radial (decay {config.decay_factor:g}{', sink' if config.sink else ''}; dense in the first "
+            f"{config.dense_steps} steps and {config.dense_layers} blocks)")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def format_freeswim_report(reports: list[dict]) -> str:
+    lines = []
+    for r in reports:
+        c, b = r["counts"], r["cache_bytes"]
+        lines.append(f"FreeSwim on {r['class']}: {'active' if r['active'] else 'inactive'}, window "
+                     f"{r['window'][0]}x{r['window'][1]} tokens over all frames")
+        lines.append(f"  config: {r['config']}")
+        if r["grid"] is not None:
+            lines.append(f"  last grid {tuple(r['grid'])}: window token density {r['window_token_density']:.1%}")
+        lines.append(f"  conditional calls: {c['guide_calls']} guide (full branch), {c['reuse_calls']} reuse; "
+                     f"window branch only (unconditional or no override): {c['window_calls']}")
+        lines.append(f"  cross-attention: {c['cross_attention_computed']} computed, {c['cross_attention_reused']} "
+                     f"replayed from the full branch")
+        lines.append(f"  full branch self-attention: {r['full_attention']}; {c['full_attention_sparse']} sparse, "
+                     f"{c['full_attention_dense']} dense calls")
+        lines.append(f"  cache ({r['cache_dtype'] or 'empty'}): {_size(b['device'])} on device, {_size(b['host'])} "
+                     f"pinned host (peak {_size(r['peak_cache_bytes'])})")
+    return "\n".join(lines)
+
+
+__all__ = ["freeswim_report", "format_freeswim_report"]

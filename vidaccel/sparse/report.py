@@ -1,0 +1,87 @@
+"""The sparse-attention section of `vidaccel.summary`: pattern per layer, densities, warm-up, plan cache."""
+
+from __future__ import annotations
+
+import math
+
+
+from ..core.features import SPARSE_ATTENTION, state_of
+from ..core.models import transformers
+from .plan import build_plan
+
+
+def _layer_groups(n_layers: int, dense_layers: int, pattern_text: str) -> list[dict]:
+    groups = []
+    if dense_layers:
+        groups.append({"layers": f"0-{min(dense_layers, n_layers) - 1}", "mode": "dense (dense_layers)"})
+    if dense_layers < n_layers:
+        groups.append({"layers": f"{dense_layers}-{n_layers - 1}", "mode": pattern_text})
+    return groups
+
+
+def _grid_info(model, state, grid, blocks: bool) -> dict | None:
+    g = grid if grid is not None else state.last_grid
+    if g is None:
+        return None
+    g = tuple(int(x) for x in g)
+    plan = state.plan_cache.find(state.pattern, g)
+    device = next(model.parameters()).device
+    if plan is None and (device.type == "cuda" or blocks):
+        # block statistics: seconds on a GPU, tens of seconds on a CPU at 720p
+        plan = build_plan(state.pattern, g, tile_size=state.config.tile_size, device=device)
+    return {"grid": list(g), "tokens": math.prod(g),
+            "density": plan.density if plan is not None else state.pattern.density(g),
+            "block_density": plan.block_density() if plan is not None else None,
+            "tile": list(plan.tile) if plan is not None else None}
+
+
+def sparse_report(pipe_or_transformer, grid=None, blocks: bool = False) -> list[dict]:
+    """One dict per accelerated transformer (see `vidaccel.summary` for the arguments)."""
+    out = []
+    for model in transformers(pipe_or_transformer):
+        state = state_of(model, SPARSE_ATTENTION)
+        if state is None:
+            continue
+        grid_info = _grid_info(model, state, grid, blocks)
+        pattern_text = state.pattern.name + (f" ({grid_info['density']:.1%} dense)" if grid_info else "")
+        n_layers = len(state.layer_names)
+        out.append({
+            "class": type(model).__name__,
+            "family": state.adapter.family,
+            "pattern": state.pattern.name,
+            "config": repr(state.config),
+            "grid": grid_info,
+            "layers": n_layers,
+            "layer_groups": _layer_groups(n_layers, state.config.dense_layers or 0, pattern_text),
+            "dense_steps": state.config.dense_steps or 0,
+            "dense_layers": state.config.dense_layers or 0,
+            "sparse_calls": sum(state.sparse_calls.values()),
+            "dense_calls": sum(state.dense_calls.values()),
+            "plan_cache": state.plan_cache.stats(),
+        })
+    return out
+
+
+def format_sparse_report(reports: list[dict]) -> str:
+    lines = []
+    for t in reports:
+        lines.append(f"vidaccel on {t['class']} ({t['family']}): {t['pattern']}")
+        lines.append(f"  config: {t['config']}")
+        g = t["grid"]
+        if g is None:
+            lines.append("  grid: not run yet (pass grid=(T, H, W) to see densities)")
+        else:
+            blocks = (f"block density {g['block_density']:.1%} with tile {tuple(g['tile'])}"
+                      if g["tile"] else "no plan built yet for this grid")
+            lines.append(f"  grid {tuple(g['grid'])} = {g['tokens']} tokens: token density {g['density']:.1%}, "
+                         + blocks)
+        for group in t["layer_groups"]:
+            lines.append(f"  layers {group['layers']}: {group['mode']}")
+        lines.append(f"  dense warm-up: first {t['dense_steps']} steps, first {t['dense_layers']} layers")
+        lines.append(f"  calls: {t['sparse_calls']} sparse, {t['dense_calls']} dense")
+        c = t["plan_cache"]
+        lines.append(f"  plan cache: {c['entries']}/{c['max_entries']} plans, {c['hits']} hits, {c['misses']} misses")
+    return "\n".join(lines)
+
+
+__all__ = ["sparse_report", "format_sparse_report"]

@@ -1,0 +1,28 @@
+"""The shipped tiny text-to-video model: a real diffusers ``WanPipeline`` trained on coloured shapes.
+
+``assets/tiny-wan`` (at the repository root) holds a ~6 M-parameter-per-component Wan pipeline
+trained by ``scripts/train_tiny_model.py`` on procedural clips such as
+"a red circle moving right on a blue background". It loads offline and generates a 17-frame
+64x64 clip on a laptop CPU in seconds, so examples, tests and quality comparisons of the
+acceleration methods have a model that learned real attention structure.
+
+    >>> from vidaccel.tiny import load_tiny, generate_tiny
+    >>> pipe = load_tiny()
+    >>> frames = generate_tiny("a red circle moving right on a blue background", seed=0, pipe=pipe)
+    >>> frames.shape   # (T, H, W, 3) uint8
+    (17, 64, 64, 3)
+
+The model folder is found, in order, at ``$VIDACCEL_TINY_MODEL``, then ``assets/tiny-wan`` next
+to the package's parent directory (a clone or an editable install), then inside the package
+(``vidaccel/assets/tiny-wan``, for a wheel that bundles it).
+
+Modules: `model` (finding, loading and running it), `check` (the pixel checks its caption grammar
+allows: colour, direction, background), `demo` (a tiny *random-weight* Wan pipeline for `vidaccel
+demo` and CPU tries of the CLI).
+"""
+
+from .model import (ENV_VAR, GUIDANCE_SCALE, HEIGHT, MAX_SEQUENCE_LENGTH, NUM_FRAMES, NUM_STEPS, WIDTH, generate_tiny,
+                    load_tiny, tiny_model_path)
+
+__all__ = ["ENV_VAR", "GUIDANCE_SCALE", "HEIGHT", "MAX_SEQUENCE_LENGTH", "NUM_FRAMES", "NUM_STEPS", "WIDTH",
+           "generate_tiny", "load_tiny", "tiny_model_path"]
