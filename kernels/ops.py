@@ -308,7 +308,8 @@ def block_sparse_attention_with_lse(
         if layout is not None:
             box, box_layout = list(plan.tile), layout
         items, counts = hopper_item_lists(tables, plan if box else None, OPTIONS.consumers(tables["block"]))
-        _log_gluon_once()
+        if not torch.compiler.is_compiling():  # dynamo cannot trace a logger call (fullgraph would break)
+            _log_gluon_once()
     partial_masks = partial_mask_table(plan, tables, box=bool(box))
     return torch.ops.vidaccel.block_sparse_attn_fwd(
         q, k, v, rows, kv_mask,
