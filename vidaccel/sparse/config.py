@@ -7,6 +7,7 @@ performance knobs that never change results beyond floating-point rounding.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 from .attention import check_backend
 from .patterns import Pattern, RadialPattern, WindowPattern
@@ -104,10 +105,10 @@ class RadialAttentionConfig:
         return RadialPattern(self.decay_factor, self.sink, self.block_size)
 
 
-PRESETS = {
+PRESETS = MappingProxyType({  # read-only: a preset means the same for every caller
     "window": WindowAttentionConfig,
     "radial": RadialAttentionConfig,
-}
+})
 
 AttentionConfig = WindowAttentionConfig | RadialAttentionConfig
 
