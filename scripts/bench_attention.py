@@ -22,78 +22,23 @@ permutation is free).
 from __future__ import annotations
 
 import argparse
-import datetime
-import gc
 import json
-import os
-import platform
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import benchlib
+from benchlib import GRIDS, median_ms, paired_ms
+from vidaccel import RadialPattern, WindowPattern, build_plan
+from vidaccel.sparse.attention import dense_flops
 
-from vidaccel import RadialPattern, WindowPattern, build_plan  # noqa: E402
-from vidaccel.sparse.attention import dense_flops  # noqa: E402
-
-GRIDS = {"480p": (21, 30, 52), "720p": (21, 45, 80), "1088p": (21, 68, 120)}
 MODELS = {"wan1.3b": 12, "wan14b": 40}
 PATTERNS = {
     "freeswim_window_21x30x52": lambda: WindowPattern((21, 30, 52)),
     "window_9x15x15": lambda: WindowPattern((9, 15, 15)),
     "radial_wan": lambda: RadialPattern(0.2, sink=True),
 }
-
-
-def versions() -> dict:
-    out = {"torch": torch.__version__, "python": platform.python_version()}
-    for name in ("triton", "diffusers"):
-        try:
-            out[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001 - report what is missing
-            out[name] = None
-    out["gpu"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    out["cuda"] = torch.version.cuda
-    try:
-        out["cudnn"] = torch.backends.cudnn.version()
-    except Exception:  # noqa: BLE001
-        out["cudnn"] = None
-    return out
-
-
-def warm_estimate_ms(fn) -> float:
-    """Run `fn` once to warm up (compile, autotune), then once timed: a rough ms estimate."""
-    fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) * 1e3
-
-
-def median_ms(fn, quick=False) -> float:
-    import triton.testing
-
-    est = warm_estimate_ms(fn)
-    # long calls: fewer repetitions (do_bench repeats at least once after its estimate)
-    rep = 30 if quick else max(60, min(300, 8 * est))
-    return float(triton.testing.do_bench(fn, warmup=max(5, min(50, est)), rep=rep, return_mode="median"))
-
-
-def paired_ms(fns: dict, rounds: int, quick=False) -> dict:
-    """Median ms of each callable over `rounds` alternating rounds (the order rotates every round)."""
-    import triton.testing
-
-    est = {name: warm_estimate_ms(fn) for name, fn in fns.items()}
-    names = list(fns)
-    samples = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            rep = 20 if quick else max(40, 3 * est[name])
-            samples[name].append(float(triton.testing.do_bench(fns[name], warmup=5, rep=rep, return_mode="median")))
-    return {name: sorted(v)[len(v) // 2] for name, v in samples.items()}
 
 
 def sdpa(backend):
@@ -170,20 +115,18 @@ def row(name, ms, density, flops_dense, cudnn_ms, flex_raster_ms=None):
     return r
 
 
-def write_results(args, results, md_rows):
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"{args.tag}.json"), "w") as fh:
-        json.dump(results, fh, indent=1)
+def write_report(args, results, md_rows):
+    """<tag>.json and <tag>.md so far; returns the Markdown lines."""
     meta = results["meta"]
     lines = [f"# Attention benchmark ({meta['gpu']})", "",
-             f"{meta['date']} - torch {meta['torch']}, triton {meta['triton']}, diffusers {meta['diffusers']}, "
-             f"CUDA {meta['cuda']}, cuDNN {meta['cudnn']}. bf16, batch 1, head dim 128; medians of "
-             "triton.testing.do_bench. vidaccel includes its K/V gathers (where it makes them); Flex tiled gets "
-             "pre-permuted inputs. "
+             f"{benchlib.md_stamp(meta, 'torch', 'triton', 'diffusers', 'cuda', 'cudnn')}. bf16, batch 1, head dim "
+             "128; medians of triton.testing.do_bench. vidaccel includes its K/V gathers (where it makes them); Flex "
+             "tiled gets pre-permuted inputs. "
              f"cuDNN ms: timed paired with vidaccel ({args.rounds} alternating rounds); its ratios use it.", "",
-             "| res | model | pattern | density | cuDNN ms | flash ms | Flex raster ms | Flex tiled ms | "
-             f"vidaccel ms ({' / '.join('t' + t for t in args.tile_sizes.split(','))}) | tile | block dens. | useful TFLOP/s | x density limit | x cuDNN | x Flex raster |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             *benchlib.md_table_header(
+                 "res", "model", "pattern", "density", "cuDNN ms", "flash ms", "Flex raster ms", "Flex tiled ms",
+                 f"vidaccel ms ({' / '.join('t' + t for t in args.tile_sizes.split(','))})", "tile", "block dens.",
+                 "useful TFLOP/s", "x density limit", "x cuDNN", "x Flex raster")]
 
     def f2(x):
         return "-" if x is None else f"{x:.2f}"
@@ -196,10 +139,8 @@ def write_results(args, results, md_rows):
             f"{best.get('ratio_to_density_limit', '-')} | {best.get('speedup_vs_cudnn', '-')} | "
             f"{best.get('speedup_vs_flex_raster', '-')} |"
         )
-    with open(os.path.join(args.out, f"{args.tag}.md"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    benchlib.write_results(args.out, args.tag, results, lines)
     return lines
-
 
 
 def main():
@@ -221,7 +162,7 @@ def main():
 
     dev = torch.device("cuda")
     torch.manual_seed(0)
-    results = {"meta": {**versions(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    results = {"meta": {**benchlib.versions(), "date": benchlib.utc_now(),
                         "dtype": "bfloat16", "head_dim": 128, "batch": 1, "timer": "triton.testing.do_bench median"},
                "rows": []}
     md_rows = []
@@ -275,8 +216,7 @@ def main():
                             bkey = (pname, res, order)
                             if bkey not in block_masks:
                                 block_masks.clear()
-                                gc.collect()
-                                torch.cuda.empty_cache()
+                                benchlib.release_memory()
                                 block_masks[bkey] = flex_block_mask(plan, order == "tiled", dev)
                             bm = block_masks[bkey]
                             if order == "tiled":
@@ -313,11 +253,11 @@ def main():
                         best = dict(r, tile_size=ts)
                 md_rows.append((res, model, pname, density, cudnn_paired, dense.get("flash"), flex.get("raster"),
                                 flex.get("tiled"), impl_ms, best))
-                write_results(args, results, md_rows)  # incremental: a timeout keeps what finished
+                write_report(args, results, md_rows)  # incremental: a timeout keeps what finished
             del q, k, v
-            gc.collect()
-            torch.cuda.empty_cache()
-    print("\n".join(write_results(args, results, md_rows)))
+            benchlib.release_memory()
+    print("\n".join(write_report(args, results, md_rows)))
+
 
 if __name__ == "__main__":
     main()

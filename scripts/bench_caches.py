@@ -33,13 +33,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import gc
 import io
 import json
 import os
 import statistics
-import sys
 import time
 from types import SimpleNamespace
 
@@ -48,10 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.dirname(__file__))
+import benchlib
+from benchlib import RESOLUTIONS, WAN_1_3B
 
-RESOLUTIONS = {"480p": (480, 832), "720p": (720, 1280)}
 FLOW_SHIFT = {"480p": 3.0, "720p": 5.0}  # Wan2.1's recommended flow shift per resolution
 PROMPTS = ["a red fox running through fresh snow, morning light", "a busy city street at night in the rain"]
 
@@ -233,40 +229,32 @@ class FlopCount(TorchFunctionMode):
         return out
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def timed(fn, device, repeats, count_flops=False):
     """Output, wall-clock times and (CPU runs) the FLOPs of the last run."""
-    times, out, counter = [], None, None
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        with (FlopCount() if count_flops else contextlib.nullcontext()) as counter:
-            out = fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return out, times, (counter.flops if counter is not None else None)
+    counters = []
+
+    def run():
+        if not count_flops:
+            return fn()
+        counters.append(FlopCount())
+        with counters[-1]:
+            return fn()
+
+    out, times = benchlib.wall_times(run, repeats, device)
+    return out, times, (counters[-1].flops if counters else None)
 
 
 # ----------------------------------------------------------------------------------------- runs
 
 
 def build_latent_setup(args, res, device, model=None):
-    from bench_e2e import WAN_1_3B
-    from diffusers import WanTransformer3DModel
-
     dtype = torch.float32 if args.smoke else torch.bfloat16
     config = dict(WAN_1_3B)
     if args.smoke:
         config.update(num_layers=6, num_attention_heads=2, attention_head_dim=16, ffn_dim=64, text_dim=32, freq_dim=32)
     if model is None:
         torch.manual_seed(0)
-        with torch.device(device):
-            model = WanTransformer3DModel(**config)
-        model = model.to(dtype).eval().requires_grad_(False)
+        model = benchlib.wan_transformer(config, device, dtype)
     h, w = (64, 96) if args.smoke else RESOLUTIONS[res]
     frames = 9 if args.smoke else 81
     latent_shape = (1, 16, (frames - 1) // 4 + 1, h // 8, w // 8)
@@ -308,12 +296,10 @@ def run_methods(pipe, transformers, generate, methods, args, profile, steps, dev
                 if flops and base_flops:
                     row["flop_reduction"] = round(base_flops / flops, 3)
         except Exception as exc:  # noqa: BLE001 - record and continue with the next method
-            row = {"res": res, "method": name, "error": f"{type(exc).__name__}: {exc}"[:500]}
+            row = {"res": res, "method": name, "error": benchlib.error_text(exc)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        benchlib.release_memory(device)
     return rows
 
 
@@ -406,7 +392,7 @@ def stacked_720p(args, device, model, profile, steps):
             elif reference is not None:
                 row.update(speedup=round(base_s / seconds, 3), **quality(reference, out))
         except Exception as exc:  # noqa: BLE001
-            row = {"res": "720p", "method": name, "error": f"{type(exc).__name__}: {exc}"[:500]}
+            row = {"res": "720p", "method": name, "error": benchlib.error_text(exc)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -439,24 +425,20 @@ def tiny_benchmark(args, methods):
 
 
 def write(args, rows, meta):
-    from bench_attention import versions
-
-    results = {"meta": {**versions(), **meta, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds"), "timer": f"wall clock of the whole denoising loop, median of {args.repeats}"},
+    results = {"meta": {**benchlib.versions(), **meta, "date": benchlib.utc_now(),
+                        "timer": f"wall clock of the whole denoising loop, median of {args.repeats}"},
                "rows": rows}
-    with open(os.path.join(args.out, f"{args.tag}.json"), "w") as fh:
-        json.dump(results, fh, indent=1)
     m = results["meta"]
     lines = [f"# Step caches ({m.get('gpu') or 'CPU'}): {args.tag}", "",
-             f"{m['date']} - torch {m['torch']}, diffusers {m['diffusers']}. {m.get('model', '')} "
+             f"{benchlib.md_stamp(m, 'torch', 'diffusers')}. {m.get('model', '')} "
              f"{m.get('steps')} steps, CFG 5.0; {m['timer']}. Reference: the uncached run.", "",
              f"Profile: background blocks {m.get('background_blocks')}, tau {m.get('tau', {}).get('value')} "
              f"({m.get('tau', {}).get('method')}).", "",
              *([] if m.get("gpu") else [
                  "CPU run: times and speedups are not a speed measurement (a shared machine, other jobs ran "
                  "concurrently); quality is the PSNR/SSIM columns, cost the FLOP count with --flops.", ""]),
-             "| res | method | s | x uncached | x fewer FLOPs | PSNR dB | SSIM | max abs diff | settings |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             *benchlib.md_table_header("res", "method", "s", "x uncached", "x fewer FLOPs", "PSNR dB", "SSIM",
+                                       "max abs diff", "settings")]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['res']} | {r['method']} | error: {r['error'][:100]} | | | | | | |")
@@ -465,8 +447,7 @@ def write(args, rows, meta):
                      f"{r.get('flop_reduction', '-')} | "
                      f"{r.get('psnr_db', '-')} | {r.get('ssim', '-')} | {r.get('max_abs_diff', '-')} | "
                      f"{r.get('settings', '')} |")
-    with open(os.path.join(args.out, f"{args.tag}.md"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    benchlib.write_results(args.out, args.tag, results, lines)
     print("\n".join(lines))
 
 

@@ -13,27 +13,13 @@ one dense layer (docs/methods.md section 3), so its step includes that dense blo
 from __future__ import annotations
 
 import argparse
-import datetime
-import gc
 import json
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.dirname(__file__))
-
-from bench_attention import versions  # noqa: E402
-
-WAN_1_3B = dict(
-    patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
-    text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
-)
-# pixel sizes -> latents (VAE 4x temporal, 8x spatial; 81 frames -> 21 latent frames)
-RESOLUTIONS = {"480p": (480, 832), "720p": (720, 1280)}
+import benchlib
+from benchlib import WAN_1_3B
 
 
 def variants():
@@ -60,32 +46,29 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="2 layers, tiny video, CPU allowed: checks the script only")
     args = ap.parse_args()
 
-    import triton.testing
-    from diffusers import WanTransformer3DModel
-
     import vidaccel
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     t0 = time.perf_counter()
     config_dict = dict(WAN_1_3B)
+    # pixel sizes -> latents (VAE 4x temporal, 8x spatial; 81 frames -> 21 latent frames)
+    resolutions = dict(benchlib.RESOLUTIONS)
     if args.smoke:
         config_dict.update(num_layers=2, num_attention_heads=2, ffn_dim=256)
-        RESOLUTIONS.update({"480p": (64, 96), "720p": (96, 128)})
-    with torch.device(dev):
-        model = WanTransformer3DModel(**config_dict)
-    model = model.to(torch.bfloat16).eval().requires_grad_(False)
+        resolutions.update({"480p": (64, 96), "720p": (96, 128)})
+    model = benchlib.wan_transformer(config_dict, dev, torch.bfloat16)
     build_s = time.perf_counter() - t0
     n_params = sum(p.numel() for p in model.parameters())
     print(f"Wan2.1-1.3B architecture: {n_params / 1e9:.3f} B parameters, built in {build_s:.1f} s", flush=True)
 
     all_variants = variants()
-    results = {"meta": {**versions(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    results = {"meta": {**benchlib.versions(), "date": benchlib.utc_now(),
                         "model": "WanTransformer3DModel (Wan2.1-1.3B config, random bf16 weights)",
                         "params": n_params, "frames": 81, "batch": 1, "text_tokens": 512,
                         "timer": f"triton.testing.do_bench median (~{args.reps} repetitions)"}, "rows": []}
     for res in args.res.split(","):
-        h, w = RESOLUTIONS[res]
+        h, w = resolutions[res]
         frames = 5 if args.smoke else 21
         latents = torch.randn(1, 16, frames, h // 8, w // 8, device=dev, dtype=torch.bfloat16)
         text = torch.randn(1, 512, 4096, device=dev, dtype=torch.bfloat16)
@@ -106,23 +89,16 @@ def main():
 
             try:
                 out = step()  # warm-up: plans, Triton autotuning, cuDNN plans
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
+                benchlib.sync(dev)
                 ok = bool(torch.isfinite(out).all())
                 del out
                 cuda = dev.type == "cuda"
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
-                t1 = time.perf_counter()
-                step()
-                if cuda:
-                    torch.cuda.synchronize()
-                est_ms = (time.perf_counter() - t1) * 1e3
+                _, (est_s,) = benchlib.wall_times(step, 1, dev)
+                est_ms = est_s * 1e3
                 peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
-                if dev.type == "cuda":
-                    ms = float(triton.testing.do_bench(step, warmup=1, rep=args.reps * est_ms, return_mode="median"))
-                else:
-                    ms = est_ms
+                ms = benchlib.bench_median_ms(step, warmup=1, rep=args.reps * est_ms) if cuda else est_ms
                 row = {"res": res, "grid": grid, "variant": name, "ms": round(ms, 1), "peak_mem_gib": round(peak, 2),
                        "finite_output": ok}
                 if config is not None:
@@ -138,27 +114,22 @@ def main():
                 elif dense_ms:
                     row["speedup_vs_dense"] = round(dense_ms / ms, 3)
             except Exception as exc:  # noqa: BLE001 - record and continue with the next variant
-                row = {"res": res, "grid": grid, "variant": name, "error": f"{type(exc).__name__}: {exc}"[:500]}
+                row = {"res": res, "grid": grid, "variant": name, "error": benchlib.error_text(exc)}
             finally:
                 if config is not None:
                     vidaccel.remove(model)
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
-            gc.collect()
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
+            benchlib.release_memory(dev)
         del latents, text
 
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"{args.tag}.json"), "w") as fh:
-        json.dump(results, fh, indent=1)
     meta = results["meta"]
     lines = [f"# End-to-end step benchmark ({meta['gpu']})", "",
-             f"{meta['date']} - torch {meta['torch']}, triton {meta['triton']}, diffusers {meta['diffusers']}. "
+             f"{benchlib.md_stamp(meta, 'torch', 'triton', 'diffusers')}. "
              f"{meta['model']}, {n_params / 1e9:.2f} B params, 81 frames, batch 1, 512 text tokens, one transformer "
              f"forward per step; {meta['timer']}.", "",
-             "| res | grid | variant | ms / step | x dense | peak GiB | density | block density | tile | sparse/dense calls |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             *benchlib.md_table_header("res", "grid", "variant", "ms / step", "x dense", "peak GiB", "density",
+                                       "block density", "tile", "sparse/dense calls")]
     for r in results["rows"]:
         if "error" in r:
             lines.append(f"| {r['res']} | {tuple(r['grid'])} | {r['variant']} | error: {r['error'][:80]} | | | | | | |")
@@ -168,8 +139,7 @@ def main():
             f"{r['peak_mem_gib']} | {r.get('density', 1.0)} | {r.get('block_density', '-')} | {r.get('tile', '-')} | "
             f"{r.get('sparse_calls', '-')}/{r.get('dense_calls', '-')} |"
         )
-    with open(os.path.join(args.out, f"{args.tag}.md"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    benchlib.write_results(args.out, args.tag, results, lines)
     print("\n".join(lines))
 
 

@@ -38,25 +38,19 @@ and reuse-step times, a projection to 35 steps from those medians, and peak GPU 
 from __future__ import annotations
 
 import argparse
-import datetime
-import gc
 import json
 import math
 import os
 import statistics
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.dirname(__file__))
-
-from bench_attention import versions  # noqa: E402
-from bench_e2e import WAN_1_3B  # noqa: E402
-from vidaccel import FreeSwimConfig, RadialAttentionConfig  # noqa: E402
+import benchlib
+from benchlib import WAN_1_3B
+from vidaccel import FreeSwimConfig, RadialAttentionConfig
 
 FULL = dict(height=1088, width=1920, frames=81, text_tokens=512, window=(30, 52), base=(480, 832))
 SMOKE = dict(height=128, width=192, frames=17, text_tokens=8, window=(4, 6), base=(64, 96))
@@ -272,15 +266,11 @@ def main():
     if unknown:
         ap.error(f"unknown methods {sorted(unknown)}; choose from {','.join(METHODS)}")
 
-    from diffusers import WanTransformer3DModel
-
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     setup = SMOKE if args.smoke else FULL
     torch.manual_seed(0)
-    with torch.device(device):
-        model = WanTransformer3DModel(**(SMOKE_MODEL if args.smoke else WAN_1_3B))
-    model = model.to(dtype).eval().requires_grad_(False)
+    model = benchlib.wan_transformer(SMOKE_MODEL if args.smoke else WAN_1_3B, device, dtype)
     n_params = sum(p.numel() for p in model.parameters())
     lat_frames = (setup["frames"] - 1) // 4 + 1
     latents = torch.randn(1, model.config.in_channels, lat_frames, setup["height"] // 8, setup["width"] // 8,
@@ -302,12 +292,10 @@ def main():
         try:
             row = run_method(name, model, latents, texts, timesteps, args, setup, grid, device)
         except Exception as exc:  # noqa: BLE001 - record (e.g. out of memory) and go on
-            row = {"method": name, "error": f"{type(exc).__name__}: {exc}"[:500]}
+            row = {"method": name, "error": benchlib.error_text(exc)}
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "step_times_s"}), flush=True)
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        benchlib.release_memory(device)
     if sdpa_ctx is not None:
         sdpa_ctx.__exit__(None, None, None)
 
@@ -327,25 +315,20 @@ def main():
                 if by[other]["peak_mem_gib"]:
                     ratios[f"{ours}_peak_mem_ratio_vs_{other}"] = round(by[ours]["peak_mem_gib"]
                                                                         / by[other]["peak_mem_gib"], 3)
-    meta = {**versions(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    meta = {**benchlib.versions(), "date": benchlib.utc_now(),
             "model": f"WanTransformer3DModel ({'toy smoke config' if args.smoke else 'Wan2.1-1.3B config'}, random "
                      f"{str(dtype).removeprefix('torch.')} weights)", "params": n_params,
             "size": f"{setup['height']}x{setup['width']}, {setup['frames']} frames", "grid": list(grid),
             "window": list(setup["window"]), "cache_steps": args.cache_steps, "cfg": True,
             "schedule": f"{len(timesteps)} refinement steps (strength {STRENGTH} of {SCHEDULE_STEPS})",
             "sdpa_priority": args.sdpa, "smoke": args.smoke, "device": str(device)}
-    result = {"meta": meta, "rows": rows, "ratios": ratios}
-    os.makedirs(args.out, exist_ok=True)
-    with open(path, "w") as fh:
-        json.dump(result, fh, indent=1)
     lines = [f"# FreeSwim refinement step ({meta['gpu'] or 'CPU'}{', SMOKE - not a measurement' if args.smoke else ''})",
-             "", f"{meta['date']} - torch {meta['torch']}, triton {meta['triton']}, diffusers {meta['diffusers']}. "
+             "", f"{benchlib.md_stamp(meta, 'torch', 'triton', 'diffusers')}. "
              f"{meta['model']}, {meta['size']}, grid {tuple(grid)}, window {setup['window']} x all frames, CFG, "
              f"cache_steps {args.cache_steps} unless the row says otherwise; {meta['schedule']}, {args.steps} timed "
              f"(rounded up to whole guide periods) after a warm-up period.", "",
-             "| method | cache_steps | full branch | s / step | x dense | guide step s | reuse step s | "
-             "35 steps s (projected) | peak GiB | cache GiB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             *benchlib.md_table_header("method", "cache_steps", "full branch", "s / step", "x dense", "guide step s",
+                                       "reuse step s", "35 steps s (projected)", "peak GiB", "cache GiB")]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['method']} | error: {r['error'][:100]} | | | | | | | | |")
@@ -360,8 +343,7 @@ def main():
                      f"{reuse} | {r['projected_35_steps_s']:.1f} | {r['peak_mem_gib']} | {r['cache_gib']} |")
     if ratios:
         lines += ["", ", ".join(f"{k} {v}" for k, v in ratios.items())]
-    with open(os.path.join(args.out, f"{args.tag}.md"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    benchlib.write_results(args.out, args.tag, {"meta": meta, "rows": rows, "ratios": ratios}, lines)
     print("\n".join(lines))
 
 

@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.dirname(__file__))
-
-from bench_attention import GRIDS, paired_ms  # noqa: E402
-from vidaccel import RadialPattern, WindowPattern, build_plan  # noqa: E402
+import benchlib
+from benchlib import GRIDS, paired_ms
+from vidaccel import RadialPattern, WindowPattern, build_plan
 
 PATTERNS = {"dense_plan": None, "freeswim": WindowPattern((21, 30, 52)), "win9x15x15": WindowPattern((9, 15, 15)),
             "radial": RadialPattern(0.2)}
@@ -46,8 +42,6 @@ def main():
     ap.add_argument("--no-sweep", action="store_true", help="only the autotuned Triton kernel and the Gluon kernel")
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds of the Triton/Gluon pair")
     args = ap.parse_args()
-    import triton
-    import triton.testing
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from vidaccel.kernels import block_sparse_fwd as bsf
@@ -64,7 +58,7 @@ def main():
 
     def bench(fn):
         fn()
-        return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+        return benchlib.bench_median_ms(fn, warmup=25, rep=100)
 
     def force(configs):
         kern.configs = configs
@@ -120,7 +114,7 @@ def main():
                                     **{name: lambda b=box: run(plan, None, b) for name, box in variants.items()}},
                                    args.rounds)
             except Exception as exc:  # noqa: BLE001
-                failed = f"{type(exc).__name__}: {exc}"[:2000]
+                failed = benchlib.error_text(exc, 2000)
                 print(json.dumps({"pattern": pname, "config": "gluon", "failed": failed}))
                 continue
             tri = paired["triton"]
@@ -139,10 +133,8 @@ def main():
     force(all_configs)
     OPTIONS.hopper_kernel = OPTIONS.hopper_box_kv = None
     if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as fh:
-            json.dump({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-                       "res": args.res, "heads": args.heads, "rows": rows}, fh, indent=1)
+        benchlib.write_json(args.out, {**benchlib.versions("gpu", "torch", "triton"), "res": args.res,
+                                       "heads": args.heads, "rows": rows})
 
 
 if __name__ == "__main__":

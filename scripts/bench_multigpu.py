@@ -14,23 +14,14 @@ barrier. The sparse step is timed (``dense_steps=0``); radial keeps Wan's one de
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import statistics
-import sys
-import time
 
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-WAN_1_3B = dict(
-    patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
-    text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
-)
+import benchlib
+from benchlib import WAN_1_3B
 
 
 def _time_step(model, inputs, reps, device, sync_group=True):
@@ -38,19 +29,10 @@ def _time_step(model, inputs, reps, device, sync_group=True):
         with torch.no_grad():
             return model(**inputs)[0]
 
-    out = run()  # warm-up: plans, compilation, autotuning
+    run()  # warm-up: plans, compilation, autotuning
     run()
-    times = []
-    for _ in range(reps):
-        if sync_group and dist.is_initialized():
-            dist.barrier()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+    barrier = dist.barrier if sync_group and dist.is_initialized() else None
+    out, times = benchlib.wall_times(run, reps, device, before=barrier)
     return statistics.median(times), times, out
 
 
@@ -102,14 +84,16 @@ def main():
         diff = (multi_out.float().cpu() - single_out).abs()
         rel = float(diff.max() / single_out.abs().max())
         info = vidaccel.summary(model, print_summary=False)["transformers"][0]
+        env = benchlib.versions("gpu", "torch", "diffusers", "triton")
+        gpu = env.pop("gpu") or "cpu"
+        if device.type != "cuda":
+            env["triton"] = None  # recorded for CUDA runs only
         record = {
             "benchmark": "multigpu_wan1.3b_720p_radial_step",
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            "date": benchlib.utc_now(),
+            "gpu": gpu,
             "gpus": world,
-            "versions": {"torch": torch.__version__, "diffusers": __import__("diffusers").__version__,
-                         "triton": getattr(__import__("importlib").import_module("triton"), "__version__", None)
-                         if device.type == "cuda" else None},
+            "versions": env,
             "grid": info["grid"]["grid"] if info["grid"] else None,
             "radial_density": info["grid"]["density"] if info["grid"] else None,
             "reps": args.reps,
@@ -122,18 +106,15 @@ def main():
         }
         print(json.dumps(record, indent=1))
         if not args.smoke:
-            os.makedirs(args.out, exist_ok=True)
-            stem = os.path.join(args.out, f"multigpu_{world}gpu")
-            with open(stem + ".json", "w") as f:
-                json.dump(record, f, indent=1)
-            with open(stem + ".md", "w") as f:
-                f.write(f"# Multi-GPU: Wan2.1-1.3B architecture, 720p x 81 frames, one radial step\n\n"
-                        f"{record['date']}, {record['gpu']} x{world}, torch {record['versions']['torch']}, "
-                        f"diffusers {record['versions']['diffusers']}, triton {record['versions']['triton']}; "
-                        f"median of {args.reps}.\n\n| GPUs | step (s) | speedup | max rel. diff vs 1 GPU |\n"
-                        f"| --- | --- | --- | --- |\n| 1 | {single_s:.3f} | 1.00 | - |\n"
-                        f"| {world} | {multi_s:.3f} | {single_s / multi_s:.2f} | {rel:.2e} |\n\n"
-                        f"Target: {world} GPUs >= 1.8x faster than 1 GPU, outputs matching.\n")
+            v = record["versions"]
+            lines = ["# Multi-GPU: Wan2.1-1.3B architecture, 720p x 81 frames, one radial step", "",
+                     f"{record['date']}, {record['gpu']} x{world}, torch {v['torch']}, diffusers {v['diffusers']}, "
+                     f"triton {v['triton']}; median of {args.reps}.", "",
+                     *benchlib.md_table_header("GPUs", "step (s)", "speedup", "max rel. diff vs 1 GPU", sep=" --- "),
+                     f"| 1 | {single_s:.3f} | 1.00 | - |",
+                     f"| {world} | {multi_s:.3f} | {single_s / multi_s:.2f} | {rel:.2e} |", "",
+                     f"Target: {world} GPUs >= 1.8x faster than 1 GPU, outputs matching."]
+            benchlib.write_results(args.out, f"multigpu_{world}gpu", record, lines)
     if dist.is_initialized():
         dist.destroy_process_group()
 

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PROMPTS = [
     "a red circle moving right on a blue background",
@@ -28,7 +25,7 @@ PROMPTS = [
 
 
 def main(argv=None):
-    from train_tiny_model import direction_gap
+    from tiny_training.evaluation import direction_gap
 
     from vidaccel.tiny import generate_tiny, load_tiny
     from vidaccel.tiny.check import centroid_shift, check_clip, parse_prompt

@@ -24,22 +24,16 @@ printed but are not a speed claim.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import sys
 import time
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.dirname(__file__))
-
-from bench_attention import versions  # noqa: E402
-from vidaccel.report.video import to_uint8  # noqa: E402
-from vidaccel.tiny import GUIDANCE_SCALE, HEIGHT, NUM_FRAMES, NUM_STEPS, WIDTH  # noqa: E402 (the base size)
-from vidaccel.tiny.check import COLORS, centroid_shift, label_colors  # noqa: E402
+import benchlib
+from vidaccel.report.video import to_uint8
+from vidaccel.tiny import GUIDANCE_SCALE, HEIGHT, NUM_FRAMES, NUM_STEPS, WIDTH  # the base size
+from vidaccel.tiny.check import COLORS, centroid_shift, label_colors
 
 PROMPT, OBJECT, BACKGROUND = "a red circle moving right on a blue background", "red", "blue"
 SEEDS = [0, 1, 2, 3, 4]
@@ -108,26 +102,22 @@ def main():
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **versions(),
+    meta = {"date": benchlib.utc_now(), **benchlib.versions(),
             "model": "assets/tiny-wan", "prompt": PROMPT, "seeds": SEEDS, "size": [size, size], "base": [HEIGHT, WIDTH],
             "frames": NUM_FRAMES, "steps": NUM_STEPS, "guidance": GUIDANCE_SCALE, "strength": 0.7}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"{args.tag}.json"), "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
     lines = [f"# FreeSwim on the shipped tiny model: {size}x{size} from a {HEIGHT}x{WIDTH} model (CPU)", "",
-             f"{meta['date']} - torch {meta['torch']}, diffusers {meta['diffusers']}. Prompt \"{PROMPT}\", seeds "
+             f"{benchlib.md_stamp(meta, 'torch', 'diffusers')}. Prompt \"{PROMPT}\", seeds "
              f"{SEEDS}, {NUM_STEPS} steps, CFG {GUIDANCE_SCALE}, {NUM_FRAMES} frames; refine/freeswim: strength 0.7. "
              "CPU seconds are not a speed claim.", "",
-             "| method | single-object clips | moved right >= 8 px (64-px units) | blobs per clip (median, max) | shift px | background |",
-             "|---|---|---|---|---|---|"]
+             *benchlib.md_table_header("method", "single-object clips", "moved right >= 8 px (64-px units)",
+                                       "blobs per clip (median, max)", "shift px", "background")]
     for r in rows:
         ps = r["per_seed"]
         lines.append(f"| {r['method']} | {r['single_object_clips']}/{len(SEEDS)} | {r['moved_right_8px_clips']}/{len(SEEDS)} | "
                      + ", ".join(f"{p['median_blobs']:g}/{p['max_blobs']}" for p in ps) + " | "
                      + ", ".join(f"{p['shift_px64']:.1f}" for p in ps) + " | "
                      + ", ".join(f"{p['background_share']:.2f}" for p in ps) + " |")
-    with open(os.path.join(args.out, f"{args.tag}.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    benchlib.write_results(args.out, args.tag, {"meta": meta, "rows": rows}, lines)
     print("\n".join(lines))
 
 

@@ -8,13 +8,9 @@ five evenly spaced frames of the 17, with the prompt as caption. CPU, about 20 s
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import numpy as np
 from PIL import Image, ImageDraw
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 PROMPTS = [
     "a red circle moving right on a blue background",
