@@ -36,6 +36,7 @@ def window_mask(grid, kernel, dilation=(1, 1, 1), stride=(1, 1, 1)) -> torch.Ten
 def radial_mask(grid, decay_factor, sink=True, block_size=128) -> torch.Tensor:
     T, H, W = grid
     s = H * W
+    block = min(block_size, s)  # a block never exceeds a frame
     pos = torch.arange(s)
     band_dist = (pos[:, None] - pos[None, :]).abs()
     out = torch.zeros(T, s, T, s, dtype=torch.bool)
@@ -45,9 +46,9 @@ def radial_mask(grid, decay_factor, sink=True, block_size=128) -> torch.Tensor:
             out[tq, :, tk, :] = True
             continue
         undecayed = 2 ** s.bit_length() / 2 ** d.bit_length()
-        if undecayed < block_size:
-            if d % int(block_size // undecayed) != 0:
+        if undecayed < block:
+            if d % int(block // undecayed) != 0:
                 continue
-        width = max(block_size, undecayed * decay_factor)
+        width = max(block, undecayed * decay_factor)
         out[tq, :, tk, :] = band_dist <= width
     return out.reshape(T * s, T * s)

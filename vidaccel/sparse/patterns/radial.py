@@ -7,7 +7,12 @@ With ``s = H * W`` tokens per frame and frame distance ``d = |t_q - t_k|``:
   ``width(d) = max(block_size, 2**bitlen(s) / 2**bitlen(d) * decay_factor)`` (the reference code's
   rule; the band halves each time ``d`` doubles).
 * Frame skipping: when the undecayed width ``2**bitlen(s) / 2**bitlen(d)`` falls below
-  ``block_size``, only frame pairs with ``d % m == 0`` (``m = block_size // undecayed``) are kept.
+  ``block``, only frame pairs with ``d % m == 0`` (``m = block // undecayed``) are kept.
+* ``block = min(block_size, s)``: a block is never larger than a frame. The rule was made for
+  frames far larger than a kernel block (Wan at 480p: 1,560 tokens); on a frame smaller than
+  ``block_size`` it would otherwise skip every frame at distance >= 2 with no sparsity gained
+  inside the kept frames (a band of ``block_size`` already covers the whole frame). Grids whose
+  frames hold at least ``block_size`` tokens are unaffected.
 
 Each distinct band width is one temporal class; class 0 is "dense".
 """
@@ -42,6 +47,7 @@ class RadialPattern(Pattern):
     def _build_frame_rule(self, grid: Grid):
         T, H, W = grid
         s_bits = (H * W).bit_length()
+        block = min(self.block_size, H * W)  # see the module docstring
         widths = [float("inf")]
         classes = torch.full((T, T), -1, dtype=torch.long)
         for tq in range(T):
@@ -51,9 +57,9 @@ class RadialPattern(Pattern):
                     classes[tq, tk] = 0
                     continue
                 undecayed = 2.0**s_bits / 2.0 ** d.bit_length()
-                if undecayed < self.block_size and d % int(self.block_size // undecayed) != 0:
+                if undecayed < block and d % int(block // undecayed) != 0:
                     continue
-                width = max(float(self.block_size), undecayed * self.decay_factor)
+                width = max(float(block), undecayed * self.decay_factor)
                 if width not in widths:
                     widths.append(width)
                 classes[tq, tk] = widths.index(width)
