@@ -270,8 +270,8 @@ def build_latent_setup(args, res, device, model=None):
 def run_methods(pipe, transformers, generate, methods, args, profile, steps, device, res, extra_meta):
     rows, reference, base_s, base_flops = [], None, None, None
     if args.reference and os.path.exists(args.reference):  # a baseline stored by an earlier invocation
-        saved = torch.load(args.reference, weights_only=False)
-        reference, base_s, base_flops = saved["output"], saved["seconds"], saved.get("flops")
+        saved = torch.load(args.reference, weights_only=True)  # tensors and plain values only, no arbitrary objects
+        reference, base_s, base_flops = saved["output"].numpy(), saved["seconds"], saved.get("flops")
         print(f"reference: {args.reference} ({base_s:.3f} s uncached)", flush=True)
         methods = [m for m in methods if m != "baseline"]
     for name in methods:
@@ -290,7 +290,8 @@ def run_methods(pipe, transformers, generate, methods, args, profile, steps, dev
             if name == "baseline":
                 reference, base_s, base_flops = out, seconds, flops
                 if args.reference:
-                    torch.save({"output": out, "seconds": seconds, "flops": flops}, args.reference)
+                    torch.save({"output": torch.from_numpy(np.ascontiguousarray(out)), "seconds": seconds,
+                                "flops": flops}, args.reference)
             elif reference is not None:
                 row.update(speedup=round(base_s / seconds, 3), **quality(reference, out))
                 if flops and base_flops:
@@ -361,8 +362,8 @@ def stacked_720p(args, device, model, profile, steps):
     rows, reference, base_s = [], None, None
     methods = [m for m in args.methods_720p.split(",") if m]
     if args.reference_720p and os.path.exists(args.reference_720p):  # dense run stored by an earlier invocation
-        saved = torch.load(args.reference_720p, weights_only=False)
-        reference, base_s = saved["output"], saved["seconds"]
+        saved = torch.load(args.reference_720p, weights_only=True)
+        reference, base_s = saved["output"].numpy(), saved["seconds"]
         methods = [m for m in methods if m != "dense"]
         print(f"720p reference: {args.reference_720p} ({base_s:.3f} s dense)", flush=True)
     if any(m != "dense" for m in methods):  # compile the kernel for this grid outside the timings
@@ -388,7 +389,8 @@ def stacked_720p(args, device, model, profile, steps):
             if name == "dense":
                 reference, base_s = out, seconds
                 if args.reference_720p:
-                    torch.save({"output": out, "seconds": seconds}, args.reference_720p)
+                    torch.save({"output": torch.from_numpy(np.ascontiguousarray(out)), "seconds": seconds},
+                               args.reference_720p)
             elif reference is not None:
                 row.update(speedup=round(base_s / seconds, 3), **quality(reference, out))
         except Exception as exc:  # noqa: BLE001

@@ -246,4 +246,4 @@ def test_device_and_offload_options_are_checked_before_loading(capsys, model_dir
         code, err = _main(capsys, "generate", "x", "--model", model_dir, "--device", "cuda")
         assert code == 2 and "CUDA is not available" in err
     code, err = _main(capsys, "generate", "x", "--model", model_dir, "--frames", "0")
-    assert code == 2 and "--frames must be a positive integer" in err
+    assert code == 2 and "argument --frames: expected a positive integer" in err

@@ -41,7 +41,7 @@ def test_quick_run_with_caption_parse_then_fine_tune(tmp_path):
     # fine-tune: start from the exported folder with a new encoder; the transformer starts from it exactly
     work2, out2 = tmp_path / "w2", tmp_path / "out2"
     _train("--work", work2, "--out", out2, "--stage", "text", "--init-from", out, "--text-parse-steps", 2, "--te-fresh")
-    ck = torch.load(work2 / "ckpt_dit_light.pt", weights_only=False)
+    ck = torch.load(work2 / "ckpt_dit_light.pt", weights_only=True)
     exported = pipe.transformer.state_dict()
     assert all(torch.equal(ck["ema"]["tr"][k].float(), exported[k].half().float()) for k in exported)
     assert "parse_head" in ck and not torch.equal(

@@ -11,14 +11,46 @@ package per method (`sparse`, `freeswim`, `caches`), `api` (accelerate / remove 
 wrappers in `vidaccel.pipelines`.
 """
 
-from . import distributed
-from .api import accelerate, remove, summary
-from .caches import (BlockReuseConfig, KVCacheConfig, Profile, cache_summary, disable_block_reuse, disable_caches,
-                     disable_kv_cache, enable_block_reuse, enable_kv_cache, profile)
-from .freeswim import FreeSwimConfig, disable_freeswim, enable_freeswim, set_freeswim_active
-from .sparse import (PRESETS, Plan, PlanCache, RadialAttentionConfig, RadialPattern, WindowAttentionConfig,
-                     WindowPattern, build_plan, sparse_attention)
 from .version import __version__  # noqa: F401  (re-exported: vidaccel.__version__)
+
+# Lazy facade: the names below are imported from their module on first use (PEP 562), so that
+# `import vidaccel` (and with it the `vidaccel` command line's --help) does not pay for torch and
+# diffusers. `from vidaccel import X`, `vidaccel.X` and `from vidaccel import *` work as before.
+_LAZY = {
+    "accelerate": ".api", "remove": ".api", "summary": ".api",
+    "BlockReuseConfig": ".caches", "KVCacheConfig": ".caches", "Profile": ".caches", "cache_summary": ".caches",
+    "disable_block_reuse": ".caches", "disable_caches": ".caches", "disable_kv_cache": ".caches",
+    "enable_block_reuse": ".caches", "enable_kv_cache": ".caches", "profile": ".caches",
+    "FreeSwimConfig": ".freeswim", "disable_freeswim": ".freeswim", "enable_freeswim": ".freeswim",
+    "set_freeswim_active": ".freeswim",
+    "PRESETS": ".sparse", "Plan": ".sparse", "PlanCache": ".sparse", "RadialAttentionConfig": ".sparse",
+    "RadialPattern": ".sparse", "WindowAttentionConfig": ".sparse", "WindowPattern": ".sparse",
+    "build_plan": ".sparse", "sparse_attention": ".sparse",
+}
+_LAZY_MODULES = ("distributed",)  # submodules that are part of the public facade (in __all__)
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif name in _LAZY_MODULES or not name.startswith("_"):  # any submodule: vidaccel.sparse.config, ...
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | set(_LAZY_MODULES))
+
 
 __all__ = [
     # sparse attention

@@ -82,7 +82,7 @@ def export(args, C, device, work: Path, out: Path):
     te = build_text_encoder(C["te"], len(tok))
     tr = build_transformer(C["dit"], vae.config.z_dim)
     ck = work / "ckpt_dit.pt"
-    s = torch.load(ck if ck.exists() else work / "ckpt_dit_light.pt", map_location="cpu", weights_only=False)
+    s = torch.load(ck if ck.exists() else work / "ckpt_dit_light.pt", map_location="cpu", weights_only=True)
     te.load_state_dict({k: v.float() for k, v in s["ema"]["te"].items()})
     tr.load_state_dict({k: v.float() for k, v in s["ema"]["tr"].items()})
     pipe = WanPipeline(tokenizer=tok, text_encoder=te, vae=vae, transformer=tr.to(torch.float16),

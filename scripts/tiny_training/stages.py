@@ -51,7 +51,7 @@ def train_vae(args, C, device, work: Path, refine_seconds: float = 0.0):
         time_limit = elapsed + refine_seconds
         print(f"[vae] refining from step {step} for {refine_seconds} s")
     elif ck.exists():
-        s = torch.load(ck, map_location="cpu", weights_only=False)
+        s = torch.load(ck, map_location="cpu", weights_only=True)
         vae.load_state_dict(s["model"])
         opt.load_state_dict(s["opt"])
         gen.set_state(s["rng"]["data"])
@@ -123,7 +123,7 @@ def train_text_parse(args, C, device, work: Path):
     te = build_text_encoder(C["te"], len(tok)).to(device)
     ck, light = work / "ckpt_dit.pt", work / "ckpt_dit_light.pt"
     src = ck if ck.exists() else light
-    state = torch.load(src, map_location="cpu", weights_only=False) if src.exists() else None
+    state = torch.load(src, map_location="cpu", weights_only=True) if src.exists() else None
     fresh = args.te_fresh or state is None  # from scratch there is no encoder to start from
     if not fresh:
         te.load_state_dict({k: v.float() for k, v in state["ema"]["te"].items()})
@@ -191,7 +191,7 @@ def train_dit(args, C, device, work: Path):
     step, elapsed = 0, 0.0
     ck, light = work / "ckpt_dit.pt", work / "ckpt_dit_light.pt"
     if ck.exists() or light.exists():  # the light one (EMA weights only, bf16) travels between machines
-        s = torch.load(ck if ck.exists() else light, map_location="cpu", weights_only=False)
+        s = torch.load(ck if ck.exists() else light, map_location="cpu", weights_only=True)
         ema = {m: {k: v.to(device).float() for k, v in d.items()} for m, d in s["ema"].items()}
         te.load_state_dict(s.get("te", s["ema"]["te"]))
         tr.load_state_dict(s.get("tr", s["ema"]["tr"]))
@@ -206,7 +206,7 @@ def train_dit(args, C, device, work: Path):
         step, elapsed = s["step"], s["elapsed"]
         print(f"[dit] resumed at step {step}")
     elif (work / "text_parse.pt").exists():  # from scratch after the captions-only text stage
-        s = torch.load(work / "text_parse.pt", map_location="cpu", weights_only=False)
+        s = torch.load(work / "text_parse.pt", map_location="cpu", weights_only=True)
         te.load_state_dict(s["te"])
         ema["te"] = {k: v.to(device).float().clone() for k, v in s["te"].items()}
         if parse_head is not None:

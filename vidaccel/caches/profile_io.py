@@ -29,8 +29,8 @@ from ..core.models import config_hash
 
 FORMAT, VERSION = "vidaccel-profile", 1
 MAKE_ONE = (
-    "Make one with `vidaccel profile --model <pipeline id or folder> --prompt \"...\" --height H --width W "
-    "--frames F --steps S --out profile.json` or `vidaccel.profile(pipe, prompts, path=\"profile.json\")`."
+    "Make one with `vidaccel profile \"<prompt>\" --model <pipeline id or folder> --height <H> --width <W> "
+    "--frames <F> --steps <S> --out profile.json` or `vidaccel.profile(pipe, prompts, path=\"profile.json\")`."
 )
 
 

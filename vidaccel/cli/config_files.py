@@ -73,6 +73,19 @@ def parse_accel(spec: str) -> list[NamedConfig]:
                      f"config file")
 
 
+def _syntax_error(path: Path, exc: Exception) -> str:
+    """One line naming the file, line and column (YAML's own message spans several lines with a snippet)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"config file {path}, line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}"
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)  # yaml.MarkedYAMLError
+    if mark is not None:
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        context = getattr(exc, "context", None)
+        context = f" ({' '.join(context.split())})" if context else ""
+        return f"config file {path}, line {mark.line + 1} column {mark.column + 1}: invalid YAML: {problem}{context}"
+    return f"config file {path}: cannot parse it ({' '.join(str(exc).split())})"
+
+
 def load_config_file(path) -> list[NamedConfig]:
     """Read a YAML/JSON file holding one configuration mapping or ``configs: [mapping, ...]``.
 
@@ -92,7 +105,7 @@ def load_config_file(path) -> list[NamedConfig]:
 
             data = yaml.safe_load(text)
     except Exception as exc:
-        raise ValueError(f"config file {path}: cannot parse it ({exc})") from exc
+        raise ValueError(_syntax_error(path, exc)) from exc
     if isinstance(data, dict) and "configs" in data:
         extra = sorted(set(data) - {"configs"})
         if extra:

@@ -14,8 +14,16 @@ import sys
 from .commands import COMMANDS
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``vidaccel generate: error: argument --steps: expected ...`` (status 2),
+    without the usage block; subcommand parsers inherit it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vidaccel",
         description="Faster, higher-resolution video diffusion transformers in diffusers.",
         epilog="Examples:\n  vidaccel demo\n  vidaccel generate \"a red circle moving right on a blue background\"\n"
@@ -42,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed): a status, not an exception
+        return exc.code if isinstance(exc.code, int) else 2
     args.argv = argv  # for commands that relaunch themselves (generate --gpus N)
     try:
         return args.func(args)

@@ -3,6 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import math
+
+# The preset names for --help, without importing vidaccel.sparse (and with it torch) to build the parser;
+# tests/test_cli_defects.py checks that they equal vidaccel.PRESETS.
+PRESET_NAMES = ("radial", "window")
+
+
+def _number(kind, text: str, what: str, ok) -> int | float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (the error names the flag: 'argument --steps: expected ...')."""
+    return _number(int, text, "a positive integer (>= 1)", lambda v: v >= 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _number(int, text, "a non-negative integer (>= 0)", lambda v: v >= 0)
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (not nan or inf)."""
+    return _number(float, text, "a finite number", math.isfinite)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _number(float, text, "a finite number > 0", lambda v: math.isfinite(v) and v > 0)
 
 
 def formatter(prog):
@@ -24,18 +59,19 @@ def add_model_options(p) -> None:
 
 def add_generation_options(p, seeds: bool = True) -> None:
     g = p.add_argument_group("generation (defaults: the tiny model's settings, else the pipeline's)")
-    g.add_argument("prompts", nargs="*", metavar="PROMPT", help="text prompt(s)")
+    # default=[]: argparse would otherwise list PROMPT as required in a "missing arguments" error
+    g.add_argument("prompts", nargs="*", default=[], metavar="PROMPT", help="text prompt(s)")
     g.add_argument("--prompts-file", metavar="FILE", help="more prompts, one per line ('#' starts a comment)")
-    g.add_argument("--height", type=int, help="pixels")
-    g.add_argument("--width", type=int, help="pixels")
-    g.add_argument("--frames", type=int, help="number of frames")
-    g.add_argument("--steps", type=int, help="denoising steps")
-    g.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    g.add_argument("--height", type=positive_int, help="pixels")
+    g.add_argument("--width", type=positive_int, help="pixels")
+    g.add_argument("--frames", type=positive_int, help="number of frames")
+    g.add_argument("--steps", type=positive_int, help="denoising steps")
+    g.add_argument("--guidance", type=finite_float, help="classifier-free guidance scale")
     g.add_argument("--negative-prompt", help="negative prompt")
     if seeds:
         g.add_argument("--seed", dest="seeds", type=int, nargs="+", default=[0], metavar="SEED",
                        help="seed(s); every prompt runs with every seed (default: 0)")
-    g.add_argument("--fps", type=int, default=8, help="frame rate of the written MP4 (default: 8)")
+    g.add_argument("--fps", type=positive_int, default=8, help="frame rate of the written MP4 (default: 8)")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                    help="hide progress bars (shown on a terminal by default)")
 
@@ -49,11 +85,9 @@ def check_positive(args) -> None:
 
 
 def add_accel_option(p, repeatable: bool, what: str) -> None:
-    """``--accel PRESET_OR_FILE`` (repeatable in compare and bench); the preset list comes from vidaccel.PRESETS."""
-    from ...sparse.config import PRESETS
-
+    """``--accel PRESET_OR_FILE`` (repeatable in compare and bench); the preset list is PRESET_NAMES."""
     p.add_argument("--accel", action="append" if repeatable else "store", metavar="PRESET_OR_FILE",
-                   help=f"{what}: a preset ({', '.join(sorted(PRESETS))}) or a .yaml/.json config file (sparse "
+                   help=f"{what}: a preset ({', '.join(sorted(PRESET_NAMES))}) or a .yaml/.json config file (sparse "
                         f"attention and/or kv_cache, block_reuse; see README)")
 
 

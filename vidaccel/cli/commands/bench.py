@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ._options import (add_accel_option, add_generation_options, add_model_options, check_positive, formatter,
-                       print_table)
+                       positive_int, print_table)
 
 EXAMPLES = """examples:
   vidaccel bench attention                                   # every preset at a small grid, CPU or GPU
@@ -146,15 +146,15 @@ def add_parser(subparsers) -> None:
                     "pipeline. Medians of --repeats after one warm-up.",
         epilog=EXAMPLES,
     )
-    p.add_argument("mode", choices=["attention", "pipeline"], help="what to time")
+    p.add_argument("mode", choices=["attention", "pipeline"], help="what to time: attention or pipeline")
     add_accel_option(p, repeatable=True, what="a configuration to time, repeat for several (default: every preset)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats per configuration (default: 5)")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed repeats per configuration (default: 5)")
     p.add_argument("--out", metavar="FILE.json", help="also write the rows, setup and environment as JSON")
     a = p.add_argument_group("attention mode")
-    a.add_argument("--grid", type=int, nargs="+", default=[5, 16, 16], metavar="N",
+    a.add_argument("--grid", type=positive_int, nargs="+", default=[5, 16, 16], metavar="N",
                    help="token grid T H W (default: 5 16 16; Wan 720p 81 frames is 21 45 80)")
-    a.add_argument("--heads", type=int, default=4, help="attention heads (default: 4)")
-    a.add_argument("--head-dim", type=int, default=64, help="head dimension (default: 64)")
+    a.add_argument("--heads", type=positive_int, default=4, help="attention heads (default: 4)")
+    a.add_argument("--head-dim", type=positive_int, default=64, help="head dimension (default: 64)")
     a.add_argument("--family", default="wan", choices=["wan", "hunyuan", "cogvideox", "ltx"],
                    help="model family whose radial defaults apply (default: wan)")
     add_model_options(p)

@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 
 from ._options import (add_accel_option, add_generation_options, add_model_options, check_positive, formatter,
-                       print_table)
+                       non_negative_int, positive_int, print_table)
 
 EXAMPLES = """examples:
   vidaccel compare "a red circle moving right on a blue background" --out report/      # tiny model
@@ -192,8 +192,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", default="vidaccel-report", help="report folder (default: vidaccel-report)")
     p.add_argument("--resume", action="store_true", help="continue the comparison in --out, skipping finished runs")
     p.add_argument("--force", action="store_true", help="start over in --out, replacing a recorded comparison")
-    p.add_argument("--warmup", type=int, default=1,
+    p.add_argument("--warmup", type=non_negative_int, default=1,
                    help="untimed generations per configuration before its timed runs (default: 1)")
-    p.add_argument("--repeats", type=int, default=1,
+    p.add_argument("--repeats", type=positive_int, default=1,
                    help="timed generations per run; the median is reported, all are kept (default: 1)")
     p.set_defaults(func=run)

@@ -1,5 +1,7 @@
 """`vidaccel demo`: tiny random-weight Wan pipeline on CPU, dense vs accelerated."""
 
+from ._options import positive_int
+
 
 def run(args) -> int:
     from ...tiny.demo import run_demo
@@ -17,9 +19,9 @@ def add_parser(subparsers) -> None:
         epilog="Example: vidaccel demo --accel window --steps 4",
     )
     p.add_argument("--accel", default="radial", choices=["radial", "window"], help="preset (default: radial)")
-    p.add_argument("--height", type=int, default=128, help="pixels (default: 128)")
-    p.add_argument("--width", type=int, default=128, help="pixels (default: 128)")
-    p.add_argument("--frames", type=int, default=17, help="frames (default: 17)")
-    p.add_argument("--steps", type=int, default=4, help="denoising steps (default: 4)")
+    p.add_argument("--height", type=positive_int, default=128, help="pixels (default: 128)")
+    p.add_argument("--width", type=positive_int, default=128, help="pixels (default: 128)")
+    p.add_argument("--frames", type=positive_int, default=17, help="frames (default: 17)")
+    p.add_argument("--steps", type=positive_int, default=4, help="denoising steps (default: 4)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)

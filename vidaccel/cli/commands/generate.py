@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._options import add_accel_option, add_generation_options, add_model_options, check_positive, formatter
+from ._options import (add_accel_option, add_generation_options, add_model_options, check_positive, formatter,
+                       positive_int)
 
 EXAMPLES = """examples:
   vidaccel generate "a red circle moving right on a blue background"          # tiny model, dense
@@ -63,6 +64,10 @@ def _run(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out {args.out!r} must end in .mp4")
+    existing = [p for _, _, p in _outputs(out, len(prompts), args.seeds) if p.exists()]
+    if existing and not args.force:  # before the (slow) model load; same wording as compare's folder check
+        more = f" (and {len(existing) - 1} more output(s))" if len(existing) > 1 else ""
+        raise FileExistsError(f"{existing[0]} already exists{more}: pass --force to overwrite it, or a different --out")
     loading.quiet_libraries()
     pipe, info = loading.load_pipeline(args.model, args.device, args.dtype, args.offload)
     defaults = loading.default_settings(args.model)
@@ -111,7 +116,8 @@ def add_parser(subparsers) -> None:
     add_model_options(p)
     add_accel_option(p, repeatable=False, what="acceleration (default: none, dense)")
     p.add_argument("--out", default="vidaccel.mp4", help="output MP4 path (default: vidaccel.mp4)")
-    p.add_argument("--gpus", type=int, default=1,
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--gpus", type=positive_int, default=1,
                    help="GPUs (processes via torchrun): one video uses context parallelism, several videos are "
                         "spread one per GPU (default: 1)")
     p.set_defaults(func=run)

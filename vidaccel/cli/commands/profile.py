@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._options import add_generation_options, add_model_options, check_positive, formatter
+from ._options import add_generation_options, add_model_options, check_positive, formatter, positive_int
 
 EXAMPLES = """examples:
   vidaccel profile "a red circle moving right on a blue background" --out tiny.json     # shipped tiny model
@@ -66,7 +66,8 @@ def add_parser(subparsers) -> None:
     g = p.add_argument_group("profiling")
     g.add_argument("--out", required=True, metavar="JSON", help="where to write the profile")
     g.add_argument("--seed", type=int, default=0, help="seed of the first prompt; prompt i uses seed+i (default: 0)")
-    g.add_argument("--query-rows", type=int, default=256, help="sampled query rows per attention call (default: 256)")
+    g.add_argument("--query-rows", type=positive_int, default=256,
+                   help="sampled query rows per attention call (default: 256)")
     g.add_argument("--foreground", default="pca", choices=["pca", "motion"],
                    help="foreground estimate from the model's predictions (default: pca)")
     g.add_argument("--tau", default="otsu", help="R threshold: a number, otsu, median, or background:F to reuse the fraction F of blocks with "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ._options import add_model_options, formatter
+from ._options import add_model_options, finite_float, formatter, positive_int
 
 TINY_RANDOM = "tiny-random"  # --model value: tiny random-weight Wan pipeline, no download (tries the command)
 
@@ -58,8 +58,8 @@ def run(args) -> int:
         raise ValueError(f"--output {args.output!r} must end in .mp4")
     defaults = _defaults(args.model)
     base = tuple(args.base_size) if args.base_size else defaults["base"]
-    height = args.height or 2 * base[0]
-    width = args.width or 2 * base[1]
+    height = args.height if args.height is not None else 2 * base[0]  # sizes are >= 1 (checked by the parser)
+    width = args.width if args.width is not None else 2 * base[1]
     config = FreeSwimConfig(base_size=base, cache_steps=args.cache_steps, override=not args.no_override,
                             entropy_scaling=not args.no_entropy_scaling, offload_cache=args.offload_cache,
                             full_attention=args.full_attention)
@@ -71,12 +71,13 @@ def run(args) -> int:
     start = time.perf_counter()
     try:
         frames = fs(args.prompt or "", video=video, height=height, width=width,
-                    num_frames=args.frames or defaults["frames"], num_inference_steps=args.steps or defaults["steps"],
+                    num_frames=args.frames if args.frames is not None else defaults["frames"],
+                    num_inference_steps=args.steps if args.steps is not None else defaults["steps"],
                     base_num_inference_steps=args.base_steps, strength=args.strength, guidance_scale=args.guidance,
                     negative_prompt=args.negative_prompt, flow_shift=args.flow_shift,
                     generator=torch.Generator().manual_seed(args.seed), output_type="np").frames[0]
         wall = time.perf_counter() - start
-        write_mp4(out, frames, fps=args.fps or fps or 16)
+        write_mp4(out, frames, fps=args.fps if args.fps is not None else fps or 16)
         print(f"wrote {out} ({frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]}, {wall:.2f} s)")
         fs.summary()
     finally:
@@ -95,22 +96,23 @@ def add_parser(subparsers) -> None:
     p.add_argument("--input", metavar="VIDEO", help="video file to upscale instead of generating the base clip")
     p.add_argument("--output", "--out", default="upscaled.mp4", help="output .mp4 (default: upscaled.mp4)")
     g = p.add_argument_group("sizes and schedule")
-    g.add_argument("--height", type=int, help="target height in pixels (default: 2x the base height)")
-    g.add_argument("--width", type=int, help="target width in pixels (default: 2x the base width)")
-    g.add_argument("--base-size", type=int, nargs=2, metavar=("H", "W"),
+    g.add_argument("--height", type=positive_int, help="target height in pixels (default: 2x the base height)")
+    g.add_argument("--width", type=positive_int, help="target width in pixels (default: 2x the base width)")
+    g.add_argument("--base-size", type=positive_int, nargs=2, metavar=("H", "W"),
                    help="base (training) resolution: stage-1 size and window source (default: 480 832; the tiny "
                         "model's size with the tiny models)")
-    g.add_argument("--frames", type=int, help="frames of the base generation (default: 81; tiny: its own)")
-    g.add_argument("--steps", type=int, help="schedule length; stage 3 runs int(steps*strength) (default: 50)")
-    g.add_argument("--base-steps", type=int, help="stage-1 steps (default: --steps)")
-    g.add_argument("--strength", type=float, default=0.7, help="re-noise level in (0, 1] (default: 0.7)")
-    g.add_argument("--flow-shift", type=float, help="stage-3 schedule shift (default: the scheduler's; ref. 9.0)")
-    g.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default: 5.0)")
+    g.add_argument("--frames", type=positive_int, help="frames of the base generation (default: 81; tiny: its own)")
+    g.add_argument("--steps", type=positive_int, help="schedule length; stage 3 runs int(steps*strength) (default: 50)")
+    g.add_argument("--base-steps", type=positive_int, help="stage-1 steps (default: --steps)")
+    g.add_argument("--strength", type=finite_float, default=0.7, help="re-noise level in (0, 1] (default: 0.7)")
+    g.add_argument("--flow-shift", type=finite_float,
+                   help="stage-3 schedule shift (default: the scheduler's; ref. 9.0)")
+    g.add_argument("--guidance", type=finite_float, default=5.0, help="classifier-free guidance scale (default: 5.0)")
     g.add_argument("--negative-prompt", help="negative prompt")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--fps", type=int, help="output frame rate (default: the input's, else 16)")
+    g.add_argument("--fps", type=positive_int, help="output frame rate (default: the input's, else 16)")
     f = p.add_argument_group("FreeSwim")
-    f.add_argument("--cache-steps", type=int, default=2, help="full branch every N steps (default: 2)")
+    f.add_argument("--cache-steps", type=positive_int, default=2, help="full branch every N steps (default: 2)")
     f.add_argument("--offload-cache", action="store_true", help="cache in pinned CPU memory (CUDA)")
     f.add_argument("--no-override", action="store_true", help="window attention only, no full branch")
     f.add_argument("--no-entropy-scaling", action="store_true", help="plain 1/sqrt(d) attention scale")
