@@ -48,3 +48,26 @@ def test_the_profiler_refuses_freeswim():
     with pytest.raises(ValueError, match=r"vidaccel.profile cannot run.*FreeSwim is active.*disable_freeswim"):
         vidaccel.profile(pipe, "a red circle", height=32, width=32, num_frames=5, num_inference_steps=2)
     vidaccel.disable_freeswim(pipe)
+
+
+def test_one_module_as_both_transformers_is_accelerated_once():
+    """Issue 20 #14: `transformer_2 is transformer` failed with diffusers' 'Hook ... already exists'."""
+    import torch
+
+    from tiny_models import family_inputs
+
+    pipe = wan_pipeline()
+    pipe.transformer_2 = pipe.transformer
+    model = pipe.transformer
+    inputs = family_inputs("wan", grid=(3, 4, 8))
+    with torch.no_grad():
+        reference = model(**inputs)[0]
+    before = dict(model.__dict__)
+    vidaccel.accelerate(pipe, vidaccel.WindowAttentionConfig(kernel=(1, 3, 3)))
+    vidaccel.enable_kv_cache(pipe)
+    assert len(vidaccel.summary(pipe, print_summary=False)["transformers"]) == 1
+    vidaccel.disable_caches(pipe)
+    vidaccel.remove(pipe)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs)[0], reference)
+    assert set(model.__dict__) == set(before)

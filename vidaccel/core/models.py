@@ -17,12 +17,17 @@ TRANSFORMER_ATTRIBUTES = ("transformer", "transformer_2")
 def named_transformers(pipe_or_transformer) -> list[tuple[str, torch.nn.Module]]:
     """``[(pipeline attribute, transformer)]``; a bare transformer module is called ``"transformer"``.
 
+    A module set as both ``transformer`` and ``transformer_2`` is listed once (as ``transformer``).
+
     Raises TypeError naming the fix when the object has no transformer.
     """
     if isinstance(pipe_or_transformer, torch.nn.Module):
         return [("transformer", pipe_or_transformer)]
-    named = [(name, getattr(pipe_or_transformer, name, None)) for name in TRANSFORMER_ATTRIBUTES]
-    named = [(name, model) for name, model in named if model is not None]
+    named = []
+    for name in TRANSFORMER_ATTRIBUTES:
+        model = getattr(pipe_or_transformer, name, None)
+        if model is not None and all(model is not seen for _, seen in named):  # one module set twice: once
+            named.append((name, model))
     if not named:
         raise TypeError(
             f"{type(pipe_or_transformer).__name__} has no `transformer`: pass a diffusers video pipeline "
