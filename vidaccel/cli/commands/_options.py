@@ -76,14 +76,6 @@ def add_generation_options(p, seeds: bool = True) -> None:
                    help="hide progress bars (shown on a terminal by default)")
 
 
-def check_positive(args) -> None:
-    """Reject non-positive sizes before any model is loaded."""
-    for name in ("height", "width", "frames", "steps", "fps", "repeats"):
-        value = getattr(args, name, None)
-        if value is not None and value <= 0:
-            raise ValueError(f"--{name} must be a positive integer, got {value}")
-
-
 def add_accel_option(p, repeatable: bool, what: str) -> None:
     """``--accel PRESET_OR_FILE`` (repeatable in compare and bench); the preset list is PRESET_NAMES."""
     p.add_argument("--accel", action="append" if repeatable else "store", metavar="PRESET_OR_FILE",

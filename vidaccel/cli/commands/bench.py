@@ -12,7 +12,7 @@ import statistics
 import time
 from pathlib import Path
 
-from ._options import (add_accel_option, add_generation_options, add_model_options, check_positive, formatter,
+from ._options import (add_accel_option, add_generation_options, add_model_options, formatter,
                        positive_int, print_table)
 
 EXAMPLES = """examples:
@@ -106,7 +106,6 @@ def run(args) -> int:
     from .. import config_files, loading
     from ...report import environment
 
-    check_positive(args)
     configs = config_files.accel_configs(args.accel or sorted(config_files._presets()))
     if args.mode == "attention":
         if len(args.grid) != 3 or min(args.grid) <= 0:

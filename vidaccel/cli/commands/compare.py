@@ -7,7 +7,7 @@ import re
 import statistics
 from pathlib import Path
 
-from ._options import (add_accel_option, add_generation_options, add_model_options, check_positive, formatter,
+from ._options import (add_accel_option, add_generation_options, add_model_options, formatter,
                        non_negative_int, positive_int, print_table)
 
 EXAMPLES = """examples:
@@ -79,7 +79,6 @@ def run(args) -> int:
     from ...metrics import compare_videos
     from ...report import Results, environment, write_mp4
 
-    check_positive(args)
     prompts = generation.read_prompts(args.prompts, args.prompts_file)
     configs = config_files.accel_configs(args.accel or sorted(config_files._presets()))
     baseline = config_files.NamedConfig(config_files.BASELINE, None, "dense attention")

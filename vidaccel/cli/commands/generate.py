@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._options import (add_accel_option, add_generation_options, add_model_options, check_positive, formatter,
+from ._options import (add_accel_option, add_generation_options, add_model_options, formatter,
                        positive_int)
 
 EXAMPLES = """examples:
@@ -54,7 +54,6 @@ def _run(args) -> int:
     from ...distributed import enable_context_parallel, init_distributed, shard
     from ...report.video import write_mp4
 
-    check_positive(args)
     rank, world = init_distributed()
     prompts = generation.read_prompts(args.prompts, args.prompts_file)
     configs = config_files.accel_configs([args.accel] if args.accel else [])

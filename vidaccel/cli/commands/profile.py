@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._options import add_generation_options, add_model_options, check_positive, formatter, positive_int
+from ._options import add_generation_options, add_model_options, formatter, positive_int
 
 EXAMPLES = """examples:
   vidaccel profile "a red circle moving right on a blue background" --out tiny.json     # shipped tiny model
@@ -19,7 +19,6 @@ def run(args) -> int:
     from .. import generation, loading
     from ...caches import profile
 
-    check_positive(args)
     if args.query_rows <= 0:
         raise ValueError(f"--query-rows must be a positive integer, got {args.query_rows}")
     tau = args.tau
