@@ -161,6 +161,47 @@ def sample_batch(
     return video, caps
 
 
+META_FIELDS = {"color": len(COLORS), "shape": len(SHAPES), "motion": len(MOTIONS), "bg": len(COLORS) + 1}
+STRAIGHT = ("moving left", "moving right", "moving up", "moving down")
+_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def object_weights(video: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-pixel VAE loss weights: 1 on the (flat) background, 1 + weight on objects.
+
+    Objects cover a few percent of the pixels; unweighted, the VAE learns the backgrounds first and
+    smears small objects away, which no diffusion model on its latents can undo.
+    """
+    bg = video.flatten(2).median(-1).values[..., None, None, None]  # background = the median colour
+    obj = ((video - bg).abs().sum(1, keepdim=True) > 0.1).float()
+    return 1 + weight * obj
+
+
+def vae_batch(n: int, generator: torch.Generator, spec: ClipSpec, device, obj_weight: float):
+    """``(video, per-pixel loss weights)`` for the VAE stage (default data mix)."""
+    video, _ = sample_batch(n, generator, spec, device)
+    return video, object_weights(video, obj_weight)
+
+
+def captions_batch(n: int, generator: torch.Generator):
+    """``(captions, meta)`` without rendering (the captions-only text stage)."""
+    _, caps, meta = sample_batch(n, generator, ClipSpec(frames=1, height=16, width=16), "cpu", return_meta=True)
+    return caps, meta
+
+
+def flip_direction(caption: str) -> str:
+    """The caption with every direction word after "moving" flipped (right <-> left, up <-> down)."""
+    words = caption.split()
+    return " ".join(_OPPOSITE.get(w, w) if i and words[i - 1] == "moving" else w for i, w in enumerate(words))
+
+
+def direction_probe(n: int, generator: torch.Generator, device):
+    """One-object clips moving left/right/up/down: ``(video, captions, flipped captions)``."""
+    p_motions = [1.0 if m in STRAIGHT else 0.0 for m in MOTIONS]
+    video, caps = sample_batch(n, generator, device=device, p_objects=(1.0, 0.0, 0.0), p_motions=p_motions)
+    return video, caps, [flip_direction(c) for c in caps]
+
+
 def save_preview(video: torch.Tensor, path: str, frames: int = 6) -> None:
     """Write a contact sheet (rows: clips, columns: evenly spaced frames) as PNG."""
     from PIL import Image

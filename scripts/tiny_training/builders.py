@@ -6,17 +6,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-import tiny_data
-
 from .config import MAX_SEQ_LEN
 
 
-def build_tokenizer():
-    """Word-level tokenizer over the caption grammar's vocabulary, T5 special-token ids."""
+def build_tokenizer(data):
+    """Word-level tokenizer over the data module's caption vocabulary, T5 special-token ids."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {w: i for i, w in enumerate(tiny_data.vocabulary())}
+    vocab = {w: i for i, w in enumerate(data.vocabulary())}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -86,8 +84,8 @@ def encode_text(te, tok, captions, device, return_tokens=False):
 
 
 class CaptionParseHead(torch.nn.Module):
-    """Auxiliary probes: every valid token of a caption predicts the caption's parse (first object's
-    colour, shape and motion, and the background colour or "none").
+    """Auxiliary probes: every valid token of a caption predicts the caption's parse (the data module's
+    ``META_FIELDS``: first object's colour, shape and motion, the background colour or "none", ...).
 
     Wan's cross-attention is order-blind, so "a red circle on a blue background" and "a blue circle
     on a red background" differ for the transformer only through context the text encoder mixes into
@@ -95,12 +93,9 @@ class CaptionParseHead(torch.nn.Module):
     `build_text_encoder`); this loss makes each token carry its role. Thrown away at export.
     """
 
-    SIZES = {"color": len(tiny_data.COLORS), "shape": len(tiny_data.SHAPES),
-             "motion": len(tiny_data.MOTIONS), "bg": len(tiny_data.COLORS) + 1}
-
-    def __init__(self, d_model: int):
+    def __init__(self, d_model: int, fields: dict[str, int]):
         super().__init__()
-        self.heads = torch.nn.ModuleDict({k: torch.nn.Linear(d_model, n) for k, n in self.SIZES.items()})
+        self.heads = torch.nn.ModuleDict({k: torch.nn.Linear(d_model, n) for k, n in fields.items()})
 
     def forward(self, hidden, mask, meta, keep=None):
         """Mean cross-entropy over valid tokens of kept captions, and per-field token accuracy."""

@@ -30,12 +30,13 @@ Seeds are fixed (``--seed``); results are reproducible in quality, not bit-for-b
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from pathlib import Path
 
 import torch
 
-from .config import FULL, QUICK
+from .config import RECIPES, quick
 from .export import export, init_from_pipeline
 from .stages import train_dit, train_text_parse, train_vae
 
@@ -44,8 +45,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=str(REPO / "assets" / "tiny-wan"))
-    ap.add_argument("--work", default=str(REPO / "outputs" / "tiny-wan-train"), help="checkpoints and logs")
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="tiny",
+                    help="tiny: assets/tiny-wan (17x64x64); lab: assets/lab-wan, the quality-lab model (33x256x256)")
+    ap.add_argument("--out", default=None, help="pipeline folder (default: assets/<recipe>-wan)")
+    ap.add_argument("--work", default=None, help="checkpoints and logs (default: outputs/<recipe>-wan-train)")
     ap.add_argument("--stage", choices=["all", "vae", "text", "dit", "export"], default="all")
     ap.add_argument("--quick", action="store_true", help="toy sizes and a few steps (CPU smoke test)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -79,19 +82,27 @@ def main(argv=None):
                          "trained with T5's bias init stays position-blind)")
     ap.add_argument("--text-parse-weight", type=float, default=0.1,
                     help="weight of the caption-parse loss on the text encoder during the dit stage")
-    ap.add_argument("--dit-objects", default="0.8,0.15,0.05", metavar="P1,P2,P3",
-                    help="dit stage: probabilities of clips with 1, 2, 3 objects")
-    ap.add_argument("--dit-straight", type=float, default=0.7, metavar="P",
-                    help="dit stage: share of objects moving left/right/up/down, the rest split evenly over "
-                         "bouncing/growing/shrinking (uniform over the 7 motions is 4/7)")
+    ap.add_argument("--dit-objects", default=None, metavar="P1,P2,P3",
+                    help="dit stage: probabilities of clips with 1, 2, 3 objects (default: the recipe's)")
+    ap.add_argument("--dit-straight", type=float, default=None, metavar="P",
+                    help="dit stage: share of objects moving left/right/up/down, the rest split evenly over the "
+                         "other motions (default: the recipe's; tiny 0.7 where uniform over its 7 motions is 4/7)")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--ckpt-every", type=int, default=1000)
     args = ap.parse_args(argv)
-    C = json.loads(json.dumps(QUICK if args.quick else FULL))
-    for k in ("vae_steps", "vae_batch", "dit_steps", "dit_batch"):
+    recipe = RECIPES[args.recipe]
+    C = json.loads(json.dumps(quick(recipe) if args.quick else recipe))
+    args.out = args.out or str(REPO / "assets" / f"{args.recipe}-wan")
+    args.work = args.work or str(REPO / "outputs" / f"{args.recipe}-wan-train")
+    args.data = importlib.import_module(C["data"])
+    if args.dit_objects:
+        args.dit_objects = args.dit_objects.split(",")
+    for k in ("vae_steps", "vae_batch", "dit_steps"):
         if getattr(args, k) is not None:
             C[k] = getattr(args, k)
+    if args.dit_batch is not None:
+        C["dit_phases"] = [dict(p, batch=args.dit_batch) for p in C["dit_phases"]]
     if args.vae_time_limit is None:
         args.vae_time_limit = C["vae_seconds"]
     if args.text_parse_steps is None:

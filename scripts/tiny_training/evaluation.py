@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-import tiny_data
+from vidaccel.tiny.palette import COLORS
 
 from .builders import encode_text
 from .common import autocast
@@ -16,7 +16,7 @@ from .common import autocast
 def swap_sensitivity(te, tok, device) -> dict:
     """How much context the encoder mixes in: swap the object and background colour words of a caption
     and compare outputs at the *other* tokens (context only) with those at the swapped tokens."""
-    colors = tiny_data.COLORS
+    colors = COLORS
     pairs = [(a, b) for a in colors for b in colors if a != b]
     caps = [f"a {a} circle moving right on a {b} background" for a, b in pairs]
     swapped = [f"a {b} circle moving right on a {a} background" for a, b in pairs]
@@ -29,26 +29,20 @@ def swap_sensitivity(te, tok, device) -> dict:
             "token_norm": h1[:, other].float().norm(dim=-1).mean().item()}
 
 
-STRAIGHT = ("moving left", "moving right", "moving up", "moving down")
-_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
-
-
 @torch.no_grad()
-def direction_gap(te, tok, tr, vae, device, n: int = 64, sigmas=(0.85, 0.7, 0.5)) -> dict:
+def direction_gap(te, tok, tr, vae, device, n: int = 64, sigmas=(0.85, 0.7, 0.5), data=None) -> dict:
     """Does the transformer use the direction words? Flow-matching loss on held-out one-object clips
     moving left/right/up/down with the true caption vs the same caption with the direction flipped
     ("right" <-> "left", "up" <-> "down"), same noise; gap = (flipped - true) / true per noise level.
 
     ~0 means the direction words are ignored (the motion is left to the noise); colour and shape
     words make the empty prompt's loss far higher, so this isolates direction. Fixed seed: the
-    numbers of two checkpoints compare directly.
+    numbers of two checkpoints compare directly. ``data``: the data module (default ``tiny_data``),
+    whose ``direction_probe`` draws the clips.
     """
-    straight = [tiny_data.MOTIONS.index(m) for m in STRAIGHT]
-    p_motions = [1.0 if i in straight else 0.0 for i in range(len(tiny_data.MOTIONS))]
-    video, caps = tiny_data.sample_batch(n, torch.Generator().manual_seed(12345), device=device,
-                                         p_objects=(1.0, 0.0, 0.0), p_motions=p_motions)
-    flipped = [" ".join(_OPPOSITE.get(w, w) if i and c.split()[i - 1] == "moving" else w
-                        for i, w in enumerate(c.split())) for c in caps]
+    if data is None:
+        import tiny_data as data
+    video, caps, flipped = data.direction_probe(n, torch.Generator().manual_seed(12345), device)
     was_training = (te.training, tr.training)
     te.eval(), tr.eval()
     z = vae.config.z_dim

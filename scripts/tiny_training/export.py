@@ -78,13 +78,14 @@ def export(args, C, device, work: Path, out: Path):
     from diffusers import AutoencoderKLWan, WanPipeline
 
     vae = AutoencoderKLWan.from_pretrained(work / "vae")
-    tok = build_tokenizer()
+    tok = build_tokenizer(args.data)
     te = build_text_encoder(C["te"], len(tok))
     tr = build_transformer(C["dit"], vae.config.z_dim)
     ck = work / "ckpt_dit.pt"
     s = torch.load(ck if ck.exists() else work / "ckpt_dit_light.pt", map_location="cpu", weights_only=True)
     te.load_state_dict({k: v.float() for k, v in s["ema"]["te"].items()})
     tr.load_state_dict({k: v.float() for k, v in s["ema"]["tr"].items()})
+    vae = vae.to(getattr(torch, C["vae_dtype"]))  # the lab VAE travels in fp16 to keep the folder <= 60 MB
     pipe = WanPipeline(tokenizer=tok, text_encoder=te, vae=vae, transformer=tr.to(torch.float16),
                        scheduler=build_scheduler())
     out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +112,9 @@ def export(args, C, device, work: Path, out: Path):
         "params": {"vae": sum(p.numel() for p in vae.parameters()),
                    "text_encoder": sum(p.numel() for p in te.parameters()),
                    "transformer": sum(p.numel() for p in tr.parameters())},
-        "config": {k: C[k] for k in ("vae_steps", "vae_batch", "vae_lr", "dit_steps", "dit_batch", "dit_lr")},
+        "recipe": args.recipe,
+        "config": {k: C[k] for k in ("vae_specs", "vae_steps", "vae_batch", "vae_lr", "dit_phases", "dit_steps",
+                                     "dit_lr", "latent_reuse", "time_budget")},
     }
     if (work / "text_parse_done.json").exists():
         summary["text_parse"] = json.loads((work / "text_parse_done.json").read_text())

@@ -12,23 +12,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import tiny_data
-
 from .builders import CaptionParseHead, build_text_encoder, build_tokenizer, build_transformer, build_vae, encode_text
 from .common import Logger, autocast, ema_update, rng_state, save_ckpt
 from .config import CALL_RESERVE_SECONDS, PROCESS_START
-from .evaluation import STRAIGHT, direction_gap, swap_sensitivity
-
-
-def object_weights(video: torch.Tensor, weight: float) -> torch.Tensor:
-    """Per-pixel loss weights: 1 on the (flat) background, 1 + weight on objects.
-
-    Objects cover a few percent of the pixels; unweighted, the VAE learns the backgrounds first and
-    smears small objects away, which no diffusion model on its latents can undo.
-    """
-    bg = video.flatten(2).median(-1).values[..., None, None, None]  # background = the median colour
-    obj = ((video - bg).abs().sum(1, keepdim=True) > 0.1).float()
-    return 1 + weight * obj
+from .evaluation import direction_gap, swap_sensitivity
 
 
 def train_vae(args, C, device, work: Path, refine_seconds: float = 0.0):
@@ -60,19 +47,22 @@ def train_vae(args, C, device, work: Path, refine_seconds: float = 0.0):
         print(f"[vae] resumed at step {step}")
     total = C["vae_steps"] if not refine_seconds else 10**9
     log = Logger(work / "loss_vae.csv", ["step", "seconds", "loss", "l1", "mse", "kl"], step)
-    spec = tiny_data.ClipSpec()
+    data = args.data
+    specs = [data.ClipSpec(*s) for s in C["vae_specs"]]  # cycled step by step, batch scaled to equal pixels
+    pixels = min(s.frames * s.height * s.width for s in specs)
     t0 = time.time() - elapsed
     while step < total:
         lr = C["vae_lr"] * min(1.0, (step + 1 - warm0) / (200 if not warm0 else 50))
         for g in opt.param_groups:
             g["lr"] = lr
-        video, _ = tiny_data.sample_batch(C["vae_batch"], gen, spec, device)
+        spec = specs[step % len(specs)]
+        batch = max(1, C["vae_batch"] * pixels // (spec.frames * spec.height * spec.width))
+        video, w = data.vae_batch(batch, gen, spec, device, args.obj_weight)
         with autocast(device):
             post = vae.encode(video).latent_dist
             z = post.mean + post.std * torch.randn(post.mean.shape, generator=dev_gen, device=device)
             rec = vae.decode(z).sample
         rec = rec.float()
-        w = object_weights(video, args.obj_weight)
         l1 = (w * (rec - video).abs()).sum() / (3 * w.sum())
         mse = (w * (rec - video) ** 2).sum() / (3 * w.sum())
         kl = 0.5 * (post.mean.float() ** 2 + post.var.float() - 1 - post.logvar.float()).mean()
@@ -100,7 +90,7 @@ def train_vae(args, C, device, work: Path, refine_seconds: float = 0.0):
     stat_gen = torch.Generator().manual_seed(args.seed + 100)
     with torch.no_grad(), autocast(device):
         for _ in range(max(1, 256 // C["vae_batch"]) if not args.quick else 1):
-            video, _ = tiny_data.sample_batch(C["vae_batch"], stat_gen, spec, device)
+            video, _ = data.sample_batch(C["vae_batch"], stat_gen, specs[0], device)
             zs.append(vae.encode(video).latent_dist.mode().float())
     z = torch.cat(zs).transpose(0, 1).flatten(1)
     mean, std = z.mean(1).tolist(), z.std(1).clamp_min(1e-3).tolist()
@@ -119,7 +109,8 @@ def train_text_parse(args, C, device, work: Path):
     done = work / "text_parse_done.json"
     if done.exists():
         return
-    tok = build_tokenizer()
+    data = args.data
+    tok = build_tokenizer(data)
     te = build_text_encoder(C["te"], len(tok)).to(device)
     ck, light = work / "ckpt_dit.pt", work / "ckpt_dit_light.pt"
     src = ck if ck.exists() else light
@@ -128,16 +119,15 @@ def train_text_parse(args, C, device, work: Path):
     if not fresh:
         te.load_state_dict({k: v.float() for k, v in state["ema"]["te"].items()})
     before = swap_sensitivity(te, tok, device)
-    head = CaptionParseHead(C["te"]["d_model"]).to(device)
+    head = CaptionParseHead(C["te"]["d_model"], data.META_FIELDS).to(device)
     params = list(te.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
     gen = torch.Generator().manual_seed(args.seed + 4)
-    spec = tiny_data.ClipSpec(frames=1, height=16, width=16)  # captions are what matter; render little
     t0 = time.time()
     for step in range(1, args.text_parse_steps + 1):
         for g in opt.param_groups:
             g["lr"] = 1e-3 * min(1.0, step / 100) * 0.5 * (1 + math.cos(math.pi * step / args.text_parse_steps))
-        _, caps, meta = tiny_data.sample_batch(128, gen, spec, "cpu", return_meta=True)
+        caps, meta = data.captions_batch(128, gen)
         _, hidden, mask = encode_text(te, tok, caps, device, return_tokens=True)
         loss, acc = head(hidden, mask, meta)
         opt.zero_grad(set_to_none=True)
@@ -149,8 +139,7 @@ def train_text_parse(args, C, device, work: Path):
                   + " ".join(f"{k} {v:.3f}" for k, v in acc.items()) + f" {time.time() - t0:.0f}s", flush=True)
     te.eval()
     with torch.no_grad():
-        _, caps, meta = tiny_data.sample_batch(1024, torch.Generator().manual_seed(args.seed + 99), spec, "cpu",
-                                               return_meta=True)
+        caps, meta = data.captions_batch(1024, torch.Generator().manual_seed(args.seed + 99))
         _, hidden, mask = encode_text(te, tok, caps, device, return_tokens=True)
         held_loss, held_acc = head(hidden, mask, meta)
     after = swap_sensitivity(te, tok, device)
@@ -177,11 +166,13 @@ def train_dit(args, C, device, work: Path):
     z_dim = vae.config.z_dim
     lat_mean = torch.tensor(vae.config.latents_mean, device=device).view(1, z_dim, 1, 1, 1)
     lat_std = torch.tensor(vae.config.latents_std, device=device).view(1, z_dim, 1, 1, 1)
-    tok = build_tokenizer()
+    data = args.data
+    tok = build_tokenizer(data)
     torch.manual_seed(args.seed)
     te = build_text_encoder(C["te"], len(tok)).to(device)
     tr = build_transformer(C["dit"], z_dim).to(device)
-    parse_head = CaptionParseHead(C["te"]["d_model"]).to(device) if args.text_parse_weight > 0 else None
+    parse_head = (CaptionParseHead(C["te"]["d_model"], data.META_FIELDS).to(device) if args.text_parse_weight > 0
+                  else None)
     params = list(te.parameters()) + list(tr.parameters()) + (list(parse_head.parameters()) if parse_head else [])
     opt = torch.optim.AdamW(params, lr=C["dit_lr"], betas=(0.9, 0.99), weight_decay=0.01)
     ema = {"te": {k: v.detach().float().clone() for k, v in te.state_dict().items()},
@@ -218,33 +209,42 @@ def train_dit(args, C, device, work: Path):
     if step > 0 and (step >= total or elapsed >= time_limit):
         print(f"[dit] already finished at step {step} ({elapsed:.0f} s)")
         return True
-    log = Logger(work / "loss_dit.csv", ["step", "seconds", "loss", "lr", "parse_loss"], step)
+    log = Logger(work / "loss_dit.csv", ["step", "seconds", "loss", "lr", "parse_loss", "frames", "height", "width"],
+                 step)
+    x0_all, x0_spec = torch.empty(0), None
     gap_log = Logger(work / "direction_gap.csv", ["step", "mean", "sigma_0.85", "sigma_0.7", "sigma_0.5"], step)
     gap_args = (te, tok, tr, vae, device)
-    gap_start = gap_last = direction_gap(*gap_args)
+    gap_kw = dict(data=data, n=64 if not args.quick else 4)
+    gap_start = gap_last = direction_gap(*gap_args, **gap_kw)
     if step == 0:  # a resumed run already logged its start
         gap_log.log(step=step, **gap_start)
     print(f"[dit] direction gap at step {step}: {gap_start}")
-    p_objects = tuple(float(x) for x in args.dit_objects.split(","))
-    p_motions = None
-    if args.dit_straight is not None:  # share of straight moves; the rest split evenly
-        k = len(STRAIGHT)
-        rest = (1 - args.dit_straight) / (len(tiny_data.MOTIONS) - k)
-        p_motions = [args.dit_straight / k if m in STRAIGHT else rest for m in tiny_data.MOTIONS]
-    spec = tiny_data.ClipSpec()
-    B = C["dit_batch"]
+    p_objects = tuple(float(x) for x in (args.dit_objects or C["dit_objects"]))
+    straight = args.dit_straight if args.dit_straight is not None else C["dit_straight"]
+    k = len(data.STRAIGHT)  # share of straight moves; the rest split evenly
+    rest = (1 - straight) / (len(data.MOTIONS) - k)
+    p_motions = [straight / k if m in data.STRAIGHT else rest for m in data.MOTIONS]
+    phases = C["dit_phases"]
     t0 = time.time() - elapsed
     run_loss, run_parse, n_loss = 0.0, 0.0, 0
     while step < total:
         lr = C["dit_lr"] * min(1.0, (step + 1) / 300)
         for g in opt.param_groups:
             g["lr"] = lr
-        video, caps, meta = tiny_data.sample_batch(B, gen, spec, device, return_meta=True, p_objects=p_objects,
-                                                   p_motions=p_motions)
+        # the phase (clip size, batch) by the share of the stage's time spent; one encoded batch serves
+        # `latent_reuse` steps (fresh noise, timesteps and caption drop), since encoding costs about a step
+        spent = (time.time() - t0) / time_limit if math.isfinite(time_limit) else step / total
+        phase = next((p for p in phases if spent < p["until"]), phases[-1])
+        if step % C["latent_reuse"] == 0 or x0_all.shape[0] != phase["batch"] or x0_spec != phase["spec"]:
+            B, x0_spec = phase["batch"], phase["spec"]
+            video, caps_all, meta = data.sample_batch(B, gen, data.ClipSpec(*x0_spec), device, return_meta=True,
+                                                      p_objects=p_objects, p_motions=p_motions)
+            with torch.no_grad(), autocast(device):
+                x0_all = (vae.encode(video).latent_dist.mode().float() - lat_mean) / lat_std
+            del video
+        x0 = x0_all
         drop = torch.rand(B, generator=gen) < 0.1
-        caps = ["" if d else c for c, d in zip(caps, drop.tolist())]
-        with torch.no_grad(), autocast(device):
-            x0 = (vae.encode(video).latent_dist.mode().float() - lat_mean) / lat_std
+        caps = ["" if d else c for c, d in zip(caps_all, drop.tolist())]
         noise = torch.randn(x0.shape, generator=dev_gen, device=device)
         # timesteps: half uniform, half logit-normal, so both the ends and the middle are trained
         u = torch.rand(B, generator=dev_gen, device=device)
@@ -269,14 +269,14 @@ def train_dit(args, C, device, work: Path):
         run_loss, run_parse, n_loss = run_loss + loss.item(), run_parse + parse.item(), n_loss + 1
         if step % args.log_every == 0 or step == total:
             log.log(step=step, seconds=round(time.time() - t0, 2), loss=f"{run_loss / n_loss:.5f}", lr=f"{lr:.2e}",
-                    parse_loss=f"{run_parse / n_loss:.5f}")
+                    parse_loss=f"{run_parse / n_loss:.5f}", frames=x0_spec[0], height=x0_spec[1], width=x0_spec[2])
             print(f"[dit] step {step}/{total} loss {run_loss / n_loss:.4f} parse {run_parse / n_loss:.4f} "
-                  f"{time.time() - t0:.0f}s", flush=True)
+                  f"{x0_spec} x{B} {time.time() - t0:.0f}s", flush=True)
             run_loss, run_parse, n_loss = 0.0, 0.0, 0
         out_of_time = (time.time() - t0 > time_limit
                        or time.time() - PROCESS_START > args.call_time_limit - CALL_RESERVE_SECONDS)
         if step % args.ckpt_every == 0 or step == total or out_of_time:
-            gap_last = direction_gap(*gap_args)
+            gap_last = direction_gap(*gap_args, **gap_kw)
             gap_log.log(step=step, **gap_last)
             print(f"[dit] direction gap at step {step}: {gap_last}", flush=True)
             save_ckpt(ck, te=te.state_dict(), tr=tr.state_dict(), ema=ema, opt=opt.state_dict(), step=step,
