@@ -21,12 +21,12 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import torch
-from diffusers.hooks import ModelHook
 
 from ..core.adapters import ModelAdapter
 from ..core.blocks import BlockIO
 from ..core.context import StepContext, StepTracker
 from ..core.hookset import HookSet
+from ..core.nocopy import NotCopyable, VidaccelHook
 from .profile_io import MAKE_ONE, Profile
 from .schedule import scheduled_compute
 
@@ -140,8 +140,10 @@ class _Branch:
 
 
 @dataclass
-class BlockReuseState:
+class BlockReuseState(NotCopyable):
     """Everything `enable_block_reuse` installs on one transformer."""
+
+    owner = _USER
 
     config: BlockReuseConfig
     adapter: ModelAdapter
@@ -207,7 +209,7 @@ def _fits(delta: torch.Tensor | None, x: torch.Tensor | None) -> bool:
     return delta.shape == x.shape and delta.device == x.device and delta.dtype == x.dtype
 
 
-class RunHook(ModelHook):
+class RunHook(VidaccelHook):
     """``new_forward`` on each block of a background run."""
 
     _is_stateful = True  # diffusers resets it at the end of every pipeline call
@@ -244,7 +246,7 @@ class RunHook(ModelHook):
         return module
 
 
-class ProbeHook(ModelHook):
+class ProbeHook(VidaccelHook):
     """Adaptive mode: ``new_forward`` on the always-computed probe block; measures residual drift."""
 
     def __init__(self, state: BlockReuseState, io: BlockIO):

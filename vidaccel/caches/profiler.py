@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from diffusers.hooks import ModelHook
 
 from ..core.adapters import ModelAdapter, adapter_for
 from ..core.blocks import BlockIO
@@ -35,6 +34,7 @@ from ..core.features import PROFILER, refuse_conflicts
 from ..core.hookset import HookSet
 from ..core.models import config_hash, named_transformers
 from ..core.sdpa_swap import call_with_sdpa
+from ..core.nocopy import VidaccelHook
 from ..version import __version__
 from .foreground import foreground_mask, foreground_ratio, prediction_tokens
 from .profile_io import BlockStats, ModelProfile, Profile, choose_tau, classify
@@ -127,7 +127,7 @@ def _generation_foreground(records: list) -> tuple[torch.Tensor, tuple]:
     return fg, done[0].grid
 
 
-class _ResidualHook(ModelHook):
+class _ResidualHook(VidaccelHook):
     """Block: relative L1 change of the residual from the previous step of the same CFG branch."""
 
     def __init__(self, record: _Record, index: int, io: BlockIO):
@@ -149,7 +149,7 @@ class _ResidualHook(ModelHook):
         return output
 
 
-class _AttentionHook(ModelHook):
+class _AttentionHook(VidaccelHook):
     """Self-attention module: received attention from sampled query rows, inside its own SDPA call."""
 
     def __init__(self, record: _Record, index: int):
@@ -179,7 +179,7 @@ class _AttentionHook(ModelHook):
         rec.received[slot] = a.to("cpu", torch.float16)
 
 
-class _PredictionHook(ModelHook):
+class _PredictionHook(VidaccelHook):
     """Transformer: accumulate the (non-uncond) prediction of the later steps for the foreground estimate."""
 
     def __init__(self, record: _Record):

@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from diffusers.hooks import ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
 from .adapters import ModelAdapter
 from .registry import invalidate_hook_caches, register_hook, unregister_hooks
+from .nocopy import NotCopyable, VidaccelHook
 
 STEP_HOOK = "vidaccel_step_context"
 _TRACKER_ATTR = "_vidaccel_step_tracker"
@@ -33,7 +33,7 @@ class StepContext:
 
 
 @dataclass
-class StepTracker:
+class StepTracker(NotCopyable):
     adapter: ModelAdapter
     current: StepContext | None = None
     last_grid: tuple | None = None
@@ -53,7 +53,7 @@ class _ContextReader(BaseState):
         pass
 
 
-class StepContextHook(ModelHook):
+class StepContextHook(VidaccelHook):
     """Pre-forward hook on a transformer: computes and publishes the `StepContext`."""
 
     _is_stateful = True

@@ -14,12 +14,12 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from diffusers.hooks import ModelHook
 
 from ..core.adapters import ModelAdapter
 from ..core.context import StepContext, StepTracker
 from ..core.hookset import HookSet
 from ..core.sdpa_swap import call_with_sdpa
+from ..core.nocopy import NotCopyable, VidaccelHook
 from .attention import sparse_attention
 from .config import runs_dense
 from .plan import PlanCache
@@ -31,8 +31,10 @@ _USER = "sparse_attention"
 
 
 @dataclass
-class SparseAttentionState:
+class SparseAttentionState(NotCopyable):
     """Everything one `accelerate` call installs on a transformer: config, pattern, plans, counters."""
+
+    owner = _USER
 
     config: object
     pattern: object
@@ -85,7 +87,7 @@ class _SparseSDPA:
         )
 
 
-class SparseAttentionHook(ModelHook):
+class SparseAttentionHook(VidaccelHook):
     """`new_forward` hook on one self-attention module (layer `layer`)."""
 
     def __init__(self, state: SparseAttentionState, layer: int):
