@@ -65,3 +65,26 @@ def test_copy_or_pickle_of_a_hooked_model_is_refused(tiny, feature, operation):
     _same(model, inputs, dense)
     pickle.loads(pickle.dumps(model))  # plain again: copies and pickles as usual
     _same(copy.deepcopy(model), inputs, dense)
+
+
+# ----------------------------------------------------------------- #2: a torch.compile'd transformer
+
+@pytest.mark.parametrize("order", ["accelerate_then_compile", "compile_then_accelerate"])
+def test_compiled_transformer_is_accelerated_and_removed_exactly(tiny, order):
+    model, inputs, dense = tiny
+    config = vidaccel.WindowAttentionConfig(kernel=(1, 3, 3))
+    vidaccel.accelerate(model, config)
+    sparse = _run(model, inputs)
+    vidaccel.remove(model)
+    if order == "accelerate_then_compile":
+        vidaccel.accelerate(model, config)
+        compiled = torch.compile(model, backend="eager")
+    else:
+        compiled = torch.compile(model, backend="eager")
+        assert torch.equal(_run(compiled, inputs), dense)
+        vidaccel.accelerate(compiled, config)  # was: "does not support OptimizedModule"
+    assert torch.equal(_run(compiled, inputs), sparse) and vidaccel.summary(compiled, print_summary=False)["accelerated"]
+    vidaccel.remove(compiled)  # was a silent no-op (the state lives on _orig_mod)
+    assert not hasattr(model, "_vidaccel_sparse_attention")
+    assert torch.equal(_run(compiled, inputs), dense)
+    _same(model, inputs, dense)
