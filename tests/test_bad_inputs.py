@@ -88,3 +88,84 @@ def test_compiled_transformer_is_accelerated_and_removed_exactly(tiny, order):
     assert not hasattr(model, "_vidaccel_sparse_attention")
     assert torch.equal(_run(compiled, inputs), dense)
     _same(model, inputs, dense)
+
+
+# ------------------------------------------------------------- #3: diffusers caches, in either order
+
+def _pab():
+    from diffusers import PyramidAttentionBroadcastConfig
+
+    return PyramidAttentionBroadcastConfig(spatial_attention_block_skip_range=2, current_timestep_callback=lambda: 500)
+
+
+def _fbc():
+    from diffusers import FirstBlockCacheConfig
+
+    return FirstBlockCacheConfig(threshold=0.1)
+
+
+CACHE_PAIRS = {  # vidaccel feature x the diffusers cache that conflicts with it
+    "sparse_attention+PyramidAttentionBroadcast": ("sparse_attention", _pab),
+    "freeswim+PyramidAttentionBroadcast": ("freeswim", _pab),
+    "block_reuse+FirstBlockCache": ("block_reuse", _fbc),
+    "block_reuse+PyramidAttentionBroadcast": ("block_reuse", _pab),
+}
+
+
+@pytest.mark.parametrize("pair", sorted(CACHE_PAIRS))
+def test_diffusers_cache_enabled_after_a_vidaccel_feature_is_refused(tiny, pair):
+    from vidaccel.core.features import FeatureConflictError, diffusers_caches
+
+    model, inputs, dense = tiny
+    feature, cache = CACHE_PAIRS[pair]
+    enable, disable, fix = FEATURES[feature]
+    enable(model)
+    try:
+        on = _run(model, inputs)
+        with pytest.raises(FeatureConflictError, match=rf"diffusers' {pair.split('+')[1]} cannot run.*{fix}\(pipe\)"):
+            model.enable_cache(cache())
+        assert diffusers_caches(model) == [] and not model.is_cache_enabled
+        _same(model, inputs, on)
+    finally:
+        disable(model)
+    _same(model, inputs, dense)
+
+
+@pytest.mark.parametrize("pair", sorted(CACHE_PAIRS))
+def test_vidaccel_feature_enabled_after_a_diffusers_cache_is_refused(tiny, pair):
+    from vidaccel.core.features import FeatureConflictError
+
+    model, inputs, dense = tiny
+    feature, cache = CACHE_PAIRS[pair]
+    model.enable_cache(cache())
+    try:
+        with pytest.raises(FeatureConflictError, match=r"diffusers' .* is active.*disable_cache\(\)"):
+            FEATURES[feature][0](model)
+        assert not [k for k in model.__dict__ if k.startswith("_vidaccel")]
+    finally:
+        model.disable_cache()
+    _same(model, inputs, dense)
+
+
+def test_diffusers_cache_applied_directly_is_refused_before_the_next_generation_runs(tiny):
+    from diffusers.hooks import apply_first_block_cache
+
+    from vidaccel.core.features import FeatureConflictError
+
+    model, inputs, dense = tiny
+    enable, disable, _ = FEATURES["block_reuse"]
+    enable(model)
+    try:
+        on = _run(model, inputs)
+        model.__dict__["_vidaccel_step_tracker"].new_generation()  # as diffusers does after a pipeline call
+        apply_first_block_cache(model, _fbc())  # behind enable_cache's back
+        with pytest.raises(FeatureConflictError, match=r"FirstBlockCache cannot run.*disable_block_reuse\(pipe\)"):
+            _run(model, inputs)
+        for _, module in model.named_modules():
+            if hasattr(module, "_diffusers_hook"):
+                for name in ("fbc_leader_block_hook", "fbc_block_hook"):
+                    module._diffusers_hook.remove_hook(name, recurse=False)
+        _same(model, inputs, on)
+    finally:
+        disable(model)
+    _same(model, inputs, dense)
