@@ -169,3 +169,155 @@ def test_diffusers_cache_applied_directly_is_refused_before_the_next_generation_
     finally:
         disable(model)
     _same(model, inputs, dense)
+
+
+# ---------------------------------------------------- #4, #8: output and input paths, before any work
+
+def _cli(capsys, *argv):
+    from vidaccel import cli
+
+    code = cli.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    return code, err
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("expensive work started before the path was checked")
+
+
+@pytest.fixture
+def nothing_expensive(monkeypatch):
+    """Model loading, the benchmarks and profiling fail the test if reached."""
+    from vidaccel.caches import profiler
+    from vidaccel.cli import loading
+    from vidaccel.cli.commands import bench, upscale
+
+    for module, name in ((loading, "load_pipeline"), (bench, "_bench_attention"), (bench, "_bench_pipeline"),
+                         (upscale, "_load"), (profiler, "_install")):
+        monkeypatch.setattr(module, name, _must_not_run)
+
+
+def _bad_outputs(tmp_path):
+    (tmp_path / "folder.mp4").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    return {"folder": (tmp_path / "folder.mp4", "is a folder: give a file path"),
+            "under_a_file": (tmp_path / "a_file" / "out.mp4", "is a file, not a folder; choose another path")}
+
+
+COMMANDS_WITH_OUT = {
+    "generate": lambda out: ["generate", "a red circle", "--out", out],
+    "upscale": lambda out: ["upscale", "a red circle", "--output", out],
+    "profile": lambda out: ["profile", "a red circle", "--out", out],
+    "bench": lambda out: ["bench", "attention", "--grid", "2", "2", "2", "--out", out],
+}
+
+
+@pytest.mark.parametrize("where", ["folder", "under_a_file"])
+@pytest.mark.parametrize("command", sorted(COMMANDS_WITH_OUT))
+def test_unwritable_output_is_one_line_before_any_work(capsys, tmp_path, nothing_expensive, command, where):
+    out, message = _bad_outputs(tmp_path)[where]
+    code, err = _cli(capsys, *COMMANDS_WITH_OUT[command](out))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert ".partial" not in err and "Errno" not in err
+
+
+def test_profile_api_checks_its_path_before_running(tmp_path, nothing_expensive):
+    from tiny_models import wan_pipeline
+
+    out, message = _bad_outputs(tmp_path)["folder"]
+    pipe = wan_pipeline()
+    with pytest.raises(ValueError, match=message):
+        vidaccel.profile(pipe, "a red circle", height=32, width=32, num_frames=5, num_inference_steps=2, path=out)
+    assert not hasattr(pipe.transformer, "_diffusers_hook")
+
+
+def test_a_result_that_cannot_be_written_is_kept(tmp_path):
+    from vidaccel.core.validate import save_or_keep
+
+    written = []
+
+    def write(path):
+        if not written:
+            written.append(None)
+            raise PermissionError(13, "Permission denied")
+        path.write_text("result")
+        written.append(path)
+        return path
+
+    with pytest.raises(OSError, match=r"could not write .*out.json \(Permission denied\); the result was saved to"):
+        save_or_keep(write, tmp_path / "out.json")
+    assert written[-1].read_text() == "result"
+
+
+@pytest.mark.parametrize("kind,message", [("folder", "is a folder, not a video file"),
+                                          ("not_a_video", "is not a readable video"),
+                                          ("empty", "is not a readable video")])
+def test_unreadable_upscale_input_is_one_line(capsys, tmp_path, nothing_expensive, kind, message):
+    path = tmp_path / "clip.mp4"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(b"" if kind == "empty" else b"this is not a video\n" * 100)
+    code, err = _cli(capsys, "upscale", "--input", path, "--output", tmp_path / "out.mp4")
+    assert code == 2 and message in err and "with --input" in err and len(err.strip().splitlines()) == 1, err
+    assert "ffmpeg version" not in err
+
+
+# ---------------------------------------------------------------- #6: profile files of the wrong shape
+
+def _profile_dict():
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "bench_caches_tiny_profile.json"
+    return json.loads(path.read_text())
+
+
+def _edit(change):
+    data = _profile_dict()
+    change(data)
+    return data
+
+
+BAD_PROFILES = {
+    "top_level_list": (lambda d: [d], "a JSON list, not an object"),
+    "no_models": (lambda d: _edit(lambda x: x.pop("models")), "missing key 'models'"),
+    "models_not_a_list": (lambda d: _edit(lambda x: x.update(models={})), "key 'models' is {}"),
+    "unknown_top_key": (lambda d: _edit(lambda x: x.update(extra=1)), "unknown key 'extra'"),
+    "unknown_block_key": (lambda d: _edit(lambda x: x["models"][0]["blocks"][2].update(speed=3)),
+                          "unknown key 'models[0].blocks[2].speed'"),
+    "banana_kind": (lambda d: _edit(lambda x: x["models"][0]["blocks"][1].update(kind="banana")),
+                    "key 'models[0].blocks[1].kind' is 'banana', expected 'foreground' or 'background'"),
+    "string_R": (lambda d: _edit(lambda x: x["models"][0]["blocks"][0].update(R="high")),
+                 "key 'models[0].blocks[0].R' is 'high', expected a number or null"),
+    "missing_num_blocks": (lambda d: _edit(lambda x: x["models"][0].pop("num_blocks")),
+                           "missing key 'models[0].num_blocks'"),
+    "tau_without_value": (lambda d: _edit(lambda x: x.update(tau={"method": "otsu"})), "key 'tau'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PROFILES))
+def test_bad_profile_file_names_the_key_and_the_fix(tmp_path, case):
+    import json
+
+    from vidaccel.caches.profile_io import Profile
+
+    make, message = BAD_PROFILES[case]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(make(_profile_dict())))
+    with pytest.raises(ValueError) as info:
+        Profile.load(path)
+    text = str(info.value)
+    assert message in text and str(path) in text and "vidaccel profile" in text and "\n" not in text, text
+
+
+def test_bad_profile_leaves_the_model_unchanged(tiny, tmp_path):
+    import json
+
+    model, inputs, dense = tiny
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(BAD_PROFILES["banana_kind"][0](None)))
+    with pytest.raises(ValueError, match="banana"):
+        vidaccel.enable_block_reuse(model, vidaccel.BlockReuseConfig(profile=str(path)))
+    assert "_vidaccel_block_reuse" not in model.__dict__
+    _same(model, inputs, dense)

@@ -33,8 +33,9 @@ from ..core.context import StepTracker
 from ..core.features import PROFILER, refuse_conflicts
 from ..core.hookset import HookSet
 from ..core.models import config_hash, named_transformers
-from ..core.sdpa_swap import call_with_sdpa
 from ..core.nocopy import VidaccelHook
+from ..core.sdpa_swap import call_with_sdpa
+from ..core.validate import output_file, save_or_keep
 from ..version import __version__
 from .foreground import foreground_mask, foreground_ratio, prediction_tokens
 from .profile_io import BlockStats, ModelProfile, Profile, choose_tau, classify
@@ -255,6 +256,8 @@ def profile(pipe, prompts, *, height: int | None = None, width: int | None = Non
     if foreground not in ("pca", "motion"):
         raise ValueError(f"foreground must be 'pca' or 'motion', not {foreground!r}.")
     choose_tau([0.0], tau)  # validate before running anything
+    if path is not None:
+        output_file(path, "path")
     records = []
     for attribute, model in named_transformers(pipe):
         adapter = adapter_for(model)
@@ -311,5 +314,5 @@ def _build(records, prompts, call, seed, tau, path, fg_fractions) -> Profile:
                       versions={"vidaccel": __version__, "diffusers": diffusers.__version__,
                                 "torch": torch.__version__})
     if path is not None:
-        profile.save(path)
+        save_or_keep(profile.save, path)
     return profile

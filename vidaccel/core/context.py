@@ -22,8 +22,8 @@ from diffusers.hooks.hooks import BaseState, StateManager
 
 from .adapters import ModelAdapter
 from .features import diffusers_caches, refuse_diffusers_cache
-from .registry import invalidate_hook_caches, register_hook, unregister_hooks
 from .nocopy import NotCopyable, VidaccelHook
+from .registry import invalidate_hook_caches, register_hook, unregister_hooks
 
 STEP_HOOK = "vidaccel_step_context"
 _TRACKER_ATTR = "_vidaccel_step_tracker"

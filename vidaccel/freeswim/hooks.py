@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from ..core.adapters import ModelAdapter
 from ..core.context import StepTracker
 from ..core.hookset import HookSet
-from ..core.sdpa_swap import call_with_sdpa
 from ..core.nocopy import NotCopyable, VidaccelHook
+from ..core.sdpa_swap import call_with_sdpa
 from ..sparse.attention import sparse_attention
 from ..sparse.config import RadialAttentionConfig, runs_dense
 from ..sparse.patterns import Pattern, WindowPattern

@@ -18,8 +18,8 @@ import torch
 from ..core.adapters import ModelAdapter
 from ..core.context import StepContext, StepTracker
 from ..core.hookset import HookSet
-from ..core.sdpa_swap import call_with_sdpa
 from ..core.nocopy import NotCopyable, VidaccelHook
+from ..core.sdpa_swap import call_with_sdpa
 from .attention import sparse_attention
 from .config import runs_dense
 from .plan import PlanCache
