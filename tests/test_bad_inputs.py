@@ -321,3 +321,138 @@ def test_bad_profile_leaves_the_model_unchanged(tiny, tmp_path):
         vidaccel.enable_block_reuse(model, vidaccel.BlockReuseConfig(profile=str(path)))
     assert "_vidaccel_block_reuse" not in model.__dict__
     _same(model, inputs, dense)
+
+
+# ------------------------------------------------- #9, #10: wrong types and silent coercions refused
+
+W, R = vidaccel.WindowAttentionConfig, vidaccel.RadialAttentionConfig
+BAD_VALUES = {  # id -> (call, what the one-line message must say)
+    "kernel_float": (lambda: W(kernel=3.0), r"kernel must be an int or three ints \(t, h, w\).*3\.0 \(float\)"),
+    "kernel_none": (lambda: W(kernel=None), r"kernel must be an int or three ints.*None"),
+    "kernel_set": (lambda: W(kernel={15, 9, 1}), r"a set has no order; pass a tuple"),
+    "dilation_float": (lambda: W(dilation=2.5), r"dilation must be an int or three ints"),
+    "stride_str": (lambda: W(stride="1"), r"stride must be an int or three ints"),
+    "dense_steps_bool": (lambda: W(dense_steps=True), r"dense_steps must be an int >= 0.*True \(bool\)"),
+    "tile_size_float": (lambda: W(tile_size=64.0), r"tile_size must be one of"),
+    "decay_str": (lambda: R(decay_factor="0.2"), r"decay_factor must be a finite number.*'0\.2' \(str\)"),
+    "block_size_str": (lambda: R(block_size="8"), r"block_size must be an int >= 1.*'8' \(str\)"),
+    "block_size_none": (lambda: R(block_size=None), r"block_size must be an int >= 1.*None"),
+    "block_size_fraction": (lambda: R(block_size=2.9), r"block_size must be an int >= 1.*2\.9"),
+    "sink_str": (lambda: R(sink="no"), r"sink must be True or False, got sink='no'"),
+    "dense_layers_float": (lambda: R(dense_layers=1.0), r"dense_layers must be an int >= 0"),
+    "base_size_none": (lambda: vidaccel.FreeSwimConfig(base_size=None), r"base_size must be two ints \(height, width\)"),
+    "window_scalar": (lambda: vidaccel.FreeSwimConfig(window=4), r"window must be two ints \(k_h, k_w\)"),
+    "override_str": (lambda: vidaccel.FreeSwimConfig(override="yes"), r"override must be True or False"),
+    "interval_str": (lambda: vidaccel.BlockReuseConfig(interval="6", background_blocks=[0]),
+                     r"interval must be an int >= 1.*'6' \(str\)"),
+    "interval_fraction": (lambda: vidaccel.BlockReuseConfig(interval=1.5, background_blocks=[0]),
+                          r"interval must be an int >= 1.*1\.5"),
+    "background_fraction": (lambda: vidaccel.BlockReuseConfig(background_blocks=(0.5,)),
+                            r"background_blocks\[0\] must be an int >= 0.*\(a block index\)"),
+    "adaptive_str": (lambda: vidaccel.BlockReuseConfig(adaptive="no", background_blocks=[0]),
+                     r"adaptive must be True or False"),
+    "max_prompts_str": (lambda: vidaccel.KVCacheConfig(max_prompts="3"), r"max_prompts must be an int >= 1.*'3'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_wrong_type_or_coercible_value_is_refused_by_name(tiny, case):
+    call, match = BAD_VALUES[case]
+    with pytest.raises(ValueError, match=match) as info:
+        call()
+    assert "\n" not in str(info.value)
+    _same(*tiny)
+
+
+@pytest.mark.parametrize("case,match", [
+    ("enable_kv_cache", r"max_prompts must be an int >= 1.*'3' \(str\)"),
+    ("summary_grid", r"grid must be three ints \(T, H, W\) in tokens, each >= 1, got grid=\(0, 1, 1\)"),
+])
+def test_wrong_api_arguments_are_refused_and_change_nothing(tiny, case, match):
+    model, inputs, dense = tiny
+    if case == "summary_grid":
+        vidaccel.accelerate(model, W(kernel=(1, 3, 3)))
+        on = _run(model, inputs)
+        with pytest.raises(ValueError, match=match):  # was ZeroDivisionError
+            vidaccel.summary(model, grid=(0, 1, 1), print_summary=False)
+        _same(model, inputs, on)
+        vidaccel.remove(model)
+    else:
+        with pytest.raises(ValueError, match=match):
+            vidaccel.enable_kv_cache(model, max_prompts="3")
+        assert "_vidaccel_kv_cache" not in model.__dict__
+    _same(model, inputs, dense)
+
+
+def test_numpy_integers_are_accepted_as_ints(tiny):
+    import numpy as np
+
+    model, inputs, dense = tiny
+    vidaccel.accelerate(model, W(kernel=(1, 3, 3)))
+    expected = _run(model, inputs)
+    vidaccel.remove(model)
+    vidaccel.accelerate(model, W(kernel=tuple(np.int64(k) for k in (1, 3, 3)), dilation=np.int32(1)))
+    _same(model, inputs, expected)
+    vidaccel.remove(model)
+    _same(model, inputs, dense)
+
+
+def test_config_file_value_of_the_wrong_type_names_file_entry_and_key(tmp_path, capsys, nothing_expensive):
+    path = tmp_path / "radial.yaml"
+    path.write_text("configs:\n  - {type: radial, name: small}\n  - {type: radial, block_size: '8'}\n")
+    code, err = _cli(capsys, "generate", "a red circle", "--accel", path, "--out", tmp_path / "x.mp4")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert str(path) in err and "configs[1]" in err and "'block_size'" in err and "must be an int >= 1" in err, err
+
+
+def test_radial_that_is_fully_dense_at_the_grid_warns(tiny):
+    model, inputs, dense = tiny
+    vidaccel.accelerate(model, R(decay_factor=4.0, dense_steps=0, dense_layers=0, block_size=8))
+    with pytest.warns(UserWarning, match=r"decay_factor=4 attends every token pair at grid \(3, 4, 6\).*smaller"):
+        _run(model, inputs)
+    vidaccel.remove(model)
+    _same(model, inputs, dense)
+
+
+# -------------------------------------------------------- #11: a dilation that cannot fit the grid
+
+@pytest.mark.parametrize("kernel,dilation,fix", [
+    ((1, 3, 3), (1, 1, 1000), r"Use dilation <= 2 for kernel=3\."),  # was "at most kernel=0"
+    ((1, 3, 2), (1, 1, 4), r"Use dilation <= 3 for kernel=2 or kernel <= 1 for dilation=4\."),
+])
+def test_dilation_that_cannot_fit_names_a_valid_fix(tiny, kernel, dilation, fix):
+    model, inputs, dense = tiny
+    vidaccel.accelerate(model, W(kernel=kernel, dilation=dilation))
+    with pytest.raises(ValueError, match=r"does not fit the token grid along w.*" + fix):
+        _run(model, inputs)
+    vidaccel.remove(model)
+    _same(model, inputs, dense)
+
+
+# ------------------------------------------------- #17: the CPU reference path is cheap and said to be slow
+
+def test_reference_builds_its_mask_once_per_plan_and_matches_the_chunked_path(monkeypatch):
+    from vidaccel.sparse import attention
+    from vidaccel.sparse.plan import PlanCache
+
+    pattern = R(block_size=8).resolved("wan").build_pattern()
+    plan = PlanCache().get(pattern, GRID)
+    q, k, v = (torch.randn(2, 2, 72 + 5, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    calls = []
+    real = type(pattern).mask
+    monkeypatch.setattr(type(pattern), "mask", lambda self, *a: calls.append(1) or real(self, *a))
+    first = attention.reference_sparse_attention(q, k, v, plan, 5, "suffix")
+    second = attention.reference_sparse_attention(q, k, v, plan, 5, "suffix")
+    assert len(calls) == 1 and torch.equal(first, second)  # was: the mask rebuilt on every call
+    monkeypatch.setattr(attention, "REFERENCE_CACHED_MASK_BYTES", 0)  # the chunked path for long sequences
+    torch.testing.assert_close(attention.reference_sparse_attention(q, k, v, plan, 5, "suffix"), first)
+
+
+def test_summary_says_plainly_when_sparse_attention_ran_on_the_slow_reference(tiny):
+    model, inputs, dense = tiny
+    vidaccel.accelerate(model, W(kernel=(1, 3, 3)))
+    _run(model, inputs)
+    text = str(vidaccel.summary(model, print_summary=False))
+    vidaccel.remove(model)
+    assert "SLOW PATH" in text and "slower than dense attention" in text and "CUDA" in text, text
+    _same(model, inputs, dense)

@@ -27,6 +27,7 @@ from ..core.blocks import BlockIO
 from ..core.context import StepContext, StepTracker
 from ..core.hookset import HookSet
 from ..core.nocopy import NotCopyable, VidaccelHook
+from ..core.validate import flag, integer, number
 from .profile_io import MAKE_ONE, Profile
 from .schedule import scheduled_compute
 
@@ -69,9 +70,17 @@ class BlockReuseConfig:
 
     def __post_init__(self):
         if self.background_blocks is not None:
-            object.__setattr__(self, "background_blocks", tuple(self.background_blocks))
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}.")
+            blocks = self.background_blocks
+            if isinstance(blocks, (str, bytes, dict)) or not hasattr(blocks, "__iter__"):
+                raise ValueError(f"background_blocks must be a list of block indices, got {blocks!r}.")
+            object.__setattr__(self, "background_blocks", tuple(
+                integer(f"background_blocks[{i}]", b, minimum=0, hint=" (a block index)") for i, b in enumerate(blocks)))
+        for name, minimum in (("warmup_steps", 0), ("interval", 1), ("min_interval", 1), ("num_inference_steps", 1),
+                              ("probe_block", 0)):
+            optional = name not in ("warmup_steps", "probe_block")
+            object.__setattr__(self, name, integer(name, getattr(self, name), minimum=minimum, optional=optional))
+        flag("adaptive", self.adaptive)
+        number("drift_threshold", self.drift_threshold)
         if self.interval is None and not self.adaptive:
             raise ValueError("interval=None (no bound) needs adaptive=True; set an interval such as 6.")
         if self.interval is not None and self.interval < 1:

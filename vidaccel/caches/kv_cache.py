@@ -39,6 +39,7 @@ from ..core.adapters import ModelAdapter, forward_argument
 from ..core.context import StepTracker
 from ..core.hookset import HookSet
 from ..core.nocopy import NotCopyable, VidaccelHook
+from ..core.validate import integer
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +74,7 @@ class KVCacheConfig:
     max_prompts: int = 4
 
     def __post_init__(self):
-        if not isinstance(self.max_prompts, int) or isinstance(self.max_prompts, bool) or self.max_prompts < 1:
-            raise ValueError(f"max_prompts must be an int >= 1, got {self.max_prompts!r}.")
+        object.__setattr__(self, "max_prompts", integer("max_prompts", self.max_prompts, minimum=1))
 
 
 @dataclass

@@ -74,7 +74,8 @@ def ints(name: str, value, length: int, *, labels: str, minimum: int | None = 1,
     """`length` ints in order (`labels` names them, e.g. ``"(t, h, w)"``); one int for all when `scalar`."""
     if value is None and optional:
         return None
-    expected = (f"an int or {length} ints {labels}" if scalar else f"{length} ints {labels}") + (
+    count = {2: "two", 3: "three"}.get(length, str(length))
+    expected = (f"an int or {count} ints {labels}" if scalar else f"{count} ints {labels}") + (
         f", each{_bounds(minimum, None)}" if minimum is not None else "")
     if scalar and _is_int(value):
         value = (value,) * length
