@@ -6,8 +6,9 @@ sit before (``text_position="prefix"``, CogVideoX) or after (``"suffix"``, Hunyu
 Text tokens attend and are attended densely. ``attn_mask`` is an optional boolean key mask
 broadcastable to ``(B, heads, S, S)`` (e.g. HunyuanVideo's text padding mask ``(B, 1, 1, S)``).
 
-Backends: ``"reference"`` is exact chunked SDPA with boolean masks derived from the pattern
-(memory bounded by ``chunk x S``, never ``S x S``); ``"triton"`` is the block-sparse kernel
+Backends: ``"reference"`` is exact SDPA with masks derived from the pattern: one call with the
+plan's cached ``S x S`` mask while it fits `REFERENCE_CACHED_MASK_BYTES`, else chunks of query
+rows (memory bounded by ``chunk x S``); it is slower than dense attention; ``"triton"`` is the block-sparse kernel
 (CUDA only, `vidaccel.kernels`); ``"auto"`` picks the kernel when it supports the input.
 """
 
@@ -28,7 +29,7 @@ _logged_fallbacks: set = set()
 
 # Bytes of score matrix the reference may hold per chunk (B * heads * chunk * S * 4 bytes).
 REFERENCE_CHUNK_BYTES = 256 * 2**20
-# A sequence whose whole mask fits this many bytes keeps it with the plan, so the reference is one SDPA call:
+# A sequence whose whole mask fits this many bytes keeps it with the plan and every chunk slices its rows:
 # additive in the input's dtype where that fits (4096 tokens in fp32), else boolean (8192 tokens); longer
 # sequences build each chunk's mask per call.
 REFERENCE_CACHED_MASK_BYTES = 64 * 2**20
@@ -41,35 +42,34 @@ def _visual_slice(text_len: int, text_position: str, total: int) -> slice:
 
 
 def reference_sparse_attention(q, k, v, plan: Plan, text_len=0, text_position="none", attn_mask=None, scale=None):
-    """Exact reference: one SDPA call with the plan's cached boolean mask, or, for long sequences, per chunk of
-    query rows (memory ``chunk x S``) with that chunk's mask built from the pattern."""
+    """Exact reference: SDPA per chunk of query rows (score memory at most `REFERENCE_CHUNK_BYTES`; one call
+    when the sequence fits), with rows of the plan's cached mask, or for long sequences the chunk's mask
+    built from the pattern."""
     B, Hh, S, D = q.shape
-    if S * S <= REFERENCE_CACHED_MASK_BYTES:
-        additive = S * S * q.element_size() <= REFERENCE_CACHED_MASK_BYTES
-        mask = plan.full_mask(text_len, text_position, q.device, q.dtype if additive else torch.bool)
-        if attn_mask is not None:
-            keep = attn_mask.to(torch.bool)
-            mask = mask.masked_fill(~keep, float("-inf")) if additive else mask & keep
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     n = plan.num_tokens
     vis = _visual_slice(text_len, text_position, S)
     chunk = max(1, min(S, REFERENCE_CHUNK_BYTES // max(1, B * Hh * S * 4)))
+    cached, additive = None, False
+    if S * S <= REFERENCE_CACHED_MASK_BYTES:
+        additive = S * S * q.element_size() <= REFERENCE_CACHED_MASK_BYTES
+        cached = plan.full_mask(text_len, text_position, q.device, q.dtype if additive else torch.bool)
     key_idx = torch.arange(n, device=q.device)
     out = torch.empty_like(q)
     for start in range(0, S, chunk):
-        rows = torch.arange(start, min(S, start + chunk), device=q.device)
-        mask = torch.ones(len(rows), S, dtype=torch.bool, device=q.device)
-        vis_rows = (rows >= vis.start) & (rows < vis.stop)
-        if vis_rows.any():
-            q_idx = rows[vis_rows] - vis.start
-            mask[vis_rows, vis] = plan.pattern.mask(plan.grid, q_idx, key_idx)
-        mask = mask[None, None]
+        stop = min(S, start + chunk)
+        if cached is not None:
+            mask = cached[start:stop]
+        else:
+            rows = torch.arange(start, stop, device=q.device)
+            mask = torch.ones(len(rows), S, dtype=torch.bool, device=q.device)
+            vis_rows = (rows >= vis.start) & (rows < vis.stop)
+            if vis_rows.any():
+                mask[vis_rows, vis] = plan.pattern.mask(plan.grid, rows[vis_rows] - vis.start, key_idx)
         if attn_mask is not None:
-            m = attn_mask if attn_mask.shape[-2] == 1 else attn_mask[..., start : start + len(rows), :]
-            mask = mask & m.to(torch.bool)
-        out[:, :, start : start + len(rows)] = F.scaled_dot_product_attention(
-            q[:, :, start : start + len(rows)], k, v, attn_mask=mask, scale=scale
-        )
+            keep = (attn_mask if attn_mask.shape[-2] == 1 else attn_mask[..., start:stop, :]).to(torch.bool)
+            mask = mask.masked_fill(~keep, float("-inf")) if additive else mask & keep
+        out[:, :, start:stop] = F.scaled_dot_product_attention(q[:, :, start:stop], k, v, attn_mask=mask,
+                                                               scale=scale)
     return out
 
 
