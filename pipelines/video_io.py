@@ -39,12 +39,19 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
     from vidaccel.report.video import read_mp4
 
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"Input video {str(path)!r} is a folder, not a video file; pass an .mp4 file with "
+                                f"--input.")
     if not path.is_file():
         raise FileNotFoundError(f"Input video {str(path)!r} does not exist; pass an existing .mp4 file with --input.")
-    header = imageio_ffmpeg.read_frames(str(path))
-    fps = float(next(header).get("fps") or 16.0)  # the header only: frames are decoded by read_mp4
-    header.close()
-    return read_mp4(path), fps
+    try:  # ffmpeg's own error text (its banner, stream dumps) is replaced by one line
+        header = imageio_ffmpeg.read_frames(str(path))
+        fps = float(next(header).get("fps") or 16.0)  # the header only: frames are decoded by read_mp4
+        header.close()
+        return read_mp4(path), fps
+    except (RuntimeError, OSError, ValueError, StopIteration, KeyError):
+        raise ValueError(f"Input video {str(path)!r} is not a readable video (ffmpeg cannot decode it); pass an "
+                         f".mp4 file with --input.") from None
 
 
 __all__ = ["frames_to_tensor", "read_video"]

@@ -17,7 +17,7 @@ def test_state_attributes_keep_their_names():
 
 def test_every_conflict_names_known_features_and_a_reason():
     keys = {f.key for f in (*features.FEATURES, features.PROFILER, features.CONTEXT_PARALLEL,
-                            features.DIFFUSERS_CACHE)}
+                            features.DIFFUSERS_CACHE, features.DIFFUSERS_ATTENTION_CACHE)}
     for pair, reason in features.CONFLICTS.items():
         assert len(pair) == 2 and pair <= keys and reason
 

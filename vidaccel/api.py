@@ -9,6 +9,7 @@ from .core.adapters import adapter_for
 from .core.features import SPARSE_ATTENTION, refuse_conflicts
 from .core.models import transformers
 from .core.registry import install_states, remove_state
+from .core.validate import ints
 from .freeswim.report import format_freeswim_report, freeswim_report
 from .sparse.config import resolve_config
 from .sparse.hooks import SparseAttentionState, install, uninstall
@@ -75,6 +76,7 @@ def summary(pipe_or_transformer, grid=None, print_summary: bool = True, blocks: 
             (always done on CUDA; on a CPU this takes tens of seconds at 720p).
         print_summary: print the report (default True); the returned `Summary` prints the same text.
     """
+    grid = ints("grid", grid, 3, labels="(T, H, W) in tokens", scalar=False, optional=True)
     reports = sparse_report(pipe_or_transformer, grid=grid, blocks=blocks)
     out = Summary(accelerated=bool(reports), transformers=reports)
     if freeswim := freeswim_report(pipe_or_transformer):

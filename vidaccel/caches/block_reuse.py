@@ -21,12 +21,13 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import torch
-from diffusers.hooks import ModelHook
 
 from ..core.adapters import ModelAdapter
 from ..core.blocks import BlockIO
 from ..core.context import StepContext, StepTracker
 from ..core.hookset import HookSet
+from ..core.nocopy import NotCopyable, VidaccelHook
+from ..core.validate import flag, integer, number
 from .profile_io import MAKE_ONE, Profile
 from .schedule import scheduled_compute
 
@@ -69,9 +70,17 @@ class BlockReuseConfig:
 
     def __post_init__(self):
         if self.background_blocks is not None:
-            object.__setattr__(self, "background_blocks", tuple(self.background_blocks))
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}.")
+            blocks = self.background_blocks
+            if isinstance(blocks, (str, bytes, dict)) or not hasattr(blocks, "__iter__"):
+                raise ValueError(f"background_blocks must be a list of block indices, got {blocks!r}.")
+            object.__setattr__(self, "background_blocks", tuple(
+                integer(f"background_blocks[{i}]", b, minimum=0, hint=" (a block index)") for i, b in enumerate(blocks)))
+        for name, minimum in (("warmup_steps", 0), ("interval", 1), ("min_interval", 1), ("num_inference_steps", 1),
+                              ("probe_block", 0)):
+            optional = name not in ("warmup_steps", "probe_block")
+            object.__setattr__(self, name, integer(name, getattr(self, name), minimum=minimum, optional=optional))
+        flag("adaptive", self.adaptive)
+        number("drift_threshold", self.drift_threshold)
         if self.interval is None and not self.adaptive:
             raise ValueError("interval=None (no bound) needs adaptive=True; set an interval such as 6.")
         if self.interval is not None and self.interval < 1:
@@ -140,8 +149,10 @@ class _Branch:
 
 
 @dataclass
-class BlockReuseState:
+class BlockReuseState(NotCopyable):
     """Everything `enable_block_reuse` installs on one transformer."""
+
+    owner = _USER
 
     config: BlockReuseConfig
     adapter: ModelAdapter
@@ -207,7 +218,7 @@ def _fits(delta: torch.Tensor | None, x: torch.Tensor | None) -> bool:
     return delta.shape == x.shape and delta.device == x.device and delta.dtype == x.dtype
 
 
-class RunHook(ModelHook):
+class RunHook(VidaccelHook):
     """``new_forward`` on each block of a background run."""
 
     _is_stateful = True  # diffusers resets it at the end of every pipeline call
@@ -244,7 +255,7 @@ class RunHook(ModelHook):
         return module
 
 
-class ProbeHook(ModelHook):
+class ProbeHook(VidaccelHook):
     """Adaptive mode: ``new_forward`` on the always-computed probe block; measures residual drift."""
 
     def __init__(self, state: BlockReuseState, io: BlockIO):

@@ -34,11 +34,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
-from diffusers.hooks import ModelHook
 
 from ..core.adapters import ModelAdapter, forward_argument
 from ..core.context import StepTracker
 from ..core.hookset import HookSet
+from ..core.nocopy import NotCopyable, VidaccelHook
+from ..core.validate import integer
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +74,14 @@ class KVCacheConfig:
     max_prompts: int = 4
 
     def __post_init__(self):
-        if not isinstance(self.max_prompts, int) or isinstance(self.max_prompts, bool) or self.max_prompts < 1:
-            raise ValueError(f"max_prompts must be an int >= 1, got {self.max_prompts!r}.")
+        object.__setattr__(self, "max_prompts", integer("max_prompts", self.max_prompts, minimum=1))
 
 
 @dataclass
-class KVCacheState:
+class KVCacheState(NotCopyable):
     """Everything `enable_kv_cache` installs on one transformer."""
+
+    owner = _USER
 
     adapter: ModelAdapter
     max_prompts: int = 4
@@ -138,7 +140,7 @@ class KVCacheState:
         return True
 
 
-class PromptIdentityHook(ModelHook):
+class PromptIdentityHook(VidaccelHook):
     """Pre-forward hook on the transformer: which prompt (by content) does this call use?"""
 
     def __init__(self, state: KVCacheState):
@@ -160,7 +162,7 @@ class PromptIdentityHook(ModelHook):
         return output
 
 
-class ProjectionCacheHook(ModelHook):
+class ProjectionCacheHook(VidaccelHook):
     """``new_forward`` on one K/V projection of a cross-attention module."""
 
     _is_stateful = True  # diffusers resets it at the end of every pipeline call

@@ -104,11 +104,12 @@ class Profile:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "profile") -> "Profile":
-        if data.get("format") != FORMAT or data.get("version") != VERSION:
-            raise ValueError(
-                f"{source} is not a vidaccel profile of version {VERSION} (format={data.get('format')!r}, "
-                f"version={data.get('version')!r}). {MAKE_ONE}"
-            )
+        """The profile in `data`, checked whole first (`check_layout`): a wrong shape names the key."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
+            found = (f"format={data.get('format')!r}, version={data.get('version')!r}" if isinstance(data, dict)
+                     else f"a JSON {type(data).__name__}, not an object")
+            raise ValueError(f"{source} is not a vidaccel profile of version {VERSION} ({found}). {MAKE_ONE}")
+        check_layout(data, source)
         models = []
         for m in data["models"]:
             blocks = [BlockStats(**_nan(b)) for b in m["blocks"]]
@@ -134,6 +135,68 @@ class Profile:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path} is not valid JSON ({exc}). {MAKE_ONE}") from None
         return cls.from_dict(data, source=str(path))
+
+
+# ------------------------------------------------------------------------------ the file's layout
+
+def _number(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _numbers(v) -> bool:
+    return isinstance(v, list) and all(_number(x) for x in v)
+
+
+# key -> (required, test, what the test wants); the layout in the module docstring
+_TOP = {"format": (True, lambda v: v == FORMAT, repr(FORMAT)), "version": (True, lambda v: v == VERSION, str(VERSION)),
+        "created": (False, lambda v: isinstance(v, str), "a string"),
+        "versions": (False, lambda v: isinstance(v, dict), "an object"),
+        "run": (True, lambda v: isinstance(v, dict), "an object"),
+        "foreground": (True, lambda v: isinstance(v, dict), "an object"),
+        "tau": (True, lambda v: isinstance(v, dict) and _number(v.get("value")) and "value" in v,
+                "an object with a numeric 'value'"),
+        "models": (True, lambda v: isinstance(v, list) and v and all(isinstance(m, dict) for m in v),
+                   "a non-empty list of objects")}
+_MODEL = {"attribute": (True, lambda v: isinstance(v, str), "a string such as 'transformer'"),
+          "model_class": (True, lambda v: isinstance(v, str), "a string"),
+          "config_hash": (True, lambda v: isinstance(v, str), "a string"),
+          "num_blocks": (True, _count, "an int >= 0"),
+          "grid": (False, lambda v: v is None or (isinstance(v, list) and len(v) == 3 and all(map(_count, v))),
+                   "null or three ints [T, H, W]"),
+          "blocks": (True, lambda v: isinstance(v, list) and all(isinstance(b, dict) for b in v), "a list of objects")}
+_BLOCK = {"index": (True, _count, "an int >= 0"), "name": (True, lambda v: isinstance(v, str), "a string"),
+          "kind": (True, lambda v: v in ("foreground", "background"), "'foreground' or 'background'"),
+          "R": (True, _number, "a number or null"),
+          **{k: (False, _numbers, "a list of numbers or nulls")
+             for k in ("R_per_step", "residual_change_per_step", "attention_entropy_per_step")}}
+
+
+def _check_keys(obj: dict, spec: dict, where: str, source: str) -> None:
+    for key in obj:
+        if key not in spec:
+            raise ValueError(f"{source}: unknown key '{where}{key}'; valid keys there: {', '.join(spec)}. Fix the "
+                             f"file or make a new one. {MAKE_ONE}")
+    for key, (required, test, wanted) in spec.items():
+        if key not in obj:
+            if required:
+                raise ValueError(f"{source}: missing key '{where}{key}' ({wanted}). Fix the file or make a new "
+                                 f"one. {MAKE_ONE}")
+        elif not test(obj[key]):
+            raise ValueError(f"{source}: key '{where}{key}' is {obj[key]!r}, expected {wanted}. Fix the file or "
+                             f"make a new one. {MAKE_ONE}")
+
+
+def check_layout(data: dict, source: str = "profile") -> None:
+    """Raise ValueError naming the first key of `data` that does not fit the profile layout (and the fix)."""
+    _check_keys(data, _TOP, "", source)
+    for i, m in enumerate(data["models"]):
+        _check_keys(m, _MODEL, f"models[{i}].", source)
+        for j, b in enumerate(m["blocks"]):
+            _check_keys(b, _BLOCK, f"models[{i}].blocks[{j}].", source)
 
 
 def classify(R: float, tau: float) -> str:

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from diffusers.hooks import ModelHook
 
 from ..core.adapters import ModelAdapter, adapter_for
 from ..core.blocks import BlockIO
@@ -34,7 +33,9 @@ from ..core.context import StepTracker
 from ..core.features import PROFILER, refuse_conflicts
 from ..core.hookset import HookSet
 from ..core.models import config_hash, named_transformers
+from ..core.nocopy import VidaccelHook
 from ..core.sdpa_swap import call_with_sdpa
+from ..core.validate import output_file, save_or_keep
 from ..version import __version__
 from .foreground import foreground_mask, foreground_ratio, prediction_tokens
 from .profile_io import BlockStats, ModelProfile, Profile, choose_tau, classify
@@ -127,7 +128,7 @@ def _generation_foreground(records: list) -> tuple[torch.Tensor, tuple]:
     return fg, done[0].grid
 
 
-class _ResidualHook(ModelHook):
+class _ResidualHook(VidaccelHook):
     """Block: relative L1 change of the residual from the previous step of the same CFG branch."""
 
     def __init__(self, record: _Record, index: int, io: BlockIO):
@@ -149,7 +150,7 @@ class _ResidualHook(ModelHook):
         return output
 
 
-class _AttentionHook(ModelHook):
+class _AttentionHook(VidaccelHook):
     """Self-attention module: received attention from sampled query rows, inside its own SDPA call."""
 
     def __init__(self, record: _Record, index: int):
@@ -179,7 +180,7 @@ class _AttentionHook(ModelHook):
         rec.received[slot] = a.to("cpu", torch.float16)
 
 
-class _PredictionHook(ModelHook):
+class _PredictionHook(VidaccelHook):
     """Transformer: accumulate the (non-uncond) prediction of the later steps for the foreground estimate."""
 
     def __init__(self, record: _Record):
@@ -255,6 +256,8 @@ def profile(pipe, prompts, *, height: int | None = None, width: int | None = Non
     if foreground not in ("pca", "motion"):
         raise ValueError(f"foreground must be 'pca' or 'motion', not {foreground!r}.")
     choose_tau([0.0], tau)  # validate before running anything
+    if path is not None:
+        output_file(path, "path")
     records = []
     for attribute, model in named_transformers(pipe):
         adapter = adapter_for(model)
@@ -311,5 +314,5 @@ def _build(records, prompts, call, seed, tau, path, fg_fractions) -> Profile:
                       versions={"vidaccel": __version__, "diffusers": diffusers.__version__,
                                 "torch": torch.__version__})
     if path is not None:
-        profile.save(path)
+        save_or_keep(profile.save, path)
     return profile

@@ -7,7 +7,10 @@ token grid after patchify, denoising step, CFG branch. The step comes from diffu
 sequence (a larger timestep starts a new generation, an equal one is another CFG pass).
 diffusers resets stateful hooks at the end of each pipeline call, which starts a new generation.
 
-The tracker is registered through `registry` like every other vidaccel hook.
+The tracker is registered through `registry` like every other vidaccel hook. While it is attached,
+``model.enable_cache`` first asks the feature table (`refuse_diffusers_cache`) whether diffusers'
+cache may join the vidaccel features installed; a cache applied with diffusers' ``apply_*``
+functions is checked by the tracker at the start of each generation, before anything runs.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from diffusers.hooks import ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
 from .adapters import ModelAdapter
+from .features import diffusers_caches, refuse_diffusers_cache
+from .nocopy import NotCopyable, VidaccelHook
 from .registry import invalidate_hook_caches, register_hook, unregister_hooks
 
 STEP_HOOK = "vidaccel_step_context"
@@ -33,7 +37,7 @@ class StepContext:
 
 
 @dataclass
-class StepTracker:
+class StepTracker(NotCopyable):
     adapter: ModelAdapter
     current: StepContext | None = None
     last_grid: tuple | None = None
@@ -53,7 +57,7 @@ class _ContextReader(BaseState):
         pass
 
 
-class StepContextHook(ModelHook):
+class StepContextHook(VidaccelHook):
     """Pre-forward hook on a transformer: computes and publishes the `StepContext`."""
 
     _is_stateful = True
@@ -82,6 +86,9 @@ class StepContextHook(ModelHook):
         return tr.step, branch
 
     def pre_forward(self, module, *args, **kwargs):
+        if self.tracker.current is None:  # a new generation: refuse caches applied behind enable_cache's back
+            for cache in diffusers_caches(module):
+                refuse_diffusers_cache(module, cache)
         grid = tuple(int(x) for x in self.tracker.adapter.grid(module, args, kwargs))
         if min(grid) <= 0:
             raise ValueError(f"The input gives an empty token grid {grid}; check the latent shape.")
@@ -96,6 +103,17 @@ class StepContextHook(ModelHook):
         return module
 
 
+class _CheckedEnableCache(NotCopyable):
+    """Stands in for ``model.enable_cache`` while vidaccel is installed: the feature table decides first."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def __call__(self, config, *args, **kwargs):
+        refuse_diffusers_cache(self.model, type(config).__name__.removesuffix("Config"))
+        return type(self.model).enable_cache(self.model, config, *args, **kwargs)
+
+
 def attach_step_tracker(model: torch.nn.Module, adapter: ModelAdapter, user: str) -> StepTracker:
     """The model's shared `StepTracker`, installing its hook on first use."""
     tracker = model.__dict__.get(_TRACKER_ATTR)
@@ -103,6 +121,8 @@ def attach_step_tracker(model: torch.nn.Module, adapter: ModelAdapter, user: str
         tracker = StepTracker(adapter=adapter)
         tracker.created_registry = register_hook(model, StepContextHook(tracker), STEP_HOOK)
         model.__dict__[_TRACKER_ATTR] = tracker
+        if hasattr(type(model), "enable_cache"):
+            model.__dict__["enable_cache"] = _CheckedEnableCache(model)
     tracker.users.add(user)
     return tracker
 
@@ -114,5 +134,6 @@ def detach_step_tracker(model: torch.nn.Module, user: str) -> None:
     tracker.users.discard(user)
     if not tracker.users:
         del model.__dict__[_TRACKER_ATTR]
+        model.__dict__.pop("enable_cache", None)
         unregister_hooks(model, [STEP_HOOK], tracker.created_registry)
     invalidate_hook_caches(model)

@@ -3,8 +3,14 @@
 Every ``enable_*`` / ``accelerate`` / ``profile`` call asks `refuse_conflicts(model, FEATURE)`
 before it changes anything; nothing else decides compatibility. A feature's state lives at
 ``model.__dict__[feature.state_attr]`` (`installed`, `state_of`). Besides vidaccel's own features
-the table knows two outside conditions: diffusers' context parallelism (``enable_parallelism``)
-and diffusers' step caches (``enable_cache`` or ``apply_*`` hooks).
+the table knows outside conditions: diffusers' context parallelism (``enable_parallelism``) and
+diffusers' caches (``enable_cache`` or ``apply_*`` hooks), in two kinds: step caches that skip
+whole blocks (FirstBlockCache, MagCache, SeaCache) and attention caches that hook the attention
+modules themselves (PyramidAttentionBroadcast, FasterCache, TaylorSeerCache). vidaccel refuses a
+conflicting diffusers cache in both orders: its features check before installing, and while any
+is installed ``transformer.enable_cache`` checks first (`refuse_diffusers_cache`, called by the
+guard in `vidaccel.core.context`), with hooks applied by ``apply_*`` directly refused at the
+transformer's next generation.
 """
 
 from __future__ import annotations
@@ -41,8 +47,11 @@ CONTEXT_PARALLEL = Feature("context_parallel", "diffusers context parallelism", 
                            "generate one video per GPU instead (data-parallel generation)")
 DIFFUSERS_CACHE = Feature("diffusers_cache", "a diffusers step cache", None,
                           "call `pipe.transformer.disable_cache()` (or remove the apply_* hooks)")
+DIFFUSERS_ATTENTION_CACHE = Feature("diffusers_attention_cache", "a diffusers attention cache", None,
+                                    DIFFUSERS_CACHE.turn_off)
 FEATURES = (SPARSE_ATTENTION, FREESWIM, KV_CACHE, BLOCK_REUSE)  # the ones with installed state
 
+_SAME_BLOCKS = "both skip or approximate the same block computations; keep one of them"
 _UNMODIFIED = "profiling must see the unmodified model, or its statistics describe something else"
 
 # Pairs that cannot run together, with the reason (order-free: enabling either refuses the other).
@@ -54,10 +63,15 @@ CONFLICTS: dict[frozenset, str] = {
     frozenset({"freeswim", "context_parallel"}):
         "FreeSwim does not run under context parallelism (its window and full branches and the block-wise "
         "cross-attention cache assume the whole sequence on one rank)",
-    frozenset({"block_reuse", "diffusers_cache"}):
-        "both skip or approximate the same block computations; keep one of them",
+    frozenset({"block_reuse", "diffusers_cache"}): _SAME_BLOCKS,
+    **{frozenset({other, "diffusers_attention_cache"}):
+       "the diffusers cache hooks the same attention modules and replays their outputs, so vidaccel's "
+       "attention never sees the calls it replaces; keep one of them"
+       for other in ("sparse_attention", "freeswim")},
+    frozenset({"block_reuse", "diffusers_attention_cache"}): _SAME_BLOCKS,
     **{frozenset({"profiler", other}): _UNMODIFIED
-       for other in ("sparse_attention", "freeswim", "block_reuse", "diffusers_cache")},
+       for other in ("sparse_attention", "freeswim", "block_reuse", "diffusers_cache",
+                     "diffusers_attention_cache")},
     frozenset({"profiler", "context_parallel"}):
         "attention samples need whole rows: profile in a single process",
 }
@@ -93,28 +107,42 @@ def active(model: torch.nn.Module) -> list[Active]:
     found = [Active(f, f.label) for f in FEATURES if installed(model, f)]
     if getattr(model, "_parallel_config", None) is not None:
         found.append(Active(CONTEXT_PARALLEL, CONTEXT_PARALLEL.label))
-    found += [Active(DIFFUSERS_CACHE, f"diffusers' {name}") for name in diffusers_caches(model)]
+    found += [Active(cache_feature(name), f"diffusers' {name}") for name in diffusers_caches(model)]
     return found
+
+
+def _conflict_lines(feature: Feature, others) -> list[str]:
+    lines = []
+    for other in others:
+        reason = CONFLICTS.get(frozenset({feature.key, other.feature.key}))
+        if reason is not None:
+            lines.append(f"{other.label} is active, and {reason} (to fix: {other.feature.turn_off})")
+    return lines
 
 
 def refuse_conflicts(model: torch.nn.Module, feature: Feature) -> None:
     """Raise `FeatureConflictError` when `feature` is already installed on `model` or cannot run with
     something active there; the message names each conflict, why, and the call that turns it off."""
     name = type(model).__name__
-    conflicts = []
-    for other in active(model):
-        if other.feature == feature and feature.state_attr is None:
-            continue  # an outside condition (context parallelism) is its owner's to re-apply
-        if other.feature == feature:
+    others = active(model)
+    for other in others:
+        if other.feature == feature and feature.state_attr is not None:
             raise FeatureConflictError(
                 f"{feature.label} is already enabled on {name}. Call {feature.turn_off} first, then enable it "
                 f"again with the new settings.")
-        reason = CONFLICTS.get(frozenset({feature.key, other.feature.key}))
-        if reason is not None:
-            conflicts.append(f"{other.label} is active, and {reason} (to fix: {other.feature.turn_off})")
-    if conflicts:
+    if conflicts := _conflict_lines(feature, others):
         raise FeatureConflictError(f"{feature.label} cannot run on {name} as it is: " + "; ".join(conflicts)
                                    + ". Turn off what is named, then try again.")
+
+
+def refuse_diffusers_cache(model: torch.nn.Module, cache: str) -> None:
+    """Raise `FeatureConflictError` when diffusers' cache `cache` (e.g. ``"FirstBlockCache"``) cannot run
+    with the vidaccel features installed on `model`."""
+    installed_features = [Active(f, f.label) for f in FEATURES if installed(model, f)]
+    if conflicts := _conflict_lines(cache_feature(cache), installed_features):
+        raise FeatureConflictError(
+            f"diffusers' {cache} cannot run on {type(model).__name__} with vidaccel as it is: " + "; ".join(conflicts)
+            + f". Turn off what is named first, or leave {cache} off ({DIFFUSERS_CACHE.turn_off} once applied).")
 
 
 # ------------------------------------------------------------------------------- diffusers caches
@@ -136,6 +164,14 @@ def _diffusers_cache_hooks() -> dict[str, str]:
         _SEA_CACHE_BLOCK_HOOK: "SeaCache", _SEA_CACHE_LEADER_BLOCK_HOOK: "SeaCache",
         _TAYLORSEER_CACHE_HOOK: "TaylorSeerCache",
     }
+
+
+_ATTENTION_CACHES = ("FasterCache", "PyramidAttentionBroadcast", "TaylorSeerCache")
+
+
+def cache_feature(cache: str) -> Feature:
+    """The table row of diffusers' cache `cache`: an attention cache or a step cache."""
+    return DIFFUSERS_ATTENTION_CACHE if cache in _ATTENTION_CACHES else DIFFUSERS_CACHE
 
 
 def diffusers_caches(model: torch.nn.Module) -> list[str]:

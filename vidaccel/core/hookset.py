@@ -11,10 +11,10 @@ A feature keeps its `HookSet` in its state; its uninstall calls `remove`.
 from __future__ import annotations
 
 import torch
-from diffusers.hooks import ModelHook
 
 from .adapters import ModelAdapter
 from .context import StepTracker, attach_step_tracker, detach_step_tracker
+from .nocopy import VidaccelHook
 from .registry import invalidate_hook_caches, register_hook, unregister_hooks
 
 
@@ -29,7 +29,10 @@ class HookSet:
         self.model, self.adapter, self.user = model, adapter, user
         self.entries: list[tuple[torch.nn.Module, str, bool]] = []
 
-    def add(self, module: torch.nn.Module, hook: ModelHook, name: str) -> None:
+    def add(self, module: torch.nn.Module, hook: VidaccelHook, name: str) -> None:
+        if not isinstance(hook, VidaccelHook):  # a developer error: copies would share the hook
+            raise TypeError(f"{type(hook).__name__} must subclass vidaccel.core.nocopy.VidaccelHook.")
+        hook.owner = self.user
         self.entries.append((module, name, register_hook(module, hook, name)))
 
     def install(self, register) -> StepTracker:

@@ -1,7 +1,9 @@
 """The transformers of a pipeline, and a model's architecture identity.
 
 Every feature works per transformer: a pipeline's ``transformer`` and, for Wan2.2, its
-``transformer_2``. `transformers` and `named_transformers` are the one definition of that.
+``transformer_2``. `transformers` and `named_transformers` are the one definition of that. A
+``torch.compile``d transformer is unwrapped (its ``_orig_mod``): features install on, and are removed
+from, the module that compiled code calls, so accelerating before or after compiling both work.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import hashlib
 import json
 
 import torch
+from diffusers.utils.torch_utils import unwrap_module
 
 TRANSFORMER_ATTRIBUTES = ("transformer", "transformer_2")
 
@@ -17,15 +20,17 @@ TRANSFORMER_ATTRIBUTES = ("transformer", "transformer_2")
 def named_transformers(pipe_or_transformer) -> list[tuple[str, torch.nn.Module]]:
     """``[(pipeline attribute, transformer)]``; a bare transformer module is called ``"transformer"``.
 
-    A module set as both ``transformer`` and ``transformer_2`` is listed once (as ``transformer``).
+    A module set as both ``transformer`` and ``transformer_2`` is listed once (as ``transformer``);
+    ``torch.compile`` wrappers are unwrapped.
 
     Raises TypeError naming the fix when the object has no transformer.
     """
     if isinstance(pipe_or_transformer, torch.nn.Module):
-        return [("transformer", pipe_or_transformer)]
+        return [("transformer", unwrap_module(pipe_or_transformer))]
     named = []
     for name in TRANSFORMER_ATTRIBUTES:
         model = getattr(pipe_or_transformer, name, None)
+        model = unwrap_module(model) if isinstance(model, torch.nn.Module) else model
         if model is not None and all(model is not seen for _, seen in named):  # one module set twice: once
             named.append((name, model))
     if not named:

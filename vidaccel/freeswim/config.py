@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..core.validate import flag, integer, ints
 from ..sparse.attention import check_backend
 from ..sparse.config import RadialAttentionConfig
 from ..sparse.plan import check_tile_size
@@ -53,14 +54,13 @@ class FreeSwimConfig:
     tile_size: int | str = "auto"
 
     def __post_init__(self):
-        if len(tuple(self.base_size)) != 2 or not all(isinstance(x, int) and x > 0 for x in self.base_size):
-            raise ValueError(f"base_size must be two positive ints (height, width) in pixels, got {self.base_size!r}.")
-        if self.window is not None and (
-            len(tuple(self.window)) != 2 or not all(isinstance(x, int) and x > 0 for x in self.window)
-        ):
-            raise ValueError(f"window must be two positive ints (k_h, k_w) in tokens or None, got {self.window!r}.")
-        if not isinstance(self.cache_steps, int) or isinstance(self.cache_steps, bool) or self.cache_steps < 1:
-            raise ValueError(f"cache_steps must be an int >= 1 (1 = full branch every step), got {self.cache_steps!r}.")
+        object.__setattr__(self, "base_size",
+                           ints("base_size", self.base_size, 2, labels="(height, width) in pixels", scalar=False))
+        object.__setattr__(self, "window",
+                           ints("window", self.window, 2, labels="(k_h, k_w) in tokens", scalar=False, optional=True))
+        integer("cache_steps", self.cache_steps, minimum=1, hint=" (1 = full branch every step)")
+        for name in ("override", "entropy_scaling", "offload_cache"):
+            flag(name, getattr(self, name))
         check_backend(self.backend)
         check_tile_size(self.tile_size)
         if not (self.full_attention in ("dense", "radial") or isinstance(self.full_attention, RadialAttentionConfig)):

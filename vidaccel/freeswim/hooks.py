@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from diffusers.hooks import ModelHook
 
 from ..core.adapters import ModelAdapter
 from ..core.context import StepTracker
 from ..core.hookset import HookSet
+from ..core.nocopy import NotCopyable, VidaccelHook
 from ..core.sdpa_swap import call_with_sdpa
 from ..sparse.attention import sparse_attention
 from ..sparse.config import RadialAttentionConfig, runs_dense
@@ -60,8 +60,10 @@ _USER = "freeswim"
 
 
 @dataclass
-class FreeSwimState:
+class FreeSwimState(NotCopyable):
     """Everything `enable_freeswim` installs on one transformer."""
+
+    owner = _USER
 
     config: FreeSwimConfig
     adapter: ModelAdapter
@@ -98,7 +100,7 @@ class FreeSwimState:
         self.full_hidden, self.mode, self.guide = None, None, False
 
 
-class FreeSwimSelfAttentionHook(ModelHook):
+class FreeSwimSelfAttentionHook(VidaccelHook):
     """`new_forward` on a block's self-attention: window (sparse) or full (dense) by the state's mode."""
 
     def __init__(self, state: FreeSwimState, layer: int):
@@ -160,7 +162,7 @@ def _check_sparse_call(dropout_p, is_causal, kwargs) -> None:
         raise ValueError("FreeSwim's sparse attention supports non-causal, dropout-free attention without GQA.")
 
 
-class FreeSwimCrossAttentionHook(ModelHook):
+class FreeSwimCrossAttentionHook(VidaccelHook):
     """`new_forward` on a block's cross-attention: store (full branch), replay (window override) or compute."""
 
     def __init__(self, state: FreeSwimState, layer: int):
@@ -192,7 +194,7 @@ def _cache_key(hidden_states: torch.Tensor):
     return (tuple(hidden_states.shape), hidden_states.dtype, str(hidden_states.device))
 
 
-class FreeSwimBlockHook(ModelHook):
+class FreeSwimBlockHook(VidaccelHook):
     """`new_forward` on a transformer block: runs the full branch (guide steps) then the window branch."""
 
     _is_stateful = True  # diffusers resets it at the end of every pipeline call

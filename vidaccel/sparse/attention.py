@@ -6,8 +6,9 @@ sit before (``text_position="prefix"``, CogVideoX) or after (``"suffix"``, Hunyu
 Text tokens attend and are attended densely. ``attn_mask`` is an optional boolean key mask
 broadcastable to ``(B, heads, S, S)`` (e.g. HunyuanVideo's text padding mask ``(B, 1, 1, S)``).
 
-Backends: ``"reference"`` is exact chunked SDPA with boolean masks derived from the pattern
-(memory bounded by ``chunk x S``, never ``S x S``); ``"triton"`` is the block-sparse kernel
+Backends: ``"reference"`` is exact SDPA with masks derived from the pattern: one call with the
+plan's cached ``S x S`` mask while it fits `REFERENCE_CACHED_MASK_BYTES`, else chunks of query
+rows (memory bounded by ``chunk x S``); it is slower than dense attention; ``"triton"`` is the block-sparse kernel
 (CUDA only, `vidaccel.kernels`); ``"auto"`` picks the kernel when it supports the input.
 """
 
@@ -28,6 +29,10 @@ _logged_fallbacks: set = set()
 
 # Bytes of score matrix the reference may hold per chunk (B * heads * chunk * S * 4 bytes).
 REFERENCE_CHUNK_BYTES = 256 * 2**20
+# A sequence whose whole mask fits this many bytes keeps it with the plan and every chunk slices its rows:
+# additive in the input's dtype where that fits (4096 tokens in fp32), else boolean (8192 tokens); longer
+# sequences build each chunk's mask per call.
+REFERENCE_CACHED_MASK_BYTES = 64 * 2**20
 
 
 def _visual_slice(text_len: int, text_position: str, total: int) -> slice:
@@ -37,27 +42,34 @@ def _visual_slice(text_len: int, text_position: str, total: int) -> slice:
 
 
 def reference_sparse_attention(q, k, v, plan: Plan, text_len=0, text_position="none", attn_mask=None, scale=None):
-    """Exact reference: for each chunk of query rows build the boolean mask and call SDPA."""
+    """Exact reference: SDPA per chunk of query rows (score memory at most `REFERENCE_CHUNK_BYTES`; one call
+    when the sequence fits), with rows of the plan's cached mask, or for long sequences the chunk's mask
+    built from the pattern."""
     B, Hh, S, D = q.shape
     n = plan.num_tokens
     vis = _visual_slice(text_len, text_position, S)
     chunk = max(1, min(S, REFERENCE_CHUNK_BYTES // max(1, B * Hh * S * 4)))
+    cached, additive = None, False
+    if S * S <= REFERENCE_CACHED_MASK_BYTES:
+        additive = S * S * q.element_size() <= REFERENCE_CACHED_MASK_BYTES
+        cached = plan.full_mask(text_len, text_position, q.device, q.dtype if additive else torch.bool)
     key_idx = torch.arange(n, device=q.device)
     out = torch.empty_like(q)
     for start in range(0, S, chunk):
-        rows = torch.arange(start, min(S, start + chunk), device=q.device)
-        mask = torch.ones(len(rows), S, dtype=torch.bool, device=q.device)
-        vis_rows = (rows >= vis.start) & (rows < vis.stop)
-        if vis_rows.any():
-            q_idx = rows[vis_rows] - vis.start
-            mask[vis_rows, vis] = plan.pattern.mask(plan.grid, q_idx, key_idx)
-        mask = mask[None, None]
+        stop = min(S, start + chunk)
+        if cached is not None:
+            mask = cached[start:stop]
+        else:
+            rows = torch.arange(start, stop, device=q.device)
+            mask = torch.ones(len(rows), S, dtype=torch.bool, device=q.device)
+            vis_rows = (rows >= vis.start) & (rows < vis.stop)
+            if vis_rows.any():
+                mask[vis_rows, vis] = plan.pattern.mask(plan.grid, rows[vis_rows] - vis.start, key_idx)
         if attn_mask is not None:
-            m = attn_mask if attn_mask.shape[-2] == 1 else attn_mask[..., start : start + len(rows), :]
-            mask = mask & m.to(torch.bool)
-        out[:, :, start : start + len(rows)] = F.scaled_dot_product_attention(
-            q[:, :, start : start + len(rows)], k, v, attn_mask=mask, scale=scale
-        )
+            keep = (attn_mask if attn_mask.shape[-2] == 1 else attn_mask[..., start:stop, :]).to(torch.bool)
+            mask = mask.masked_fill(~keep, float("-inf")) if additive else mask & keep
+        out[:, :, start:stop] = F.scaled_dot_product_attention(q[:, :, start:stop], k, v, attn_mask=mask,
+                                                               scale=scale)
     return out
 
 
@@ -110,23 +122,33 @@ def sparse_attention(
     A plan that attends every pair runs plain SDPA.
     """
     _check_inputs(q, k, v, plan, text_len, text_position, attn_mask, backend)
-    if plan.is_dense and backend != "triton":
+    path, reason = attention_path(q, attn_mask, plan, backend)
+    if path == "dense":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
-    if backend in ("auto", "triton"):
-        reason = _kernel_unsupported_reason(q, attn_mask)
-        if reason is None:
-            from ..kernels import block_sparse_attention  # lazy: triton exists only on CUDA machines
+    if path == "kernel":
+        from ..kernels import block_sparse_attention  # lazy: triton exists only on CUDA machines
 
-            return block_sparse_attention(
-                q, k, v, plan.to(q.device), text_len=text_len, text_position=text_position,
-                attn_mask=attn_mask, scale=scale,
-            )
-        if backend == "triton":
-            raise ValueError(f"backend='triton' cannot run this input: {reason}. Use backend='auto' or 'reference'.")
-        if reason not in _logged_fallbacks:
-            _logged_fallbacks.add(reason)
-            logger.info("vidaccel sparse attention uses the reference implementation: %s", reason)
+        return block_sparse_attention(
+            q, k, v, plan.to(q.device), text_len=text_len, text_position=text_position,
+            attn_mask=attn_mask, scale=scale,
+        )
+    if backend == "triton":
+        raise ValueError(f"backend='triton' cannot run this input: {reason}. Use backend='auto' or 'reference'.")
+    if reason not in _logged_fallbacks:
+        _logged_fallbacks.add(reason)
+        logger.info("vidaccel sparse attention uses the reference implementation: %s", reason)
     return reference_sparse_attention(q, k, v, plan, text_len, text_position, attn_mask, scale)
+
+
+def attention_path(q: torch.Tensor, attn_mask, plan: Plan, backend: str) -> tuple[str, str | None]:
+    """Which path `sparse_attention` takes: ``("dense", None)`` for a plan that attends every pair,
+    ``("kernel", None)``, or ``("reference", why the kernel does not run)``."""
+    if plan.is_dense and backend != "triton":
+        return "dense", None
+    if backend == "reference":
+        return "reference", "backend='reference' was asked for"
+    reason = _kernel_unsupported_reason(q, attn_mask)
+    return ("kernel", None) if reason is None else ("reference", reason)
 
 
 def _kernel_unsupported_reason(q: torch.Tensor, attn_mask) -> str | None:
@@ -145,4 +167,4 @@ def dense_flops(batch: int, heads: int, tokens: int, head_dim: int) -> float:
     return 4.0 * batch * heads * tokens * tokens * head_dim
 
 
-__all__ = ["sparse_attention", "reference_sparse_attention", "dense_flops"]
+__all__ = ["sparse_attention", "reference_sparse_attention", "attention_path", "dense_flops"]

@@ -9,16 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
+from ..core.validate import integer
 from .attention import check_backend
 from .patterns import Pattern, RadialPattern, WindowPattern
 from .plan import check_tile_size
 
 
 def _check_common(dense_steps, dense_layers, backend, tile_size):
-    if dense_steps is not None and (not isinstance(dense_steps, int) or dense_steps < 0):
-        raise ValueError(f"dense_steps must be an int >= 0, got dense_steps={dense_steps!r}.")
-    if dense_layers is not None and (not isinstance(dense_layers, int) or dense_layers < 0):
-        raise ValueError(f"dense_layers must be an int >= 0 (the first N layers stay dense), got {dense_layers!r}.")
+    integer("dense_steps", dense_steps, minimum=0, optional=True, hint=" (the first N steps stay dense)")
+    integer("dense_layers", dense_layers, minimum=0, optional=True, hint=" (the first N layers stay dense)")
     check_backend(backend)
     check_tile_size(tile_size)
 
@@ -91,8 +90,8 @@ class RadialAttentionConfig:
 
     def __post_init__(self):
         _check_common(self.dense_steps, self.dense_layers, self.backend, self.tile_size)
-        if self.decay_factor is not None:
-            RadialPattern(self.decay_factor, self.sink, self.block_size)
+        # every field now, even with the family's decay factor still to fill in (a config file's block_size: "8")
+        RadialPattern(self.decay_factor if self.decay_factor is not None else 1.0, self.sink, self.block_size)
 
     def resolved(self, family: str) -> "RadialAttentionConfig":
         """Fill the `None` fields with the family defaults."""

@@ -14,13 +14,13 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from diffusers.hooks import ModelHook
 
 from ..core.adapters import ModelAdapter
 from ..core.context import StepContext, StepTracker
 from ..core.hookset import HookSet
+from ..core.nocopy import NotCopyable, VidaccelHook
 from ..core.sdpa_swap import call_with_sdpa
-from .attention import sparse_attention
+from .attention import attention_path, sparse_attention
 from .config import runs_dense
 from .plan import PlanCache
 
@@ -31,8 +31,10 @@ _USER = "sparse_attention"
 
 
 @dataclass
-class SparseAttentionState:
+class SparseAttentionState(NotCopyable):
     """Everything one `accelerate` call installs on a transformer: config, pattern, plans, counters."""
+
+    owner = _USER
 
     config: object
     pattern: object
@@ -43,6 +45,7 @@ class SparseAttentionState:
     hooks: HookSet | None = None
     sparse_calls: dict = field(default_factory=dict)
     dense_calls: dict = field(default_factory=dict)
+    paths: dict = field(default_factory=dict)  # "kernel" / "reference" / "dense" -> calls; "reference_reason"
     logged_dense: set = field(default_factory=set)
 
     def is_dense(self, layer: int, step: int) -> bool:
@@ -78,6 +81,10 @@ class _SparseSDPA:
             raise ValueError("vidaccel sparse attention supports boolean attention masks only (True = attend).")
         plan = state.plan_cache.get(state.pattern, grid, query.device, tile_size=state.config.tile_size)
         state.sparse_calls[self.layer] = state.sparse_calls.get(self.layer, 0) + 1
+        path, reason = attention_path(query, attn_mask, plan, state.config.backend)
+        state.paths[path] = state.paths.get(path, 0) + 1
+        if reason is not None:
+            state.paths["reference_reason"] = reason
         return sparse_attention(
             query, key, value, plan,
             text_len=text_len, text_position=position if text_len else "none",
@@ -85,7 +92,7 @@ class _SparseSDPA:
         )
 
 
-class SparseAttentionHook(ModelHook):
+class SparseAttentionHook(VidaccelHook):
     """`new_forward` hook on one self-attention module (layer `layer`)."""
 
     def __init__(self, state: SparseAttentionState, layer: int):

@@ -44,7 +44,7 @@ TILE_SIZES = (16, 32, 64, 128, "auto")
 
 
 def check_tile_size(tile_size) -> None:
-    if tile_size not in TILE_SIZES:
+    if isinstance(tile_size, (bool, float)) or tile_size not in TILE_SIZES:  # True == 1, 64.0 == 64
         raise ValueError(f"tile_size must be one of {TILE_SIZES}, got tile_size={tile_size!r}.")
 
 
@@ -79,6 +79,7 @@ class Plan:
     partial_count: torch.Tensor  # int32 [num_tiles]
     density: float  # token density (attended pairs / N^2)
     _device_cache: dict = field(default_factory=dict, repr=False)
+    _mask_cache: dict = field(default_factory=dict, repr=False)  # (text_len, position, device, dtype) -> [S, S]
 
     @property
     def num_tokens(self) -> int:
@@ -97,6 +98,21 @@ class Plan:
         sizes = (self.tile_offsets[1:] - self.tile_offsets[:-1]).double()
         work = sizes[:, None] * sizes[None, :]
         return float((work * (self.block_class > 0)).sum() / (self.num_tokens**2))
+
+    def full_mask(self, text_len: int, text_position: str, device, dtype) -> torch.Tensor:
+        """``[S, S]`` mask over the whole sequence, text rows and columns dense, built once per (text length,
+        text position, device, dtype): the reference path's mask depends only on the plan. ``dtype=torch.bool``:
+        True = attend; a float dtype: additive, 0 or -inf (SDPA converts a boolean mask to this on every call;
+        on CPU that costs about 30%)."""
+        key = (text_len, text_position, str(device), dtype)
+        if key not in self._mask_cache:
+            n, s = self.num_tokens, self.num_tokens + text_len
+            attend = torch.ones(s, s, dtype=torch.bool)
+            start = text_len if text_position == "prefix" else 0
+            attend[start:start + n, start:start + n] = self.pattern.dense_mask(self.grid)
+            mask = attend if dtype == torch.bool else torch.zeros(s, s, dtype=dtype).masked_fill_(~attend, float("-inf"))
+            self._mask_cache[key] = mask.to(device)
+        return self._mask_cache[key]
 
     def to(self, device) -> "Plan":
         """A copy of the plan with its tensors on `device` (cached: uploaded once per device)."""

@@ -58,6 +58,8 @@ def sparse_report(pipe_or_transformer, grid=None, blocks: bool = False) -> list[
             "sparse_calls": sum(state.sparse_calls.values()),
             "dense_calls": sum(state.dense_calls.values()),
             "plan_cache": state.plan_cache.stats(),
+            "paths": {k: v for k, v in state.paths.items() if k != "reference_reason"},
+            "reference_reason": state.paths.get("reference_reason"),
         })
     return out
 
@@ -79,6 +81,10 @@ def format_sparse_report(reports: list[dict]) -> str:
             lines.append(f"  layers {group['layers']}: {group['mode']}")
         lines.append(f"  dense warm-up: first {t['dense_steps']} steps, first {t['dense_layers']} layers")
         lines.append(f"  calls: {t['sparse_calls']} sparse, {t['dense_calls']} dense")
+        if t["paths"].get("reference"):
+            lines.append(f"  SLOW PATH: {t['paths']['reference']} sparse calls ran the exact reference "
+                         f"({t['reference_reason']}); it is slower than dense attention, not faster. The speed-up "
+                         f"needs the Triton kernel (a CUDA GPU); on this device dense attention is quicker.")
         c = t["plan_cache"]
         lines.append(f"  plan cache: {c['entries']}/{c['max_entries']} plans, {c['hits']} hits, {c['misses']} misses")
     return "\n".join(lines)

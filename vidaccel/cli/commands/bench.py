@@ -106,6 +106,9 @@ def run(args) -> int:
     from .. import config_files, loading
     from ...report import environment
 
+    from ...core.validate import output_file, save_or_keep
+
+    out = output_file(args.out, "--out") if args.out else None  # before anything runs
     configs = config_files.accel_configs(args.accel or sorted(config_files._presets()))
     if args.mode == "attention":
         if len(args.grid) != 3 or min(args.grid) <= 0:
@@ -129,12 +132,17 @@ def run(args) -> int:
     print(f"vidaccel bench {header} on {device} ({where}); medians of {args.repeats} after 1 warm-up")
     print_table([[c for c, _ in cols]] + [[f.format(r[c]) if r.get(c) is not None else "n/a" for c, f in cols]
                                           for r in rows])
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"mode": args.mode, "setup": setup, "environment": env, "rows": rows}, indent=2) + "\n")
+    if out is not None:
+        text = json.dumps({"mode": args.mode, "setup": setup, "environment": env, "rows": rows}, indent=2) + "\n"
+        save_or_keep(lambda p: _write_text(p, text), out)
         print(f"wrote {out}")
     return 0
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
 
 
 def add_parser(subparsers) -> None:

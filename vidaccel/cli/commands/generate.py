@@ -51,6 +51,7 @@ def run(args) -> int:
 
 def _run(args) -> int:
     from .. import config_files, generation, loading
+    from ...core.validate import output_file, save_or_keep
     from ...distributed import enable_context_parallel, init_distributed, shard
     from ...report.video import write_mp4
 
@@ -60,9 +61,9 @@ def _run(args) -> int:
     if len(configs) > 1:
         raise ValueError(f"--accel {args.accel}: generate takes one configuration, the file has {len(configs)} "
                          f"(use `vidaccel compare` for several)")
-    out = Path(args.out)
-    if out.suffix.lower() != ".mp4":
-        raise ValueError(f"--out {args.out!r} must end in .mp4")
+    out = output_file(args.out, "--out", suffix=".mp4")  # before the (slow) model load
+    for _, _, path in _outputs(out, len(prompts), args.seeds):
+        output_file(path, "--out", suffix=".mp4")
     existing = [p for _, _, p in _outputs(out, len(prompts), args.seeds) if p.exists()]
     if existing and not args.force:  # before the (slow) model load; same wording as compare's folder check
         more = f" (and {len(existing) - 1} more output(s))" if len(existing) > 1 else ""
@@ -91,7 +92,7 @@ def _run(args) -> int:
                                      **settings)
             if context_parallel and rank != 0:
                 continue
-            write_mp4(path, result.frames, fps=args.fps)
+            save_or_keep(lambda p: write_mp4(p, result.frames, fps=args.fps), path)
             t, h, w, _ = result.frames.shape
             step = f", {result.step_s:.3f} s/step" if result.step_s else ""
             print(f"wrote {path} ({t} frames {w}x{h}, seed {seed}, {result.wall_s:.2f} s{step})")

@@ -18,7 +18,9 @@ Profile at the resolution, frame count and step count you generate with; one or 
 def run(args) -> int:
     from .. import generation, loading
     from ...caches import profile
+    from ...core.validate import output_file
 
+    output_file(args.out, "--out")  # before the model load; vidaccel.profile checks it again
     if args.query_rows <= 0:
         raise ValueError(f"--query-rows must be a positive integer, got {args.query_rows}")
     tau = args.tau

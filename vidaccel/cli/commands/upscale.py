@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from ._options import add_model_options, finite_float, formatter, positive_int
 
@@ -50,12 +49,11 @@ def run(args) -> int:
 
     from ...freeswim import FreeSwimConfig
     from ...pipelines import FreeSwimPipeline
+    from ...core.validate import output_file, save_or_keep
     from ...pipelines.video_io import read_video
     from ...report.video import write_mp4
 
-    out = Path(args.output)
-    if out.suffix.lower() != ".mp4":
-        raise ValueError(f"--output {args.output!r} must end in .mp4")
+    out = output_file(args.output, "--output", suffix=".mp4")  # before the (slow) model load
     defaults = _defaults(args.model)
     base = tuple(args.base_size) if args.base_size else defaults["base"]
     height = args.height if args.height is not None else 2 * base[0]  # sizes are >= 1 (checked by the parser)
@@ -77,7 +75,7 @@ def run(args) -> int:
                     negative_prompt=args.negative_prompt, flow_shift=args.flow_shift,
                     generator=torch.Generator().manual_seed(args.seed), output_type="np").frames[0]
         wall = time.perf_counter() - start
-        write_mp4(out, frames, fps=args.fps if args.fps is not None else fps or 16)
+        save_or_keep(lambda p: write_mp4(p, frames, fps=args.fps if args.fps is not None else fps or 16), out)
         print(f"wrote {out} ({frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]}, {wall:.2f} s)")
         fs.summary()
     finally:

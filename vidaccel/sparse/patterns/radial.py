@@ -19,20 +19,22 @@ Each distinct band width is one temporal class; class 0 is "dense".
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
+from ...core.validate import flag, integer, number
 from .base import Grid, KernelRule, Pattern
 
 
 class RadialPattern(Pattern):
     def __init__(self, decay_factor: float = 1.0, sink: bool = True, block_size: int = 128):
+        decay_factor = number("decay_factor", decay_factor, hint=" (Wan's default: 0.2)")
         if not decay_factor > 0:
             raise ValueError(f"decay_factor must be > 0, got decay_factor={decay_factor!r}.")
-        if block_size <= 0:
-            raise ValueError(f"block_size must be positive, got block_size={block_size!r}.")
-        self.decay_factor = float(decay_factor)
-        self.sink = bool(sink)
-        self.block_size = int(block_size)
+        self.decay_factor = decay_factor
+        self.sink = flag("sink", sink)
+        self.block_size = integer("block_size", block_size, minimum=1, hint=" (tokens; default 128)")
         self.name = f"radial_decay{self.decay_factor:g}" + ("_sink" if self.sink else "")
         self._rules: dict = {}  # grid -> frame rule; the pattern is immutable, so this is safe
 
@@ -63,6 +65,11 @@ class RadialPattern(Pattern):
                 if width not in widths:
                     widths.append(width)
                 classes[tq, tk] = widths.index(width)
+        if bool((classes >= 0).all()) and min(widths) >= H * W - 1:
+            warnings.warn(
+                f"Radial attention with decay_factor={self.decay_factor:g} attends every token pair at grid {grid} "
+                f"(100% dense: no speed-up). Use a smaller decay_factor (the family default, e.g. Wan's 0.2) or "
+                f"leave sparse attention off for this size.", UserWarning, stacklevel=2)
         return classes, widths
 
     def temporal_classes(self, grid: Grid) -> torch.Tensor:
@@ -74,7 +81,8 @@ class RadialPattern(Pattern):
     def spatial_mask(self, cls, grid, q_hw, k_hw):
         width = self._frame_rule(grid)[1][cls]
         if width == float("inf"):
-            return torch.ones(torch.broadcast_shapes(q_hw.shape, k_hw.shape), dtype=torch.bool, device=q_hw.device)
+            # (q - k).shape, not torch.broadcast_shapes: that imports torch._refs, half a second on a first call
+            return torch.ones((q_hw - k_hw).shape, dtype=torch.bool, device=q_hw.device)
         return (q_hw - k_hw).abs() <= width
 
     def kernel_rule(self, grid: Grid, device=None) -> KernelRule:

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import torch
 
+from ...core.validate import ints
 from .base import Grid, KernelRule, Pattern
 
 _DIMS = ("t", "h", "w")
 
 
 def _as_triple(value, name: str) -> tuple[int, int, int]:
-    if isinstance(value, int):
-        value = (value, value, value)
-    value = tuple(value)
-    if len(value) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise ValueError(f"{name} must be an int or three ints (t, h, w), got {name}={value!r}.")
-    return value
+    return ints(name, value, 3, labels="(t, h, w)", minimum=None)  # signs are checked with the reason below
 
 
 def window_start(coord: torch.Tensor, length: int, kernel: int, dilation: int, stride: int) -> torch.Tensor:
@@ -75,9 +71,12 @@ class WindowPattern(Pattern):
     def validate(self, grid: Grid) -> None:
         for dim, k, d, L in zip(_DIMS, self.kernel, self.dilation, grid):
             if d > 1 and k * d > L:
+                fixes = [f"dilation <= {L // k} for kernel={k}" if L // k > 1 else f"dilation=1 for kernel={k}"]
+                if L // d >= 1:
+                    fixes.append(f"kernel <= {L // d} for dilation={d}")
                 raise ValueError(
                     f"Window does not fit the token grid along {dim}: kernel*dilation = {k}*{d} = {k * d} "
-                    f"> {L} tokens. Use a smaller kernel or dilation (at most kernel={L // d} for dilation={d})."
+                    f"> {L} tokens. Use {' or '.join(fixes)}."
                 )
 
     def temporal_classes(self, grid: Grid) -> torch.Tensor:
