@@ -86,7 +86,7 @@ def sample_scene(g: torch.Generator, p_objects=P_OBJECTS, p_bg_phrase: float = P
     named = float(torch.rand((), generator=g)) < p_bg_phrase
     texture = TEXTURES[_pick(P_TEXTURES, g)]
     pan = PANS[1 + _pick([1, 1], g)] if named and texture != "flat" and float(torch.rand((), generator=g)) < P_PAN else "none"
-    scene = Scene(groups, bg if named else None, texture if named else texture, pan)
+    scene = Scene(groups, bg if named else None, texture if named else "flat", pan)
     if format_caption(scene) in HELD_OUT:  # keep the check prompts unseen: change the background colour
         spare = [c for c in COLORS if c != bg and c not in [gr.color for gr in groups]]
         scene = Scene(groups, spare[0], scene.texture, pan)
@@ -178,7 +178,7 @@ def render(scenes: list[Scene], g: torch.Generator, spec: ClipSpec = ClipSpec(),
            return_alpha: bool = False):
     """The clips of ``scenes``: ``(n, 3, T, H, W)`` in ``[-1, 1]`` (with ``return_alpha`` also the
     objects' coverage ``(n, 1, T, H, W)`` in [0, 1]). A scene that does not name its background gets a
-    random one different from its objects."""
+    random colour (not its objects') and texture."""
     T, H, W = spec.frames, spec.height, spec.width
     S = min(H, W)
     ys = (torch.arange(H, device=device, dtype=torch.float32) + 0.5)[:, None]
@@ -186,9 +186,10 @@ def render(scenes: list[Scene], g: torch.Generator, spec: ClipSpec = ClipSpec(),
     clips, alphas = [], []
     for scene in scenes:
         bg = scene.bg
-        if bg is None:
+        if bg is None:  # the caption leaves the background open: any colour and texture the objects allow
             free = [c for c in COLORS if c not in [gr.color for gr in scene.groups]]
             bg = free[int(torch.randint(len(free), (), generator=g))]
+            scene = Scene(scene.groups, bg, TEXTURES[_pick(P_TEXTURES, g)], scene.pan)
         amount = 0.08 + 0.07 * float(torch.rand((), generator=g))
         shift = torch.linspace(0, 1, T) * amount * {"none": 0.0, "left": -1.0, "right": 1.0}[scene.pan]
         video = _render_background(scene, bg, spec, g, device, shift).clone()
