@@ -16,13 +16,20 @@ The model folder is found, in order, at ``$VIDACCEL_TINY_MODEL``, then ``assets/
 to the package's parent directory (a clone or an editable install), then inside the package
 (``vidaccel/assets/tiny-wan``, for a wheel that bundles it).
 
-Modules: `model` (finding, loading and running it), `check` (the pixel checks its caption grammar
-allows: colour, direction, background), `demo` (a tiny *random-weight* Wan pipeline for `vidaccel
+The quality-lab model ``assets/lab-wan`` (`load_lab`, 33 frames x 256 x 256 px, a 9x16x16 token grid)
+is trained by the same script (``--recipe lab``) on richer scenes: counts, textured backgrounds, camera
+pans, objects that leave and come back.
+
+Modules: `model` (finding, loading and running them), `palette` (the training colours), `captions` (the
+caption grammar, written and parsed), `check` (pixel checks: colour, count, direction, re-entry,
+background, and the repetition count of high-resolution output), `demo` (a tiny *random-weight* Wan pipeline for `vidaccel
 demo` and CPU tries of the CLI).
 """
 
-from .model import (ENV_VAR, GUIDANCE_SCALE, HEIGHT, MAX_SEQUENCE_LENGTH, NUM_FRAMES, NUM_STEPS, WIDTH, generate_tiny,
-                    load_tiny, tiny_model_path)
+from .model import (ENV_VAR, GUIDANCE_SCALE, HEIGHT, LAB_ENV_VAR, LAB_HEIGHT, LAB_NUM_FRAMES, LAB_WIDTH,
+                    MAX_SEQUENCE_LENGTH, NUM_FRAMES, NUM_STEPS, WIDTH, generate_tiny, lab_model_path, load_lab, load_tiny,
+                    tiny_model_path)
 
-__all__ = ["ENV_VAR", "GUIDANCE_SCALE", "HEIGHT", "MAX_SEQUENCE_LENGTH", "NUM_FRAMES", "NUM_STEPS", "WIDTH",
-           "generate_tiny", "load_tiny", "tiny_model_path"]
+__all__ = ["ENV_VAR", "GUIDANCE_SCALE", "HEIGHT", "LAB_ENV_VAR", "LAB_HEIGHT", "LAB_NUM_FRAMES", "LAB_WIDTH",
+           "MAX_SEQUENCE_LENGTH", "NUM_FRAMES", "NUM_STEPS", "WIDTH", "generate_tiny", "lab_model_path", "load_lab",
+           "load_tiny", "tiny_model_path"]

@@ -1,4 +1,5 @@
-"""Load and run the shipped tiny model (``assets/tiny-wan``); see `vidaccel.tiny` for the model."""
+"""Find, load and run the shipped models: the tiny model (``assets/tiny-wan``, the CPU main job) and the
+quality-lab model (``assets/lab-wan``, on which approximations' quality is measured); see `vidaccel.tiny`."""
 
 from __future__ import annotations
 
@@ -9,30 +10,44 @@ import numpy as np
 import torch
 
 ENV_VAR = "VIDACCEL_TINY_MODEL"
-# Base resolution the model was trained at; generation defaults.
+LAB_ENV_VAR = "VIDACCEL_LAB_MODEL"
+# Base resolution the tiny model was trained at; generation defaults.
 HEIGHT, WIDTH, NUM_FRAMES = 64, 64, 17
 NUM_STEPS = 25
 GUIDANCE_SCALE = 5.0
-MAX_SEQUENCE_LENGTH = 512  # keep WanPipeline's default: the model was trained with 512-long embeddings
+MAX_SEQUENCE_LENGTH = 512  # keep WanPipeline's default: the models were trained with 512-long embeddings
+# The lab model's native size (token grid 9 x 16 x 16); it also trained at half this size.
+LAB_HEIGHT, LAB_WIDTH, LAB_NUM_FRAMES = 256, 256, 33
 
 
-def tiny_model_path() -> Path:
-    """Directory of the tiny pipeline; raises with the fix when it cannot be found."""
-    env = os.environ.get(ENV_VAR)
+def _find(folder: str, env_var: str, recipe: str) -> Path:
+    env = os.environ.get(env_var)
     if env:
         p = Path(env).expanduser()
         if not (p / "model_index.json").is_file():
-            raise FileNotFoundError(f"{ENV_VAR}={env!r} has no model_index.json; point it at a tiny-wan folder")
+            raise FileNotFoundError(f"{env_var}={env!r} has no model_index.json; point it at a {folder} folder")
         return p
     package = Path(__file__).resolve().parents[1]  # vidaccel/
-    candidates = [package.parent / "assets" / "tiny-wan", package / "assets" / "tiny-wan"]
+    candidates = [package.parent / "assets" / folder, package / "assets" / folder]
     for p in candidates:
         if (p / "model_index.json").is_file():
             return p
     raise FileNotFoundError(
-        f"tiny model not found in {[str(c) for c in candidates]}; install vidaccel from a clone "
-        f"(`pip install -e .`), set {ENV_VAR} to the folder, or rebuild it with scripts/train_tiny_model.py"
+        f"{folder} not found in {[str(c) for c in candidates]}; install vidaccel from a clone "
+        f"(`pip install -e .`), set {env_var} to the folder, or rebuild it with "
+        f"`python scripts/train_tiny_model.py --recipe {recipe}`"
     )
+
+
+def tiny_model_path() -> Path:
+    """Directory of the tiny pipeline (``$VIDACCEL_TINY_MODEL``, else ``assets/tiny-wan``); raises with
+    the fix when it cannot be found."""
+    return _find("tiny-wan", ENV_VAR, "tiny")
+
+
+def lab_model_path() -> Path:
+    """Directory of the quality-lab pipeline (``$VIDACCEL_LAB_MODEL``, else ``assets/lab-wan``)."""
+    return _find("lab-wan", LAB_ENV_VAR, "lab")
 
 
 def load_tiny(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, path: str | Path | None = None):
@@ -46,6 +61,12 @@ def load_tiny(device: str | torch.device = "cpu", dtype: torch.dtype = torch.flo
     pipe = WanPipeline.from_pretrained(str(path or tiny_model_path()), dtype=dtype, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def load_lab(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, path: str | Path | None = None):
+    """Load the quality-lab ``diffusers.WanPipeline`` (no network); generate at `LAB_HEIGHT` x `LAB_WIDTH`
+    x `LAB_NUM_FRAMES` (its native size) or twice that with FreeSwim."""
+    return load_tiny(device, dtype, path or lab_model_path())
 
 
 @torch.no_grad()
