@@ -195,10 +195,10 @@ def flip_direction(caption: str) -> str:
     return " ".join(_OPPOSITE.get(w, w) if i and words[i - 1] == "moving" else w for i, w in enumerate(words))
 
 
-def direction_probe(n: int, generator: torch.Generator, device):
+def direction_probe(n: int, generator: torch.Generator, device, spec: ClipSpec = ClipSpec()):
     """One-object clips moving left/right/up/down: ``(video, captions, flipped captions)``."""
     p_motions = [1.0 if m in STRAIGHT else 0.0 for m in MOTIONS]
-    video, caps = sample_batch(n, generator, device=device, p_objects=(1.0, 0.0, 0.0), p_motions=p_motions)
+    video, caps = sample_batch(n, generator, spec, device, p_objects=(1.0, 0.0, 0.0), p_motions=p_motions)
     return video, caps, [flip_direction(c) for c in caps]
 
 

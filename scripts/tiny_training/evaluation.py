@@ -30,7 +30,7 @@ def swap_sensitivity(te, tok, device) -> dict:
 
 
 @torch.no_grad()
-def direction_gap(te, tok, tr, vae, device, n: int = 64, sigmas=(0.85, 0.7, 0.5), data=None) -> dict:
+def direction_gap(te, tok, tr, vae, device, n: int = 64, sigmas=(0.85, 0.7, 0.5), data=None, spec=None) -> dict:
     """Does the transformer use the direction words? Flow-matching loss on held-out one-object clips
     moving left/right/up/down with the true caption vs the same caption with the direction flipped
     ("right" <-> "left", "up" <-> "down"), same noise; gap = (flipped - true) / true per noise level.
@@ -38,11 +38,12 @@ def direction_gap(te, tok, tr, vae, device, n: int = 64, sigmas=(0.85, 0.7, 0.5)
     ~0 means the direction words are ignored (the motion is left to the noise); colour and shape
     words make the empty prompt's loss far higher, so this isolates direction. Fixed seed: the
     numbers of two checkpoints compare directly. ``data``: the data module (default ``tiny_data``),
-    whose ``direction_probe`` draws the clips.
+    whose ``direction_probe`` draws the clips (of ``spec``: default the data module's probe size).
     """
     if data is None:
         import tiny_data as data
-    video, caps, flipped = data.direction_probe(n, torch.Generator().manual_seed(12345), device)
+    video, caps, flipped = data.direction_probe(n, torch.Generator().manual_seed(12345), device,
+                                                **({"spec": spec} if spec is not None else {}))
     was_training = (te.training, tr.training)
     te.eval(), tr.eval()
     z = vae.config.z_dim

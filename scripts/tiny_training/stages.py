@@ -214,7 +214,7 @@ def train_dit(args, C, device, work: Path):
     x0_all, x0_spec = torch.empty(0), None
     gap_log = Logger(work / "direction_gap.csv", ["step", "mean", "sigma_0.85", "sigma_0.7", "sigma_0.5"], step)
     gap_args = (te, tok, tr, vae, device)
-    gap_kw = dict(data=data, n=64 if not args.quick else 4)
+    gap_kw = dict(data=data, n=64 if not args.quick else 4, spec=data.ClipSpec(*C["dit_phases"][0]["spec"]))
     gap_start = gap_last = direction_gap(*gap_args, **gap_kw)
     if step == 0:  # a resumed run already logged its start
         gap_log.log(step=step, **gap_start)
