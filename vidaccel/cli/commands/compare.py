@@ -37,7 +37,11 @@ A config file may hold several configurations:
     - {name: window-small, type: window, kernel: [9, 15, 15]}
 
 The folder gets report.html (videos side by side, speed-vs-quality plot, tables), results.json and
-results.md, rewritten after every run: an interrupted comparison keeps what finished."""
+results.md, rewritten after every timed run: an interrupted comparison keeps what finished.
+
+Timing: one untimed warm-up per configuration, then interleaved rounds (baseline, A, B, baseline, A,
+B, ...). Each configuration gets its median time per clip with the min-max, and its speed-up from
+paired rounds (median, min-max); a speed-up whose min-max includes 1.00x is marked "not significant"."""
 
 
 def _pipeline_defaults(pipe) -> dict:
@@ -236,14 +240,15 @@ def add_parser(subparsers) -> None:
         "compare", help="baseline vs configurations: speed, memory and quality report", formatter_class=formatter,
         description="Run a dense baseline and each configuration with identical prompts and seeds; record wall time, "
                     "time per step, peak memory and quality against the baseline (PSNR, SSIM, flicker, LPIPS when "
-                    "its weights are available locally) into a report folder.",
+                    "its weights are available locally) into a report folder. Configurations are timed in "
+                    "interleaved rounds and each speed-up is reported with its range over paired rounds.",
         epilog=EXAMPLES,
     )
     add_generation_options(p)
     add_model_options(p)
     add_accel_option(p, repeatable=True, what="a configuration to compare, repeat for several (default: every preset)")
     p.add_argument("--out", default="vidaccel-report", help="report folder (default: vidaccel-report)")
-    p.add_argument("--resume", action="store_true", help="continue the comparison in --out, skipping finished runs")
+    p.add_argument("--resume", action="store_true", help="continue the comparison in --out, skipping finished timed rounds")
     p.add_argument("--force", action="store_true", help="start over in --out, replacing a recorded comparison")
     p.add_argument("--warmup", type=non_negative_int, default=1,
                    help="untimed generations per configuration before its timed runs (default: 1)")
