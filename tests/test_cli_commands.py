@@ -98,7 +98,14 @@ def test_compare_interrupted_keeps_finished_runs_and_resume_completes(capsys, mo
     assert resumed.returncode == 0, resumed.stderr
     data = json.loads((out / "results.json").read_text())
     assert data["complete"] is True and len(data["runs"]) == 3
-    assert data["runs"][: len(partial["runs"])] == partial["runs"]  # finished runs kept, not redone
+    key = lambda r: (r["config"], r["prompt_index"], r["seed"])  # noqa: E731
+    for old in partial["runs"]:  # finished runs and their timed rounds kept, not redone
+        new = next(r for r in data["runs"] if key(r) == key(old))
+        assert new["rounds"][: len(old["rounds"])] == old["rounds"]
+        assert (new["video"], new["quality"]) == (old["video"], old["quality"])
+    assert data["rounds_planned"] >= 1 and all(len(r["rounds"]) == data["rounds_planned"] for r in data["runs"])
+    orders = sorted(x["order"] for r in data["runs"] for x in r["rounds"])
+    assert orders == list(range(len(orders)))  # one sequence across the interrupted and the resumed process
     rows = {r["config"]: r for r in data["per_configuration"]}
     assert set(rows) == {"baseline", "radial-tiny", "window"}
     for name in ("radial-tiny", "window"):

@@ -63,16 +63,41 @@ def memory(nbytes, kind) -> str:
     return f"{nbytes / 2 ** 20:.1f} MiB{label}"
 
 
+def time_spread(r: dict) -> str:
+    """Median time per clip with its min-max over every timed round: ``1.23 s (1.10-1.40 s)``."""
+    med, lo, hi = (as_float(r.get(k)) for k in ("wall_s", "wall_s_min", "wall_s_max"))
+    if med is None or lo is None or hi is None or r.get("timed", 1) < 2:
+        return seconds(med)
+    if lo >= 1:  # one unit for the three: "1.23 s (1.10-1.40 s)"
+        return f"{med:.2f} s ({lo:.2f}-{hi:.2f} s)"
+    return f"{seconds(med)} ({seconds(lo)} - {seconds(hi)})"
+
+
+def speedup_cell(r: dict) -> str:
+    """Median paired speed-up with the min-max of the paired ratios, and the verdict when it is not
+    "faster"/"slower": ``1.05x (0.91-1.20x) not significant``, ``3.67x, not tested (1 pair)``."""
+    med, lo, hi = (as_float(r.get(k)) for k in ("speedup", "speedup_min", "speedup_max"))
+    if med is None:
+        return NA
+    verdict = r.get("speedup_verdict")
+    if verdict == "not tested" or lo is None or hi is None:
+        return f"{med:.2f}x, not tested (1 pair)" if verdict == "not tested" else f"{med:.2f}x"
+    text = f"{med:.2f}x ({lo:.2f}-{hi:.2f}x)"
+    return f"{text} not significant" if verdict == "not significant" else text
+
+
 def summary_rows(data: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the per-configuration table (shared by both views)."""
-    header = ["configuration", "runs", "wall time", "time/step", "speedup", "step speedup", "peak memory",
-              "token density", "PSNR", "SSIM", "flicker Δ", "temporal err.", "LPIPS"]
+    """Header and rows of the per-configuration table (shared by both views and the CLI)."""
+    header = ["configuration", "runs", "time per clip (min-max)", "time/step", "speedup (min-max of paired rounds)",
+              "step speedup", "peak memory", "token density", "PSNR", "SSIM", "flicker Δ", "temporal err.", "LPIPS"]
     rows = []
     for r in data.get("per_configuration", []):
         base = r["config"] == "baseline"
+        timed = r.get("timed", r["runs"])
         rows.append([
-            r["config"], str(r["runs"]), seconds(r["wall_s"]), seconds(r["step_s"]),
-            "1.00x" if base else ratio(r["speedup"]),
+            r["config"], f"{r['runs']} ({timed} timed)" if timed != r["runs"] else str(r["runs"]), time_spread(r),
+            seconds(r["step_s"]),
+            "1.00x" if base else speedup_cell(r),
             "1.00x" if base else ratio(r["step_speedup"]),
             memory(r["peak_memory_bytes"], r["peak_memory_kind"]),
             "dense" if base else percent(r["token_density"]),
@@ -85,6 +110,23 @@ def summary_rows(data: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def rounds_line(data: dict) -> str:
+    """How many timed rounds ran and how that number was chosen (empty for a record without rounds)."""
+    planned, repeats = data.get("rounds_planned"), data["settings"].get("repeats")
+    if planned is None:
+        return "Timed rounds: to be chosen after the first round (--repeats auto)." if "rounds_planned" in data else ""
+    how = "chosen by --repeats auto" if repeats == "auto" else "--repeats"
+    return f"Timed rounds: {planned} ({how}), after {data['settings'].get('warmup', 0)} untimed warm-up(s) per configuration."
+
+
+TIMING_NOTE = ("Times: median per clip over every timed round, with the min-max. The configurations ran interleaved "
+               "(baseline, then each configuration, round after round), each round installing the configuration "
+               "anew. Speedup: one ratio per pair of runs with the same round, prompt and seed; the median and, in "
+               "brackets, the smallest and largest ratio. \"not significant\": that range includes 1.00x, so this "
+               "machine's run-to-run noise covers the difference; \"not tested\": a single pair, no range "
+               "(use --repeats 3).")
+
+
 def memory_note(data: dict) -> str:
     kinds = {r.get("peak_memory_kind") for r in data.get("per_configuration", [])}
     if "cpu_peak_rss_delta" in kinds:
@@ -93,3 +135,12 @@ def memory_note(data: dict) -> str:
     if "cuda_max_allocated" in kinds:
         return "Peak memory: torch.cuda.max_memory_allocated during the run (tensors only, not the CUDA context)."
     return ""
+
+
+def timing_note(data: dict) -> str:
+    """What the time and speed-up columns mean for this record (older records ran configuration by configuration)."""
+    if "rounds_planned" not in data:
+        return ("Times: median per clip. Speedup: each run against the baseline run with the same prompt and seed "
+                "(median over pairs); recorded configuration by configuration, before interleaved rounds.")
+    return (rounds_line(data) + " " + TIMING_NOTE).strip()
+

@@ -18,6 +18,7 @@ figcaption{font-size:12px;max-width:256px}.pending{width:256px;height:144px;back
 align-items:center;justify-content:center;color:#777}.status{font-size:11px;color:#777}.status.bad{color:#c00}
 #configurations td:last-child{white-space:pre-wrap;font-family:monospace;font-size:11px}
 #configurations td,#settings td,#environment td,#configurations th,#settings th{text-align:left;white-space:normal}
+tr.not-significant td:nth-child(5){color:#a60;font-style:italic}
 pre{background:#f6f6f6;padding:6px;font-size:12px;white-space:pre-wrap}
 """
 
@@ -42,10 +43,28 @@ for (const v of document.querySelectorAll('video')) {
 """
 
 
-def _table(header, rows, table_id="") -> str:
+def _table(header, rows, table_id="", row_attrs=None) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    attrs = row_attrs or [""] * len(rows)
+    body = "".join(f"<tr{a}>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>"
+                   for a, row in zip(attrs, rows))
     return f'<table{f" id={table_id!r}" if table_id else ""}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _run_time(run: dict) -> str:
+    walls = run.get("wall_s_samples") or []
+    if len(walls) < 2:
+        return fmt.seconds(run["wall_s"])
+    return f"{fmt.seconds(run['wall_s'])} (median of {len(walls)}, {fmt.seconds(min(walls))} - {fmt.seconds(max(walls))})"
+
+
+def _significance(row: dict) -> str:
+    """Row attributes of the summary table: the verdict, greyed out and explained when not significant."""
+    v = row.get("speedup_verdict")
+    if v is None:
+        return ""
+    cls = " class='not-significant'" if v in ("not significant", "not tested") else ""
+    return f" data-significance='{escape(v)}'{cls}"
 
 
 def _video_rows(data: dict) -> str:
@@ -69,7 +88,7 @@ def _video_rows(data: dict) -> str:
                 cells.append(
                     f'<figure><video src="{escape(r["video"])}" data-config="{escape(conf["name"])}" {size} controls autoplay '
                     f'muted loop playsinline preload="auto"></video><figcaption><b>{escape(conf["name"])}</b> '
-                    f'{fmt.seconds(r["wall_s"])}, {quality}{note}<br><span class="status">loading...</span></figcaption>'
+                    f'{_run_time(r)}, {quality}{note}<br><span class="status">loading...</span></figcaption>'
                     f'</figure>')
             out.append(f'<h3>"{escape(prompt)}", seed {seed}</h3><div class="row">{"".join(cells)}</div>')
     return "\n".join(out)
@@ -93,9 +112,10 @@ def render_html(data: dict) -> str:
         f"<style>{_CSS}</style></head><body>",
         f"<h1>vidaccel comparison</h1><p id='status'>{escape(s['model'])}: {s['width']}x{s['height']}, "
         f"{s['num_frames']} frames, {s['steps']} steps. Runs finished: {len(data['runs'])}/{total} ({state}).</p>",
-        "<h2>Speed and quality</h2><div class='scroll'>", _table(header, rows, "summary"), "</div>",
-        f"<p class='note'>Speedups: each run against the baseline run with the same prompt and seed (median over "
-        f"pairs). Quality: means over runs against the baseline output (PSNR/SSIM per frame, averaged; flicker Δ = "
+        "<h2>Speed and quality</h2><div class='scroll'>",
+        _table(header, rows, "summary", [_significance(r) for r in data["per_configuration"]]), "</div>",
+        f"<p class='note'>{escape(fmt.timing_note(data))} "
+        f"Quality: from each run's first round, means over runs against the baseline output (PSNR/SSIM per frame, averaged; flicker Δ = "
         f"mean frame-to-frame change minus the baseline's, 0-255 units). {escape(fmt.memory_note(data))} "
         + " ".join(f"LPIPS unavailable: {escape(n)}." for n in lpips) + "</p>",
         speed_quality_svg(data["per_configuration"]),

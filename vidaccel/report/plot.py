@@ -23,14 +23,21 @@ def speed_quality_svg(per_configuration: list[dict]) -> str:
     """x: speedup over the baseline (same prompt and seed); y: PSNR against the baseline in dB.
 
     Configurations whose output equals the baseline (infinite PSNR) sit on the top edge, marked
-    "identical". Returns an ``<svg>`` element; a note replaces it while nothing is measured yet.
+    "identical". A horizontal bar spans the min-max of the paired speed-ups; a speed-up whose range
+    includes 1.0 is drawn hollow and labelled "not significant". Returns an ``<svg>`` element; a note replaces it while nothing is measured yet.
     """
+    rows = {r["config"]: r for r in per_configuration}
     points = [(r["config"], as_float(r.get("speedup")), as_float(r.get("psnr")))
               for r in per_configuration if r["config"] != "baseline"]
     points = [(n, x, y) for n, x, y in points if x is not None and y is not None]
     if not points:
         return '<p class="note" id="plot-pending">The plot appears once a configuration has finished a run.</p>'
-    xs = [x for _, x, _ in points] + [1.0]
+
+    def span(name, x):  # min-max of the paired speed-ups (the point itself without one)
+        lo, hi = as_float(rows[name].get("speedup_min")), as_float(rows[name].get("speedup_max"))
+        return (x, x) if lo is None or hi is None else (lo, hi)
+
+    xs = [v for n, x, _ in points for v in span(n, x)] + [1.0]
     finite = [y for _, _, y in points if math.isfinite(y)]
     x_lo, x_hi = min(xs), max(xs)
     pad = max(0.1, 0.1 * (x_hi - x_lo))
@@ -58,18 +65,25 @@ def speed_quality_svg(per_configuration: list[dict]) -> str:
     placed: list[tuple[float, float]] = []  # label anchors so far: nearby points get stacked labels
     for i, (name, x, y) in enumerate(points):
         c = COLORS[i % len(COLORS)]
-        label = escape(name) + ("" if math.isfinite(y) else " (identical)")
+        weak = rows[name].get("speedup_verdict") in ("not significant", "not tested")
+        label = escape(name) + ("" if math.isfinite(y) else " (identical)") + \
+            (f" ({escape(rows[name]['speedup_verdict'])})" if weak else "")
+        lo, hi = span(name, x)
         right = sx(x) > LEFT + 0.6 * pw  # label on the side with room
         ly = sy(y) + (18 if not math.isfinite(y) else 4)
         while any(abs(ly - py) < 14 and abs(sx(x) - px) < 160 for px, py in placed):
             ly += 14
         placed.append((sx(x), ly))
+        if hi > lo:
+            out.append(f'<line class="range" data-config="{escape(name)}" x1="{sx(lo):.1f}" x2="{sx(hi):.1f}" '
+                       f'y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="{c}" stroke-width="2"/>')
+        fill = f'fill="#fff" stroke="{c}" stroke-width="3"' if weak else f'fill="{c}"'
         out.append(f'<circle class="point" data-config="{escape(name)}" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="7" '
-                   f'fill="{c}"><title>{escape(name)}: {x:.2f}x, PSNR {y:.2f} dB</title></circle>'
+                   f'{fill}><title>{escape(name)}: {x:.2f}x ({lo:.2f}-{hi:.2f}x), PSNR {y:.2f} dB</title></circle>'
                    f'<text x="{sx(x) + (-10 if right else 10):.1f}" y="{ly:.1f}" '
                    f'font-size="12" text-anchor="{"end" if right else "start"}">{label}</text>')
     out.append(f'<text x="{LEFT + pw / 2}" y="{H - 12}" font-size="12" text-anchor="middle">speedup over baseline '
-               f'(wall time, same prompt and seed)</text>'
+               f'(paired rounds: median, bar = min-max)</text>'
                f'<text transform="translate(16 {TOP + ph / 2}) rotate(-90)" font-size="12" text-anchor="middle">'
                f'PSNR vs baseline (dB, higher is closer)</text></svg>')
     return "\n".join(out)

@@ -2,15 +2,25 @@
 
 Layout of ``results.json``::
 
-    {"settings": {...},            # model, prompts, seeds, resolution, frames, steps, device, dtype
+    {"settings": {...},            # model, prompts, seeds, resolution, frames, steps, device, dtype,
+                                   # warmup, repeats ("auto" or N)
      "environment": {...},         # GPU/CPU, versions, date
      "configurations": [{"name": "baseline", "type": "dense"}, {"name": "radial", ...}],
-     "runs": [{"config", "prompt_index", "prompt", "seed", "video", "wall_s", "step_s",
-               "peak_memory": {"kind", "bytes"}, "quality": {...} or null (baseline), "density"}],
-     "per_configuration": [{"config", "runs", "wall_s", "step_s", "speedup", "step_speedup",
-                            "peak_memory_bytes", "psnr", "ssim", "flicker_delta", "temporal_error",
-                            "lpips", "lpips_note", "token_density"}],
+     "rounds_planned": int or null,  # timed rounds (null: --repeats auto, first round unfinished)
+     "runs": [{"config", "prompt_index", "prompt", "seed", "video", "quality": {...} or null (baseline),
+               "density", "rounds": [{"round", "order", "wall_s", "step_s", "peak_memory_bytes"}],
+               "wall_s", "step_s", "wall_s_samples",   # medians over the rounds, every round's wall time
+               "peak_memory": {"kind", "bytes"}}],     # the largest over the rounds
+     "per_configuration": [{"config", "runs", "timed", "wall_s", "wall_s_min", "wall_s_max", "step_s",
+                            "speedup", "speedup_min", "speedup_max", "speedup_pairs", "speedup_verdict",
+                            "significant", "step_speedup", "peak_memory_bytes", "psnr", "ssim",
+                            "flicker_delta", "temporal_error", "lpips", "lpips_note", "token_density"}],
      "complete": bool}
+
+A run is one configuration, prompt and seed; its video and quality come from its first round (same
+seed, same output), and every timed round is kept in ``rounds`` (``order``: its position among all
+timed generations of the comparison, so the interleaving can be checked). `aggregate` and
+`timing.paired_speedup` turn them into the per-configuration rows.
 
 PSNR of identical outputs is infinite; JSON has no infinity, so it is written as the string
 ``"inf"``. Every write replaces the three files atomically, after each finished run, so an
@@ -28,6 +38,7 @@ from pathlib import Path
 
 from ..version import __version__
 from .format import as_float, json_safe
+from .timing import paired_speedup, spread
 
 RESULTS_JSON, RESULTS_MD, REPORT_HTML = "results.json", "results.md", "report.html"
 BASELINE = "baseline"  # the name of the dense configuration every other one is compared with
@@ -126,19 +137,48 @@ class Results:
                 return run
         return None
 
+    def done_rounds(self) -> set[tuple]:
+        """``(config, prompt_index, seed, round)`` of every timed round recorded."""
+        return {(r["config"], r["prompt_index"], r["seed"], i) for r in self.data["runs"]
+                for i in (x["round"] for x in _rounds(r))}
+
+    def next_order(self) -> int:
+        """The ``order`` of the next timed generation (continues after a resume)."""
+        orders = [x["order"] for r in self.data["runs"] for x in r.get("rounds", []) if x.get("order") is not None]
+        return max(orders) + 1 if orders else 0
+
     def add_run(self, run: dict) -> None:
+        """Record a run (its first timed round in ``run["rounds"]``) and save."""
+        _refresh(run)
         self.data["runs"].append(json_safe(run))
+        self.save()
+
+    def add_round(self, config: str, prompt_index: int, seed: int, entry: dict) -> None:
+        """Add a timed round to a recorded run and save."""
+        run = self.find(config, prompt_index, seed)
+        if run is None:
+            raise KeyError(f"no run of {config!r} for prompt {prompt_index}, seed {seed} to add a round to")
+        run["rounds"].append(json_safe(entry))
+        _refresh(run)
         self.save()
 
     def expected_runs(self) -> int:
         s = self.data["settings"]
         return len(self.data["configurations"]) * len(s["prompts"]) * len(s["seeds"])
 
+    def is_complete(self) -> bool:
+        if len(self.data["runs"]) < self.expected_runs():
+            return False
+        if "rounds_planned" not in self.data:  # recorded before timed rounds: one entry per run
+            return True
+        planned = self.data["rounds_planned"]  # None: --repeats auto has not finished its first round
+        return planned is not None and all(len(_rounds(r)) >= planned for r in self.data["runs"])
+
     def save(self) -> None:
         from .html import render_html
         from .markdown import render_markdown
 
-        self.data["complete"] = len(self.data["runs"]) >= self.expected_runs()
+        self.data["complete"] = self.is_complete()
         self.data["per_configuration"] = json_safe(aggregate(self.data))
         self.data["updated_utc"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         _atomic_write(self.folder / RESULTS_JSON, json.dumps(self.data, indent=2) + "\n")
@@ -168,25 +208,60 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
+def _rounds(run: dict) -> list[dict]:
+    """A run's timed rounds; a run recorded before rounds existed reads as its samples (or its one time)."""
+    if "rounds" in run:
+        return run["rounds"]
+    walls = run.get("wall_s_samples") or [run.get("wall_s")]
+    return [{"round": i, "order": None, "wall_s": w, "step_s": run.get("step_s"), "peak_memory_bytes": None}
+            for i, w in enumerate(walls)]
+
+
+def _refresh(run: dict) -> None:
+    """A run's summary fields from its rounds: median wall and step time, every wall time, largest peak memory."""
+    rounds = run["rounds"]
+    run["wall_s"] = _median(x["wall_s"] for x in rounds)
+    run["step_s"] = _median(x.get("step_s") for x in rounds)
+    run["wall_s_samples"] = [x["wall_s"] for x in rounds]
+    mem = [x.get("peak_memory_bytes") for x in rounds]
+    run.setdefault("peak_memory", {"kind": "n/a", "bytes": None})
+    run["peak_memory"]["bytes"] = max(mem) if mem and None not in mem else None
+
+
 def aggregate(data: dict) -> list[dict]:
-    """Per configuration: medians of time, speedups against the baseline run with the same prompt and
-    seed (median over pairs), means of the quality metrics over its runs."""
+    """Per configuration: the median, min and max time per clip over every timed round; the speed-up
+    over the baseline from paired rounds (same round, prompt and seed: `timing.paired_speedup`, with
+    its interval and verdict); means of the quality metrics over its runs (each from its first round)."""
     base = {(r["prompt_index"], r["seed"]): r for r in data["runs"] if r["config"] == BASELINE}
     out = []
     for conf in data["configurations"]:
         runs = [r for r in data["runs"] if r["config"] == conf["name"]]
-        pairs = [(base[(r["prompt_index"], r["seed"])], r) for r in runs if (r["prompt_index"], r["seed"]) in base]
+        walls, wall_pairs, step_pairs = [], [], []
+        for r in runs:
+            mine = {x["round"]: x for x in _rounds(r)}
+            walls += [as_float(x["wall_s"]) for x in mine.values()]
+            b = base.get((r["prompt_index"], r["seed"]))
+            theirs = {x["round"]: x for x in _rounds(b)} if b is not None else {}
+            for k in sorted(set(mine) & set(theirs)):
+                wall_pairs.append((as_float(theirs[k]["wall_s"]), as_float(mine[k]["wall_s"])))
+                if theirs[k].get("step_s") and mine[k].get("step_s"):
+                    step_pairs.append((as_float(theirs[k]["step_s"]), as_float(mine[k]["step_s"])))
+        times = spread(walls)
         mem = [r["peak_memory"]["bytes"] for r in runs]
         row = {
-            "config": conf["name"], "runs": len(runs),
-            "wall_s": _median(r["wall_s"] for r in runs), "step_s": _median(r["step_s"] for r in runs),
-            "speedup": _median(b["wall_s"] / r["wall_s"] for b, r in pairs),
-            "step_speedup": _median(b["step_s"] / r["step_s"] for b, r in pairs if b["step_s"] and r["step_s"]),
+            "config": conf["name"], "runs": len(runs), "timed": times["n"],
+            "wall_s": times["median"], "wall_s_min": times["min"], "wall_s_max": times["max"],
+            "step_s": _median(x.get("step_s") for r in runs for x in _rounds(r)),
+            **paired_speedup(wall_pairs),
+            "step_speedup": paired_speedup(step_pairs)["speedup"],
             "peak_memory_kind": runs[0]["peak_memory"]["kind"] if runs else None,
             "peak_memory_bytes": max(mem) if mem and None not in mem else None,
             "token_density": _median(r.get("density") for r in runs),
         }
-        if conf["name"] != BASELINE:
+        if conf["name"] == BASELINE:  # compared with itself: 1.0 by definition, no verdict
+            row.update(speedup=1.0 if runs else None, speedup_min=None, speedup_max=None, speedup_verdict=None,
+                       significant=None, step_speedup=1.0 if runs else None)
+        else:
             q = [r["quality"] for r in runs if r.get("quality")]
             row.update({k: _mean(x.get(k) for x in q) for k in ("psnr", "ssim", "flicker_delta", "temporal_error", "lpips")})
             row["lpips_note"] = q[0].get("lpips_note") if q else None
