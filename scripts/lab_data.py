@@ -23,6 +23,7 @@ import torch
 
 from vidaccel.tiny.captions import (MOTIONS, PANS, RETURNS, SHAPES, STRAIGHT, TEXTURES, Group, Scene, format_caption,
                                     vocabulary as grammar_vocabulary)
+from tiny_data import save_preview  # noqa: F401 - the contact sheet both data sets share
 from vidaccel.tiny.palette import COLORS, PALETTE
 
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]  # ids 0, 1, 2 as in T5/UMT5
@@ -274,17 +275,6 @@ def direction_probe(n: int, generator: torch.Generator, device, spec: ClipSpec =
     flipped = [Scene((Group(s.groups[0].color, s.groups[0].shape,
                             "moving " + _OPPOSITE[s.groups[0].motion.split()[1]]),), s.bg, s.texture) for s in scenes]
     return render(scenes, generator, spec, device), [format_caption(s) for s in scenes], [format_caption(s) for s in flipped]
-
-
-def save_preview(video: torch.Tensor, path: str, frames: int = 6) -> None:
-    """Contact sheet (rows: clips, columns: evenly spaced frames) as PNG."""
-    from PIL import Image
-
-    v = ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().cpu()
-    n, _, T, H, W = v.shape
-    idx = torch.linspace(0, T - 1, frames).round().long()
-    sheet = v[:, :, idx].permute(0, 3, 2, 4, 1).reshape(n * H, frames * W, 3)
-    Image.fromarray(sheet.numpy()).save(path)
 
 
 if __name__ == "__main__":
