@@ -13,9 +13,10 @@
 #   freeswim_c freeswim_d                                  (its variants vs dense: cache_steps 5, radial full branch)
 #   freeswim_tests                                         (tests/test_freeswim.py -m gpu)
 #   tiny                                                   (scripts/train_tiny_model.py from scratch, 3 calls)
-#   lab                                                    (the same script, --recipe lab: 21 min of training as
-#                                                           three calls; the call that finishes also runs the
-#                                                           pixel checks, scripts/eval_lab_model.py)
+#   lab                                                    (the same script, --recipe lab: 15 min of training as
+#                                                           two calls, LAB_CALL_SECONDS=575 then 490; the call that
+#                                                           finishes also runs the pixel checks, eval_lab_model.py,
+#                                                           at 256 px and, with LAB_EVAL_2X=1, 2 seeds at 512 px)
 # The whole GPU test file takes ~560 s on a fresh machine (Triton compiles every autotune config), ~260 s on
 # a warm one: run it as two calls, TESTS_K="test_window or whole_grid or every_autotune_config" and its negation
 # (the negation needs TESTS_TIMEOUT=570 when its kernels are not compiled yet: 320 s cut it after 38 tests).
@@ -66,7 +67,7 @@ for stage in $STAGES; do
         | grep --line-buffered -v "step [0-9]*/" | cut -c1-300
       grep "step [0-9]*/" "$OUT/train_tiny.log" | tail -3
       (cd "$RES" && tar cf - tiny-wan tiny/*.json tiny/*.csv) | split -b 15M - "$OUT/tiny.tar." ;;
-    lab) # one <=10-min call of the lab-model recipe (21 min of training, resumed by the next call); each call
+    lab) # one <=10-min call of the lab-model recipe (resumed by the next call); each call
          # exports the folder and packs it with the logs into $OUT/lab.tar.*; the call that finishes evaluates it
       python3 scripts/train_tiny_model.py --recipe lab --work "$RES/lab" --out "$RES/lab-wan" \
         --call-time-limit ${LAB_CALL_SECONDS:-560} --ckpt-every 500 --log-every 50 ${LAB_ARGS} 2>&1 \
@@ -75,8 +76,13 @@ for stage in $STAGES; do
       if grep -q '"finished": true' "$RES/lab/dit_done.json" 2>/dev/null; then
         (cd scripts && python3 eval_lab_model.py --model "$RES/lab-wan" --out "$RES/lab/eval_lab.json" \
            --samples "$RES/lab-wan/samples.png" ${LAB_EVAL_ARGS}) 2>&1 | grep -v -i warn | tail -12 | tee "$OUT/eval_lab.log"
+        if [ -n "$LAB_EVAL_2X" ]; then  # twice the native size, dense attention: what FreeSwim improves on
+          (cd scripts && python3 eval_lab_model.py --model "$RES/lab-wan" --out "$RES/lab/eval_lab_512.json" \
+             --height 512 --width 512 --seeds 2 --samples "$RES/lab/samples_512.png") 2>&1 | grep -v -i warn \
+             | tail -8 | tee "$OUT/eval_lab_512.log"
+        fi
       fi
-      (cd "$RES" && tar cf - lab-wan lab/*.json lab/*.csv) | split -b 15M - "$OUT/lab.tar." ;;
+      (cd "$RES" && tar cf - lab-wan lab/*.json lab/*.csv lab/*.png 2>/dev/null) | split -b 15M - "$OUT/lab.tar." ;;
     e2e) timeout ${E2E_TIMEOUT:-400} python3 scripts/bench_e2e.py --out "$OUT" ${E2E_ARGS} 2>&1 | tee "$OUT/bench_e2e.log" | tail -15 ;;
   esac
 done

@@ -69,7 +69,13 @@ class ClipSpec:
 
 
 def _pick(weights, g) -> int:
-    return int(torch.multinomial(torch.tensor(weights, dtype=torch.float), 1, generator=g))
+    """An index drawn with probabilities proportional to ``weights`` (one uniform draw from ``g``)."""
+    x = float(torch.rand((), generator=g)) * sum(weights)
+    for i, w in enumerate(weights):
+        x -= w
+        if x < 0:
+            return i
+    return max(i for i, w in enumerate(weights) if w > 0)
 
 
 def sample_scene(g: torch.Generator, p_objects=P_OBJECTS, p_bg_phrase: float = P_BG_PHRASE,
@@ -94,29 +100,40 @@ def sample_scene(g: torch.Generator, p_objects=P_OBJECTS, p_bg_phrase: float = P
     return scene
 
 
-def _render_background(scene: Scene, bg: str, spec: ClipSpec, g, device, shift: torch.Tensor) -> torch.Tensor:
-    """(3, T, H, W) in [0, 255]; ``shift`` (T,) is the pan's horizontal offset in frame widths."""
-    T, H, W = spec.frames, spec.height, spec.width
-    base = torch.tensor(PALETTE[bg], dtype=torch.float32, device=device)
+_TEXTURE_IDS = {"flat": 0, "striped": 1, "checkered": 2, "shaded": 3}
+
+
+def _background_params(scene: Scene, bg: str, g) -> list[float]:
+    """``[texture id, period, phase, angle, lo rgb (3), hi rgb (3)]`` of one scene's background (drawn
+    from ``g`` in a fixed order; a flat background draws nothing and has lo = hi = its colour)."""
+    base = torch.tensor(PALETTE[bg], dtype=torch.float32)
     if scene.texture == "flat":
-        return base[:, None, None, None].expand(3, T, H, W)
-    ys = (torch.arange(H, device=device, dtype=torch.float32) + 0.5)[:, None] / H
-    xs = (torch.arange(W, device=device, dtype=torch.float32) + 0.5)[None, :] / W
-    x = xs[None] + shift.to(device)[:, None, None]  # world coordinates under the pan
-    y = ys[None].expand(T, H, W)
+        return [0.0, 1.0, 0.0, 0.0, *base.tolist(), *base.tolist()]
     period = 0.1 + 0.1 * float(torch.rand((), generator=g))
     phase = float(torch.rand((), generator=g))
     angle = math.pi / 4 * _pick([1, 1, 1, 1], g)
-    proj = x * math.cos(angle) + y * math.sin(angle)
-    if scene.texture == "striped":
-        s = 0.5 + 0.5 * torch.tanh(4 * torch.sin(2 * math.pi * (proj / period + phase)))
-    elif scene.texture == "checkered":
-        s = 0.5 + 0.5 * torch.tanh(4 * torch.sin(2 * math.pi * x / period + phase) * torch.sin(2 * math.pi * y / period))
-    else:  # shaded: a linear ramp along a random direction
-        s = (proj - proj.min()) / (proj.max() - proj.min()).clamp_min(1e-6)
     lo = base * (1 - _DARKEN.get(bg, _DEFAULT_CONTRAST))
     hi = base + (255 - base) * _LIGHTEN.get(bg, _DEFAULT_CONTRAST)
-    return lo[:, None, None, None] + s[None] * (hi - lo)[:, None, None, None]
+    return [float(_TEXTURE_IDS[scene.texture]), period, phase, angle, *lo.tolist(), *hi.tolist()]
+
+
+def _render_backgrounds(params: torch.Tensor, shift: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
+    """(n, 3, T, H, W) in [0, 255] from `_background_params` rows ``(n, 10)`` and pan offsets ``(n, T)``
+    in frame widths (all on the target device): every texture computed for every clip, then selected."""
+    T, H, W = spec.frames, spec.height, spec.width
+    dev = params.device
+    tex, period, phase, angle = (params[:, i].view(-1, 1, 1, 1) for i in range(4))
+    lo, hi = params[:, 4:7].view(-1, 3, 1, 1, 1), params[:, 7:10].view(-1, 3, 1, 1, 1)
+    ys = ((torch.arange(H, device=dev, dtype=torch.float32) + 0.5) / H).view(1, 1, H, 1)
+    xs = ((torch.arange(W, device=dev, dtype=torch.float32) + 0.5) / W).view(1, 1, 1, W)
+    x = xs + shift.view(-1, T, 1, 1)  # world coordinates under the pan, (n, T, 1, W)
+    proj = x * torch.cos(angle) + ys * torch.sin(angle)  # (n, T, H, W)
+    striped = 0.5 + 0.5 * torch.tanh(4 * torch.sin(2 * math.pi * (proj / period + phase)))
+    checkered = 0.5 + 0.5 * torch.tanh(4 * torch.sin(2 * math.pi * x / period + phase) * torch.sin(2 * math.pi * ys / period))
+    p_min, p_max = proj.amin((1, 2, 3), keepdim=True), proj.amax((1, 2, 3), keepdim=True)
+    shaded = (proj - p_min) / (p_max - p_min).clamp_min(1e-6)  # a linear ramp along the angle
+    s = torch.where(tex == 1, striped, torch.where(tex == 2, checkered, torch.where(tex == 3, shaded, 0.0)))
+    return lo + s[:, None] * (hi - lo)
 
 
 def _triangle_wave(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -132,7 +149,8 @@ def _trajectories(group: Group, spec: ClipSpec, g) -> list[tuple[torch.Tensor, t
     u = lambda: float(torch.rand((), generator=g))  # noqa: E731
     t = torch.linspace(0, 1, T)
     c, m = group.count, group.motion
-    r = (0.05 + 0.04 * u()) if c == 1 else (0.045 + 0.025 * u())
+    # sizes keep an object >= 2 tokens wide at the native 9x16x16 grid (16 px per token at 256 px)
+    r = (0.08 + 0.04 * u()) if c == 1 else (0.06 + 0.02 * u())
     rx, ry = r * S / W, r * S / H
     vertical = m in ("moving up", "moving down")
     lo = ry if vertical else rx
@@ -164,8 +182,8 @@ def _trajectories(group: Group, spec: ClipSpec, g) -> list[tuple[torch.Tensor, t
             cy = _triangle_wave(y0 + speed * math.sin(ang) * t, ry, 1 - ry)
             rr = torch.full((T,), r)
         else:  # growing / shrinking, in place
-            r_max = min(0.13, 0.45 / c)
-            rr = 0.03 + (r_max - 0.03) * t
+            r_max = min(0.16, 0.45 / c)
+            rr = 0.04 + (r_max - 0.04) * t
             if m == "shrinking":
                 rr = rr.flip(0)
             mx, my = r_max * S / W, r_max * S / H
@@ -175,17 +193,27 @@ def _trajectories(group: Group, spec: ClipSpec, g) -> list[tuple[torch.Tensor, t
     return out
 
 
+MAX_OBJECTS = 3
+
+
 def render(scenes: list[Scene], g: torch.Generator, spec: ClipSpec = ClipSpec(), device="cpu",
            return_alpha: bool = False):
     """The clips of ``scenes``: ``(n, 3, T, H, W)`` in ``[-1, 1]`` (with ``return_alpha`` also the
     objects' coverage ``(n, 1, T, H, W)`` in [0, 1]). A scene that does not name its background gets a
-    random colour (not its objects') and texture."""
+    random colour (not its objects') and texture.
+
+    Scene parameters are drawn on the CPU scene by scene; the pixels come from a few batched ops over
+    all clips and object slots (a per-object loop launched ~100 small kernels per clip on a GPU)."""
     T, H, W = spec.frames, spec.height, spec.width
     S = min(H, W)
-    ys = (torch.arange(H, device=device, dtype=torch.float32) + 0.5)[:, None]
-    xs = (torch.arange(W, device=device, dtype=torch.float32) + 0.5)[None, :]
-    clips, alphas = [], []
-    for scene in scenes:
+    n = len(scenes)
+    bg_rows, shifts = [], []
+    # objects in drawing order, up to MAX_OBJECTS per clip: (n, K, T) paths, (n, K) shape, (n, K, 3) colour
+    cx, cy, rr = (torch.zeros(n, MAX_OBJECTS, T) for _ in range(3))
+    shape = torch.zeros(n, MAX_OBJECTS)
+    color = torch.zeros(n, MAX_OBJECTS, 3)
+    active = torch.zeros(n, MAX_OBJECTS)
+    for i, scene in enumerate(scenes):
         bg = scene.bg
         if bg is None:  # the caption leaves the background open: any colour and texture the objects allow
             free = [c for c in COLORS if c not in [gr.color for gr in scene.groups]]
@@ -193,31 +221,38 @@ def render(scenes: list[Scene], g: torch.Generator, spec: ClipSpec = ClipSpec(),
             scene = Scene(scene.groups, bg, TEXTURES[_pick(P_TEXTURES, g)], scene.pan)
         amount = 0.08 + 0.07 * float(torch.rand((), generator=g))
         shift = torch.linspace(0, 1, T) * amount * {"none": 0.0, "left": -1.0, "right": 1.0}[scene.pan]
-        video = _render_background(scene, bg, spec, g, device, shift).clone()
-        cover = torch.zeros((1, T, H, W), device=device)
+        shifts.append(shift)
+        bg_rows.append(_background_params(scene, bg, g))
+        k = 0
         for group in scene.groups:
-            color = torch.tensor(PALETTE[group.color], dtype=torch.float32, device=device)[:, None, None, None]
-            shape = SHAPES.index(group.shape)
-            for cx, cy, rr in _trajectories(group, spec, g):
-                # the pan moves the view: world x -> screen x - shift
-                px = ((cx - shift) * W).to(device)[:, None, None]
-                py = (cy * H).to(device)[:, None, None]
-                rad = (rr * S).to(device)[:, None, None]
-                dx, dy = xs - px, ys - py
-                if shape == 0:
-                    d = torch.sqrt(dx * dx + dy * dy) - rad
-                elif shape == 1:
-                    d = torch.maximum(dx.abs(), dy.abs()) - 0.85 * rad
-                else:
-                    s3 = math.sqrt(3) / 2
-                    d = torch.maximum(torch.maximum(dy, -0.5 * dy + s3 * dx), -0.5 * dy - s3 * dx) - 0.6 * rad
-                alpha = (0.5 - d).clamp(0, 1)[None]  # (1, T, H, W), anti-aliased edge
-                video = video * (1 - alpha) + color * alpha
-                cover = torch.maximum(cover, alpha)
-        clips.append(video)
-        alphas.append(cover)
-    video = torch.stack(clips) / 127.5 - 1
-    return (video, torch.stack(alphas)) if return_alpha else video
+            for ox, oy, orr in _trajectories(group, spec, g):
+                cx[i, k], cy[i, k], rr[i, k] = ox - shift, oy, orr  # the pan moves the view: screen x = world x - shift
+                shape[i, k] = SHAPES.index(group.shape)
+                color[i, k] = torch.tensor(PALETTE[group.color], dtype=torch.float32)
+                active[i, k] = 1.0
+                k += 1
+    shift_t = torch.stack(shifts).to(device)
+    video = _render_backgrounds(torch.tensor(bg_rows, dtype=torch.float32).to(device), shift_t, spec)
+    ys = (torch.arange(H, device=device, dtype=torch.float32) + 0.5).view(1, 1, H, 1)
+    xs = (torch.arange(W, device=device, dtype=torch.float32) + 0.5).view(1, 1, 1, W)
+    px, py, rad = (cx * W).to(device), (cy * H).to(device), (rr * S).to(device)
+    shape, color, active = shape.to(device), color.to(device), active.to(device)
+    cover = torch.zeros((n, 1, T, H, W), device=device)
+    s3 = math.sqrt(3) / 2
+    for k in range(MAX_OBJECTS):
+        dx = xs - px[:, k, :, None, None]
+        dy = ys - py[:, k, :, None, None]
+        r = rad[:, k, :, None, None]
+        circle = torch.sqrt(dx * dx + dy * dy) - r
+        square = torch.maximum(dx.abs(), dy.abs()) - 0.85 * r
+        triangle = torch.maximum(torch.maximum(dy, -0.5 * dy + s3 * dx), -0.5 * dy - s3 * dx) - 0.6 * r
+        sk = shape[:, k].view(-1, 1, 1, 1)
+        d = torch.where(sk == 0, circle, torch.where(sk == 1, square, triangle))
+        alpha = ((0.5 - d).clamp(0, 1) * active[:, k].view(-1, 1, 1, 1))[:, None]  # (n, 1, T, H, W), anti-aliased
+        video = video * (1 - alpha) + color[:, k].view(-1, 3, 1, 1, 1) * alpha
+        cover = torch.maximum(cover, alpha)
+    video = video / 127.5 - 1
+    return (video, cover) if return_alpha else video
 
 
 META_FIELDS = {"color": len(COLORS), "shape": len(SHAPES), "motion": len(MOTIONS), "count": 3,

@@ -35,14 +35,16 @@ LAB = dict(
     dit=dict(patch_size=(1, 2, 2), num_attention_heads=6, attention_head_dim=64, text_dim=256,
              freq_dim=256, ffn_dim=1536, num_layers=8, cross_attn_norm=True,
              qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024),
-    # the VAE sees both sizes the transformer trains at (fine detail at 128, the native scale at 256)
-    vae_specs=[[17, 128, 128], [17, 256, 256]], vae_steps=100000, vae_batch=12, vae_lr=5e-4, vae_seconds=200.0,
+    # the VAE sees both sizes the transformer trains at, always 33 frames: its causal convolutions carry
+    # context across the whole clip, so a VAE trained on 17 frames decodes the last latent frames of a
+    # 33-frame clip out of distribution (the first lab model's colours drifted there)
+    vae_specs=[[33, 128, 128], [33, 256, 256]], vae_steps=100000, vae_batch=8, vae_lr=5e-4, vae_seconds=240.0,
     text_parse_steps=400,
     # most steps at half size (9x8x8 tokens: semantics, motion), then the native 9x16x16 grid
-    dit_phases=[dict(until=0.55, spec=[33, 128, 128], batch=96), dict(until=1.0, spec=[33, 256, 256], batch=32)],
+    dit_phases=[dict(until=0.5, spec=[33, 128, 128], batch=96), dict(until=1.0, spec=[33, 256, 256], batch=32)],
     dit_objects=[0.5, 0.3, 0.2], dit_straight=0.6,
-    dit_steps=100000, dit_lr=3e-4, latent_reuse=2, vae_dtype="float16",
-    time_budget=1260.0,  # 21 minutes of training on one H200, all stages
+    dit_steps=100000, dit_lr=5e-4, latent_reuse=4, vae_dtype="float16",
+    time_budget=900.0,  # 15 minutes of training on one H200, all stages: two <=10-minute calls and the evaluation
 )
 
 

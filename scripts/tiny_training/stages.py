@@ -209,9 +209,9 @@ def train_dit(args, C, device, work: Path):
     if step > 0 and (step >= total or elapsed >= time_limit):
         print(f"[dit] already finished at step {step} ({elapsed:.0f} s)")
         return True
-    log = Logger(work / "loss_dit.csv", ["step", "seconds", "loss", "lr", "parse_loss", "frames", "height", "width"],
-                 step)
-    x0_all, x0_spec = torch.empty(0), None
+    log = Logger(work / "loss_dit.csv", ["step", "seconds", "loss", "lr", "parse_loss", "frames", "height", "width",
+                                         "data_share"], step)
+    pool = LatentPool(C["latent_reuse"])
     gap_log = Logger(work / "direction_gap.csv", ["step", "mean", "sigma_0.85", "sigma_0.7", "sigma_0.5"], step)
     gap_args = (te, tok, tr, vae, device)
     gap_kw = dict(data=data, n=64 if not args.quick else 4, spec=data.ClipSpec(*C["dit_phases"][0]["spec"]))
@@ -227,22 +227,28 @@ def train_dit(args, C, device, work: Path):
     phases = C["dit_phases"]
     t0 = time.time() - elapsed
     run_loss, run_parse, n_loss = 0.0, 0.0, 0
+    data_seconds, t_log = 0.0, time.time()  # time spent rendering and encoding clips, per log interval
     while step < total:
         lr = C["dit_lr"] * min(1.0, (step + 1) / 300)
         for g in opt.param_groups:
             g["lr"] = lr
-        # the phase (clip size, batch) by the share of the stage's time spent; one encoded batch serves
-        # `latent_reuse` steps (fresh noise, timesteps and caption drop), since encoding costs about a step
+        # the phase (clip size, batch) by the share of the stage's time spent; encoded clips go to a pool
+        # that serves `latent_reuse` steps per clip on average (fresh noise, timesteps and caption drop)
         spent = (time.time() - t0) / time_limit if math.isfinite(time_limit) else step / total
         phase = next((p for p in phases if spent < p["until"]), phases[-1])
-        if step % C["latent_reuse"] == 0 or x0_all.shape[0] != phase["batch"] or x0_spec != phase["spec"]:
-            B, x0_spec = phase["batch"], phase["spec"]
-            video, caps_all, meta = data.sample_batch(B, gen, data.ClipSpec(*x0_spec), device, return_meta=True,
-                                                      p_objects=p_objects, p_motions=p_motions)
+        B = phase["batch"]
+        t_data = time.time()
+        if pool.wants_batch(step, phase["spec"]):
+            video, caps_new, meta_new = data.sample_batch(B, gen, data.ClipSpec(*phase["spec"]), device,
+                                                          return_meta=True, p_objects=p_objects, p_motions=p_motions)
             with torch.no_grad(), autocast(device):
-                x0_all = (vae.encode(video).latent_dist.mode().float() - lat_mean) / lat_std
+                x0_new = (vae.encode(video).latent_dist.mode().float() - lat_mean) / lat_std
             del video
-        x0 = x0_all
+            pool.add(x0_new, caps_new, meta_new, phase["spec"])
+        x0, caps_all, meta = pool.draw(B, gen)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        data_seconds += time.time() - t_data
         drop = torch.rand(B, generator=gen) < 0.1
         caps = ["" if d else c for c, d in zip(caps_all, drop.tolist())]
         noise = torch.randn(x0.shape, generator=dev_gen, device=device)
@@ -269,10 +275,13 @@ def train_dit(args, C, device, work: Path):
         run_loss, run_parse, n_loss = run_loss + loss.item(), run_parse + parse.item(), n_loss + 1
         if step % args.log_every == 0 or step == total:
             log.log(step=step, seconds=round(time.time() - t0, 2), loss=f"{run_loss / n_loss:.5f}", lr=f"{lr:.2e}",
-                    parse_loss=f"{run_parse / n_loss:.5f}", frames=x0_spec[0], height=x0_spec[1], width=x0_spec[2])
+                    parse_loss=f"{run_parse / n_loss:.5f}", frames=pool.spec[0], height=pool.spec[1],
+                    width=pool.spec[2], data_share=f"{data_seconds / max(time.time() - t_log, 1e-9):.3f}")
             print(f"[dit] step {step}/{total} loss {run_loss / n_loss:.4f} parse {run_parse / n_loss:.4f} "
-                  f"{x0_spec} x{B} {time.time() - t0:.0f}s", flush=True)
+                  f"{pool.spec} x{B} data {data_seconds / max(time.time() - t_log, 1e-9):.0%} {time.time() - t0:.0f}s",
+                  flush=True)
             run_loss, run_parse, n_loss = 0.0, 0.0, 0
+            data_seconds, t_log = 0.0, time.time()
         out_of_time = (time.time() - t0 > time_limit
                        or time.time() - PROCESS_START > args.call_time_limit - CALL_RESERVE_SECONDS)
         if step % args.ckpt_every == 0 or step == total or out_of_time:
@@ -294,6 +303,36 @@ def train_dit(args, C, device, work: Path):
             "direction_gap_call_start": gap_start, "direction_gap_end": gap_last}
     (work / "dit_done.json").write_text(json.dumps(info, indent=1))
     return finished
+
+
+class LatentPool:
+    """Encoded training clips, each used ``reuse`` times on average: every ``reuse`` steps a fresh batch
+    replaces the oldest one of the ``reuse`` batches held, and each step draws its batch at random from
+    all of them (so a clip's uses are spread over ``reuse**2`` steps, not consecutive). A new clip size
+    (the next phase) empties the pool. Rendering and encoding cost about a training step per batch."""
+
+    def __init__(self, reuse: int):
+        self.reuse, self.spec = max(1, int(reuse)), None
+        self.x0, self.caps, self.meta = [], [], []
+
+    def wants_batch(self, step: int, spec) -> bool:
+        return spec != self.spec or not self.x0 or step % self.reuse == 0
+
+    def add(self, x0: torch.Tensor, caps: list[str], meta: dict, spec):
+        if spec != self.spec:
+            self.x0, self.caps, self.meta, self.spec = [], [], [], spec
+        self.x0, self.caps, self.meta = (v[-(self.reuse - 1):] + [new] if self.reuse > 1 else [new]
+                                         for v, new in ((self.x0, x0), (self.caps, caps), (self.meta, meta)))
+
+    def draw(self, n: int, gen: torch.Generator):
+        """``(x0 (n, ...), captions, meta)`` drawn without replacement from the pool."""
+        if self.reuse == 1:  # the batch just encoded, in order
+            return self.x0[0], self.caps[0], self.meta[0]
+        x0 = torch.cat(self.x0)
+        idx = torch.randperm(x0.shape[0], generator=gen)[:n]
+        caps = [c for batch in self.caps for c in batch]
+        meta = {k: torch.cat([m[k] for m in self.meta]) for k in self.meta[0]}
+        return x0[idx.to(x0.device)], [caps[i] for i in idx.tolist()], {k: v[idx] for k, v in meta.items()}
 
 
 def seconds_before_dit(work: Path) -> float:
