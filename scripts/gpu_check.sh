@@ -14,7 +14,7 @@
 #   freeswim_tests                                         (tests/test_freeswim.py -m gpu)
 #   tiny                                                   (scripts/train_tiny_model.py from scratch, 3 calls)
 #   lab                                                    (the same script, --recipe lab: 15 min of training as
-#                                                           two calls, LAB_CALL_SECONDS=575 then 490; the call that
+#                                                           two calls, LAB_CALL_SECONDS=560 each; the call that
 #                                                           finishes also runs the pixel checks, eval_lab_model.py,
 #                                                           at 256 px and, with LAB_EVAL_2X=1, 2 seeds at 512 px)
 # The whole GPU test file takes ~560 s on a fresh machine (Triton compiles every autotune config), ~260 s on
@@ -73,16 +73,18 @@ for stage in $STAGES; do
         --call-time-limit ${LAB_CALL_SECONDS:-560} --ckpt-every 500 --log-every 50 ${LAB_ARGS} 2>&1 \
         | grep --line-buffered -v -i warn | tee -a "$OUT/train_lab.log" | grep --line-buffered -v "step [0-9]*/" | cut -c1-300
       grep "step [0-9]*/" "$OUT/train_lab.log" | tail -3
+      # pack the weights before evaluating: a call cut at its limit still returns them
+      (cd "$RES" && tar cf - lab-wan lab/*.json lab/*.csv) | split -b 15M - "$OUT/lab.tar."
       if grep -q '"finished": true' "$RES/lab/dit_done.json" 2>/dev/null; then
-        (cd scripts && python3 eval_lab_model.py --model "$RES/lab-wan" --out "$RES/lab/eval_lab.json" \
-           --samples "$RES/lab-wan/samples.png" ${LAB_EVAL_ARGS}) 2>&1 | grep -v -i warn | tail -12 | tee "$OUT/eval_lab.log"
+        (cd scripts && timeout ${LAB_EVAL_TIMEOUT:-120} python3 eval_lab_model.py --model "$RES/lab-wan" \
+           --out "$OUT/eval_lab.json" --samples "$OUT/samples.png" ${LAB_EVAL_ARGS}) 2>&1 | grep -v -i warn | tail -12 \
+           | tee "$OUT/eval_lab.log"
         if [ -n "$LAB_EVAL_2X" ]; then  # twice the native size, dense attention: what FreeSwim improves on
-          (cd scripts && python3 eval_lab_model.py --model "$RES/lab-wan" --out "$RES/lab/eval_lab_512.json" \
-             --height 512 --width 512 --seeds 2 --samples "$RES/lab/samples_512.png") 2>&1 | grep -v -i warn \
-             | tail -8 | tee "$OUT/eval_lab_512.log"
+          (cd scripts && timeout ${LAB_EVAL_TIMEOUT:-120} python3 eval_lab_model.py --model "$RES/lab-wan" \
+             --out "$OUT/eval_lab_512.json" --height 512 --width 512 --seeds 2 --samples "$OUT/samples_512.png") 2>&1 \
+             | grep -v -i warn | tail -8 | tee "$OUT/eval_lab_512.log"
         fi
-      fi
-      (cd "$RES" && tar cf - lab-wan lab/*.json lab/*.csv lab/*.png 2>/dev/null) | split -b 15M - "$OUT/lab.tar." ;;
+      fi ;;
     e2e) timeout ${E2E_TIMEOUT:-400} python3 scripts/bench_e2e.py --out "$OUT" ${E2E_ARGS} 2>&1 | tee "$OUT/bench_e2e.log" | tail -15 ;;
   esac
 done

@@ -90,3 +90,20 @@ def test_lab_recipe_quick_run_trains_in_phases_and_exports_a_pipeline(tmp_path):
     assert json.loads((out / "vae" / "config.json").read_text())["_diffusers_version"]
     summary = json.loads((out / "training_log.json").read_text())
     assert summary["recipe"] == "lab" and set(summary["text_parse"]["held_out_token_accuracy"]) >= {"count", "texture"}
+
+
+def test_resume_from_export_continues_an_unfinished_run_at_its_step(tmp_path):
+    """--resume-export: a lost work folder is rebuilt from the exported folder; the dit stage continues
+    at the exported step (here a quick run marked unfinished at step 4 of 8) and keeps its loss log."""
+    pytest.importorskip("diffusers")
+    work, out = tmp_path / "w", tmp_path / "out"
+    _train("--recipe", "lab", "--work", work, "--out", out, "--dit-steps", "4")
+    log = json.loads((out / "training_log.json").read_text())
+    log["dit"]["finished"] = False  # as if the call had stopped at step 4 of 8
+    (out / "training_log.json").write_text(json.dumps(log))
+    work2, out2 = tmp_path / "w2", tmp_path / "out2"
+    _train("--recipe", "lab", "--work", work2, "--out", out2, "--dit-steps", "8", "--resume-export", out)
+    steps = [int(r.split(",")[0]) for r in (work2 / "loss_dit.csv").read_text().splitlines()[1:]]
+    assert steps[0] <= 4 < steps[-1] == 8, steps  # rows up to step 4 kept, then the resumed steps
+    assert json.loads((out2 / "training_log.json").read_text())["dit"]["steps"] == 8
+    assert (work2 / "vae" / "config.json").read_text() == (out / "vae" / "config.json").read_text()  # the same VAE

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from .config import RECIPES, quick
-from .export import export, init_from_pipeline
+from .export import export, init_from_pipeline, resume_from_export
 from .stages import train_dit, train_text_parse, train_vae
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,6 +74,9 @@ def main(argv=None):
                          "dit stage resumes on the new latents")
     ap.add_argument("--init-from", default=None, metavar="DIR",
                     help="fine-tune: start from this trained pipeline folder (its VAE, text encoder, transformer)")
+    ap.add_argument("--resume-export", default=None, metavar="DIR",
+                    help="continue an unfinished run from its exported folder (the work folder was lost): EMA "
+                         "weights at the exported step, fresh optimizer")
     ap.add_argument("--text-parse-steps", type=int, default=None,
                     help="captions-only caption-parse training of the text encoder before the dit stage "
                          "(default: 400 from scratch, 0 with --init-from)")
@@ -122,6 +125,8 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     if args.init_from:  # before the vae stage: its VAE is the one to keep
         init_from_pipeline(Path(args.init_from), work)
+    if args.resume_export:
+        resume_from_export(Path(args.resume_export), work)
     if args.stage in ("all", "vae") and not (work / "vae" / "config.json").exists():
         train_vae(args, C, device, work)  # a VAE time limit ends the stage early (no resume)
     elif args.stage in ("all", "vae") and args.refine_vae > 0:

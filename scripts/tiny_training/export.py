@@ -1,5 +1,7 @@
 """The pipeline folder both ways: `export` writes the trained one (fp16 transformer, loss curves,
-``training_log.json``), `init_from_pipeline` starts a fine-tuning run from one; `plot_losses` draws the curves."""
+``training_log.json``), `init_from_pipeline` starts a fine-tuning run from one, `resume_from_export` continues
+an unfinished run from its exported folder (when the machine holding the checkpoints is gone); `plot_losses`
+draws the curves."""
 
 from __future__ import annotations
 
@@ -37,6 +39,36 @@ def init_from_pipeline(src: Path, work: Path):
                         "tr": {k: v.half() for k, v in sd["tr"].items()}},
                 "step": 0, "elapsed": 0.0, "init_from": str(src)}, work / "ckpt_dit_light.pt")
     print(f"[init] VAE, text encoder and transformer from {src}")
+
+
+def resume_from_export(src: Path, work: Path):
+    """Rebuild the work folder of an unfinished run from its exported pipeline folder ``src`` (weights,
+    ``training_log.json``, loss CSVs): the VAE, the stage records, and a light checkpoint at the exported
+    step holding the EMA weights (the optimizer and RNG states restart; the parse head is re-initialised).
+    No-op once a checkpoint exists."""
+    from diffusers import WanTransformer3DModel
+    from transformers import UMT5EncoderModel
+
+    if (work / "ckpt_dit.pt").exists() or (work / "ckpt_dit_light.pt").exists():
+        return
+    log = json.loads((src / "training_log.json").read_text())
+    if log["dit"].get("finished"):
+        raise SystemExit(f"{src} is a finished run: use --init-from to fine-tune it")
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src / "vae", work / "vae", dirs_exist_ok=True)
+    (work / "vae_done.json").write_text(json.dumps(log["vae"], indent=1))
+    if "text_parse" in log:
+        (work / "text_parse_done.json").write_text(json.dumps(log["text_parse"], indent=1))
+    for name in ("loss_vae.csv", "loss_dit.csv", "direction_gap.csv"):
+        if (src / name).exists():
+            shutil.copy(src / name, work / name)
+    te = UMT5EncoderModel.from_pretrained(src / "text_encoder", torch_dtype=torch.float32)
+    tr = WanTransformer3DModel.from_pretrained(src / "transformer", torch_dtype=torch.float32)
+    torch.save({"ema": {"te": {k: v.float().clone() for k, v in te.state_dict().items()},
+                        "tr": {k: v.half() for k, v in tr.state_dict().items()}},
+                "step": log["dit"]["steps"], "elapsed": log["dit"]["seconds"], "resumed_from": str(src)},
+               work / "ckpt_dit_light.pt")
+    print(f"[resume] work folder rebuilt from {src} at dit step {log['dit']['steps']} ({log['dit']['seconds']} s)")
 
 
 def plot_losses(work: Path, path: Path):
