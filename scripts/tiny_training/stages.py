@@ -52,7 +52,7 @@ def train_vae(args, C, device, work: Path, refine_seconds: float = 0.0):
     pixels = min(s.frames * s.height * s.width for s in specs)
     t0 = time.time() - elapsed
     while step < total:
-        lr = C["vae_lr"] * min(1.0, (step + 1 - warm0) / (200 if not warm0 else 50))
+        lr = C["vae_lr"] * min(1.0, (step + 1 - warm0) / (C.get("vae_warmup", 200) if not warm0 else 50))
         for g in opt.param_groups:
             g["lr"] = lr
         spec = specs[step % len(specs)]

@@ -1,0 +1,111 @@
+"""Which VAE settings learn fastest for the lab model? Each variant runs the lab recipe's VAE stage
+(`tiny_training.stages.train_vae`, the code the model is trained with) for the same number of seconds from
+the same seed, then encodes and decodes the same held-out 33x256x256 clips (`lab_data`, a fixed seed):
+
+- ``l1``: mean absolute error in [-1, 1] units over all pixels; ``l1_objects``: over object pixels only
+  (coverage > 0.5), where a weak VAE fails first; ``l1_late_over_early``: L1 of frames 17-32 over frames 1-16
+  (> 1: the reconstruction drifts over the clip); ``steps``: optimizer steps done in the time.
+
+    python scripts/lab_vae_sweep.py --seconds 60                      # on one GPU, ~4 min for 3 variants
+    python scripts/lab_vae_sweep.py --seconds 5 --quick --device cpu  # smoke test
+
+Writes ``benchmarks/results/quality_lab/vae_sweep.json`` (and ``.md``) with versions and the date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lab_data  # noqa: E402
+from benchlib import utc_now, versions  # noqa: E402
+from tiny_training.config import LAB, quick  # noqa: E402
+from tiny_training.stages import train_vae  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# name -> recipe overrides (vae: keys of the AutoencoderKLWan config)
+VARIANTS = {
+    "recipe": {},
+    "lr1e-3_warm30": {"vae_lr": 1e-3, "vae_warmup": 30},
+    "residual_lr1e-3_warm30": {"vae_lr": 1e-3, "vae_warmup": 30, "vae": {"is_residual": True}},
+}
+
+
+def held_out(vae, device, spec, n: int, seed: int = 1234) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    video, alpha = lab_data.render([lab_data.sample_scene(g) for _ in range(n)], g, spec, device, return_alpha=True)
+    errs, obj = [], []
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for i in range(n):  # one clip at a time: the encode/decode loops are memory-heavy at 256 px
+            rec = vae.decode(vae.encode(video[i:i + 1]).latent_dist.mode()).sample.float().clamp(-1, 1)
+            errs.append((rec - video[i:i + 1]).abs().mean(1)[0])  # (T, H, W)
+            obj.append(alpha[i, 0] > 0.5)
+    err, obj = torch.stack(errs), torch.stack(obj)
+    T = err.shape[1]
+    per_frame = err.mean((0, 2, 3))
+    return {"l1": round(err.mean().item(), 4), "l1_objects": round(err[obj].mean().item(), 4),
+            "l1_late_over_early": round((per_frame[T // 2 + 1:].mean() / per_frame[1:T // 2 + 1].mean()).item(), 3)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=60.0, help="VAE training time per variant")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="toy sizes (the recipe's --quick VAE)")
+    ap.add_argument("--held-out", type=int, default=6, help="held-out clips")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "quality_lab" / "vae_sweep"))
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    base = quick(LAB) if args.quick else LAB
+    spec = lab_data.ClipSpec(9, 64, 64) if args.quick else lab_data.ClipSpec(33, 256, 256)
+    rows = []
+    for name in args.variants.split(","):
+        over = dict(VARIANTS[name])
+        vae_over = over.pop("vae", {})
+        C = json.loads(json.dumps(dict(base, **over, vae=dict(base["vae"], **vae_over))))
+        over = VARIANTS[name]
+        targs = SimpleNamespace(vae_time_limit=args.seconds, data=lab_data, obj_weight=10.0, log_every=50,
+                                ckpt_every=10**9, quick=True, seed=0)  # quick: one batch of latent statistics
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.time()
+            train_vae(targs, C, device, Path(tmp))
+            from diffusers import AutoencoderKLWan
+
+            vae = AutoencoderKLWan.from_pretrained(Path(tmp) / "vae").to(device).eval()
+            done = json.loads((Path(tmp) / "vae_done.json").read_text())
+        row = {"variant": name, "overrides": over, "steps": done["steps"], "train_seconds": done["seconds"],
+               **held_out(vae, device, spec, args.held_out), "wall_seconds": round(time.time() - t0, 1)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        write(rows, args, spec)  # after every variant: a call cut at its limit keeps what finished
+    return 0
+
+
+def write(rows: list[dict], args, spec):
+    """The sweep so far: ``<out>.json`` and a markdown table ``<out>.md``."""
+    meta = {"date": utc_now(), **versions(), "seconds_per_variant": args.seconds, "held_out_clips": args.held_out,
+            "held_out_size": [spec.frames, spec.height, spec.width], "quick": args.quick}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    lines = [f"# Lab VAE sweep ({meta['date']}, {meta['gpu'] or 'cpu'}, torch {meta['torch']})", "",
+             f"{args.seconds:.0f} s of the VAE stage per variant, seed 0; held-out: {args.held_out} clips "
+             f"{spec.frames}x{spec.height}x{spec.width}.", "",
+             "| variant | steps | L1 | L1 objects | late / early |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['variant']} | {r['steps']} | {r['l1']} | {r['l1_objects']} | {r['l1_late_over_early']} |"
+              for r in rows]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+if __name__ == "__main__":
+    raise SystemExit(main())
