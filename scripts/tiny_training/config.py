@@ -28,9 +28,11 @@ TINY = dict(
 LAB = dict(
     data="lab_data",
     # 8x spatial (2x2 pixel patches, then two 2x downsamples), 4x temporal: 33x256x256 -> 9x32x32 latents
+    # is_residual: Wan 2.2's parameter-free average-down / duplicate-up shortcuts around each resolution
+    # stage; with lr 1e-3 they halve the held-out L1 reached in the same 40 s (vae_sweep.md)
     vae=dict(base_dim=16, decoder_base_dim=32, z_dim=16, dim_mult=[1, 2, 2], num_res_blocks=1, attn_scales=[],
              temperal_downsample=[True, True], in_channels=12, out_channels=12, patch_size=2,
-             scale_factor_spatial=8, scale_factor_temporal=4),
+             scale_factor_spatial=8, scale_factor_temporal=4, is_residual=True),
     te=dict(d_model=256, d_kv=64, d_ff=768, num_layers=2, num_heads=4),
     dit=dict(patch_size=(1, 2, 2), num_attention_heads=6, attention_head_dim=64, text_dim=256,
              freq_dim=256, ffn_dim=1536, num_layers=8, cross_attn_norm=True,
@@ -38,7 +40,8 @@ LAB = dict(
     # the VAE sees both sizes the transformer trains at, always 33 frames: its causal convolutions carry
     # context across the whole clip, so a VAE trained on 17 frames decodes the last latent frames of a
     # 33-frame clip out of distribution (the first lab model's colours drifted there)
-    vae_specs=[[33, 128, 128], [33, 256, 256]], vae_steps=100000, vae_batch=8, vae_lr=5e-4, vae_seconds=240.0,
+    vae_specs=[[33, 128, 128], [33, 256, 256]], vae_steps=100000, vae_batch=8, vae_lr=1e-3, vae_warmup=30,
+    vae_seconds=240.0,
     text_parse_steps=400,
     # most steps at half size (9x8x8 tokens: semantics, motion), then the native 9x16x16 grid
     dit_phases=[dict(until=0.5, spec=[33, 128, 128], batch=96), dict(until=1.0, spec=[33, 256, 256], batch=32)],
