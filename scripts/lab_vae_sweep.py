@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,11 +23,10 @@ from types import SimpleNamespace
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import lab_data  # noqa: E402
-from benchlib import utc_now, versions  # noqa: E402
-from tiny_training.config import LAB, quick  # noqa: E402
-from tiny_training.stages import train_vae  # noqa: E402
+import lab_data
+from benchlib import utc_now, versions
+from tiny_training.config import LAB, quick
+from tiny_training.stages import train_vae
 
 REPO = Path(__file__).resolve().parents[1]
 # name -> recipe overrides (vae: keys of the AutoencoderKLWan config). The sweep of 2026-12-02 ran with the
