@@ -168,27 +168,22 @@ def run(args) -> int:
         if pending and args.warmup:  # untimed: first-call costs (kernels, allocator) stay out of the timings
             for conf in confs:
                 i, s = clips[0]
-                config_files.apply_config(pipe, conf)
-                try:
+                with config_files.applied(pipe, conf, steps=gen["steps"]) as runner:
                     for _ in range(args.warmup):
                         generation.generate(pipe, prompts[i], s, offload=args.offload, progress=args.progress,
-                                            desc=f"{conf.name} warm-up", **gen)
-                finally:
-                    config_files.remove_config(pipe, conf)
+                                            desc=f"{conf.name} warm-up", runner=runner, **gen)
         while pending:
             for r, i, s, name in pending:
                 conf = by_name[name]
-                config_files.apply_config(pipe, conf)  # every run installs its configuration anew: interleaved
-                try:
+                # every run installs its configuration anew: interleaved
+                with config_files.applied(pipe, conf, steps=gen["steps"]) as runner:
                     result = generation.generate(pipe, prompts[i], s, offload=args.offload, progress=args.progress,
-                                                 desc=f"{name} round {r + 1} p{i} s{s}", **gen)
+                                                 desc=f"{name} round {r + 1} p{i} s{s}", runner=runner, **gen)
                     order = results.next_order()
                     if results.find(name, i, s) is None:
                         results.add_run(first_run(conf, i, s, r, result, order))
                     else:
                         results.add_round(name, i, s, _round(r, result, order))
-                finally:
-                    config_files.remove_config(pipe, conf)
                 bar.update(1)
                 run = results.find(name, i, s)
                 q = run["quality"] if r == run["rounds"][0]["round"] else None
