@@ -3,15 +3,15 @@ feature table's refusals at parse time, and exact apply/remove on a tiny random 
 
 import numpy as np
 import pytest
+import torch
 
 import vidaccel
 from tiny_models import wan_pipeline
-from vidaccel.cli import config_files, generation
+from vidaccel.cli import config_files
 from vidaccel.core import features
 from vidaccel.core.features import FeatureConflictError
 
-GEN = dict(height=32, width=32, num_frames=5, steps=3, guidance_scale=5.0)
-STEPS = GEN["steps"]
+STEPS = 3
 
 
 def _parse(tmp_path, text):
@@ -28,7 +28,9 @@ def pipe():
 
 
 def _run(pipe, runner=None):
-    return generation.generate(pipe, "a red circle", 0, progress=False, runner=runner, **GEN).frames
+    """Float frames (not uint8: a small change must not round away), through what `applied` yields."""
+    return (runner or pipe)("a red circle", height=32, width=32, num_frames=5, num_inference_steps=STEPS,
+                            guidance_scale=5.0, generator=torch.Generator().manual_seed(0), output_type="np").frames
 
 
 def _attributes(model):
@@ -170,3 +172,18 @@ def test_refused_at_enable_time_too_when_vidaccel_is_installed(pipe):
         with config_files.applied(pipe, named, steps=STEPS):
             pass
     assert _attributes(pipe.transformer) == before
+
+
+def test_generate_calibrates_magcache_then_applies_it(capsys, tmp_path, pipe):
+    from vidaccel import cli
+    from vidaccel.report.video import read_mp4
+
+    pipe.save_pretrained(tmp_path / "model")
+    config = tmp_path / "mag.yaml"
+    config.write_text("{name: mag, diffusers_cache: mag, calibrate: true, threshold: 0.5, retention_ratio: 0.0}\n")
+    out = tmp_path / "mag.mp4"
+    assert cli.main(["generate", "a red circle", "--model", str(tmp_path / "model"), "--height", "32", "--width", "32",
+                     "--frames", "5", "--steps", "3", "--no-progress", "--accel", str(config), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "acceleration: mag" in printed and "MagCacheConfig" in printed and "calibrated on this model" in printed
+    assert read_mp4(out).shape == (5, 32, 32, 3)

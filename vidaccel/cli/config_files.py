@@ -71,6 +71,8 @@ class NamedConfig:
             out["size"] = list(self.size)
         if self.reference is not None and self.reference != BASELINE:
             out["reference"] = self.reference
+        if self.is_baseline and self.name != BASELINE:
+            out["baseline"] = True  # the dense run at its size, that size's reference
         return out
 
 
@@ -315,6 +317,27 @@ def accel_configs(specs: list[str] | None) -> list[NamedConfig]:
             raise ValueError(f"configuration name {c.name!r} is used twice ({c.source}); give each a distinct "
                              f"'name' in its config file")
         seen.add(c.name)
+    return out
+
+
+def with_baselines(configs: list[NamedConfig], height: int, width: int) -> list[NamedConfig]:
+    """The dense baseline, then `configs` in order, with a dense baseline at each other target size placed
+    before the first configuration at that size (``baseline-HxW``: direct generation there). Each
+    configuration gets its target ``size`` (None at ``height x width``) and the name of its baseline."""
+    out = [NamedConfig(BASELINE, None, "dense attention")]
+    names = {(height, width): BASELINE}
+    taken = {c.name for c in configs}
+    for c in configs:
+        size = c.target_size(height, width)
+        if size not in names:
+            name = f"{BASELINE}-{size[0]}x{size[1]}"
+            if name in taken:
+                raise ValueError(f"configuration name {name!r} ({c.source}) is the name of the dense run at "
+                                 f"{size[0]}x{size[1]}, which compare adds: rename the configuration")
+            out.append(NamedConfig(name, None, f"dense attention at {size[0]}x{size[1]} (direct generation)",
+                                   size=size))
+            names[size] = name
+        out.append(dataclasses.replace(c, size=None if size == (height, width) else size, reference=names[size]))
     return out
 
 
