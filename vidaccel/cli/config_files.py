@@ -120,7 +120,9 @@ def load_config_file(path) -> list[NamedConfig]:
 
     A mapping has ``type`` (a preset name: its config class), optional ``name`` and the config
     class's fields, e.g. ``{type: radial, decay_factor: 0.2, dense_steps: 2}`` or
-    ``{type: window, kernel: [3, 5, 5]}``. Errors say which key is wrong and what is allowed.
+    ``{type: window, kernel: [3, 5, 5]}``; and/or ``kv_cache``, ``block_reuse``, ``diffusers_cache``
+    with its keys (`diffusers_caches`), ``upscale`` with its keys (`upscale_entries`), ``size``.
+    Errors say which key is wrong and what is allowed; refused combinations fail here.
     """
     path = Path(path)
     if not path.is_file():
