@@ -62,6 +62,26 @@ def dataclass_named(name, named):
     return dataclasses.replace(named, name=name)
 
 
+def test_block_reuse_budgets_from_one_profile(tmp_path):
+    from vidaccel.caches.profile_io import BlockStats, ModelProfile, Profile
+
+    blocks = [BlockStats(i, f"blocks.{i}", "foreground", r) for i, r in enumerate([0.4, 0.1, 0.3, 0.2])]
+    Profile(run={}, foreground={}, tau={"value": 0.0, "method": "otsu", "detail": ""},
+            models=[ModelProfile("transformer", "WanTransformer3DModel", "0" * 16, 4, [2, 2, 2], blocks)]
+            ).save(tmp_path / "lab.json")
+    half, most = _parse(tmp_path, """configs:
+  - {name: reuse-0.5, block_reuse: {profile: lab.json, tau: "background:0.5"}}
+  - {name: radial-reuse-0.75, type: radial, block_reuse: {profile: lab.json, tau: "background:0.75"}}
+""")
+    assert half.block_reuse.profile.models[0].background_blocks == [1, 3]  # the two lowest R
+    assert most.block_reuse.profile.models[0].background_blocks == [1, 2, 3] and most.config is not None
+    assert half.describe()["block_reuse"]["tau"] == "background:0.5"
+    with pytest.raises(ValueError, match="'block_reuse.tau' = 'background:2'"):
+        _parse(tmp_path, "{block_reuse: {profile: lab.json, tau: 'background:2'}}\n")
+    with pytest.raises(ValueError, match="'block_reuse.tau' classifies a profile's blocks"):
+        _parse(tmp_path, "{block_reuse: {background_blocks: [1], tau: otsu}}\n")
+
+
 @pytest.mark.parametrize("text, expected", [
     ("{upscale: upsample}", ["'upscale' is 'upsample'", "refine, freeswim"]),
     ("{upscale: refine, cache_steps: 2}", ["'cache_steps' is a FreeSwim setting", "upscale: freeswim"]),

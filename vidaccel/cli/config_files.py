@@ -63,6 +63,8 @@ class NamedConfig:
             out["kv_cache"] = dict(self.kv_cache)
         if self.block_reuse is not None:
             out["block_reuse"] = {**_fields(self.block_reuse), "profile": self.profile_path}
+            if self.block_reuse.profile is not None:  # how its blocks were classified (block_reuse.tau)
+                out["block_reuse"]["tau"] = self.block_reuse.profile.tau.get("method")
         if self.diffusers_cache is not None:
             out["diffusers_cache"] = self.diffusers_cache.describe()
         if self.upscale is not None:
@@ -274,7 +276,9 @@ def _kv_cache_options(value, where: str) -> dict | None:
 
 
 def _block_reuse_options(value, where: str, base_dir: Path):
-    """``block_reuse: {profile: FILE, preset: profiled|adaptive, <BlockReuseConfig fields>}``."""
+    """``block_reuse: {profile: FILE, preset: profiled|adaptive, tau: T, <BlockReuseConfig fields>}``; ``tau``
+    classifies the profile's blocks again (a number, otsu, median or background:F, a block budget), so one
+    profile gives several budgets."""
     if value is None or value is False:
         return None, None
     if not isinstance(value, dict):
@@ -286,12 +290,14 @@ def _block_reuse_options(value, where: str, base_dir: Path):
 
     value = dict(value)
     preset = value.pop("preset", "profiled")
+    tau = value.pop("tau", None)
     if preset not in REUSE_PRESETS:
         raise ValueError(f"{where}: key 'block_reuse.preset' is {preset!r}; available: {', '.join(sorted(REUSE_PRESETS))}")
     fields = {f.name for f in dataclasses.fields(BlockReuseConfig)}
     for key in value:
         if key not in fields:
-            raise ValueError(f"{where}: unknown key 'block_reuse.{key}'; valid keys: preset, {', '.join(sorted(fields))}")
+            raise ValueError(f"{where}: unknown key 'block_reuse.{key}'; valid keys: preset, tau, "
+                             f"{', '.join(sorted(fields))}")
     profile_path = None
     if value.get("profile") is not None:
         path = Path(value["profile"]).expanduser()
@@ -303,9 +309,18 @@ def _block_reuse_options(value, where: str, base_dir: Path):
     if isinstance(value.get("background_blocks"), list):
         value["background_blocks"] = tuple(value["background_blocks"])
     try:
-        return resolve_config(replace(REUSE_PRESETS[preset], **value)), profile_path
+        config = resolve_config(replace(REUSE_PRESETS[preset], **value))
     except (TypeError, ValueError, OSError) as exc:
         raise ValueError(f"{where}: key 'block_reuse' is invalid: {exc}") from None
+    if tau is not None:
+        if config.profile is None:
+            raise ValueError(f"{where}: key 'block_reuse.tau' classifies a profile's blocks: give 'block_reuse.profile'")
+        try:
+            config = replace(config, profile=config.profile.reclassified(tau))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: key 'block_reuse.tau' = {tau!r} is invalid: {exc} (a number, 'otsu', "
+                             f"'median' or 'background:F')") from None
+    return config, profile_path
 
 
 def accel_configs(specs: list[str] | None) -> list[NamedConfig]:
