@@ -247,3 +247,28 @@ def test_magcache_ratios_are_calibrated_once_and_recorded(lab):
     assert "calibrated on this model" in lab.runs["mag"]["summary"]
     assert lab.data["configurations"][3]["diffusers_cache"] == {"kind": "mag", "calibrate": True, "threshold": 0.5,
                                                                 "retention_ratio": 0.0}
+
+
+def test_the_lab_sweep_file_parses_into_every_row(tmp_path):
+    """benchmarks/configs/lab_sweep.yaml (a stand-in profile where the real one will be)."""
+    import shutil
+    from pathlib import Path
+
+    from vidaccel.caches.profile_io import BlockStats, ModelProfile, Profile
+
+    sweep = Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "lab_sweep.yaml"
+    shutil.copy(sweep, tmp_path / "lab_sweep.yaml")
+    blocks = [BlockStats(i, f"blocks.{i}", "foreground", 0.1 * i) for i in range(8)]
+    Profile(run={}, foreground={}, tau={"value": 0.0, "method": "otsu", "detail": ""},
+            models=[ModelProfile("transformer", "WanTransformer3DModel", "0" * 16, 8, [9, 16, 16], blocks)]
+            ).save(tmp_path / "lab_wan_256.json")
+    confs = config_files.with_baselines(config_files.accel_configs([str(tmp_path / "lab_sweep.yaml")]), 256, 256)
+    kinds = {c.name: c for c in confs}
+    assert kinds["baseline-512x512"].is_baseline and kinds["baseline-512x512"].size == (512, 512)
+    upscale = [c for c in confs if c.upscale is not None]
+    assert len(upscale) == 7 and all(c.reference == "baseline-512x512" for c in upscale)
+    assert {c.diffusers_cache.kind for c in confs if c.diffusers_cache} == {"first_block", "mag", "taylorseer", "pab"}
+    stacked = kinds["radial-reuse-0.75"]
+    assert stacked.config is not None and stacked.kv_cache == {} and stacked.block_reuse.profile.tau["method"] == \
+        "background:0.75"
+    assert all(c.reference == "baseline" for c in confs if c.size is None and not c.is_baseline)
