@@ -82,11 +82,9 @@ def _dtype(name, v):
     return v
 
 
-_PAB_KEYS = {}
-for _what in ("spatial", "temporal", "cross"):
-    _PAB_KEYS[f"{_what}_attention_block_skip_range"] = _optional_int(1)
-    _PAB_KEYS[f"{_what}_attention_timestep_skip_range"] = _timestep_range
-    _PAB_KEYS[f"{_what}_attention_block_identifiers"] = _patterns
+_PAB_KEYS = {f"{what}_attention_{key}": check for what in ("spatial", "temporal", "cross")
+             for key, check in (("block_skip_range", _optional_int(1)), ("timestep_skip_range", _timestep_range),
+                                ("block_identifiers", _patterns))}
 
 
 @dataclass(frozen=True)
