@@ -144,12 +144,14 @@ def compare_videos(reference, video, data_range: float | None = None) -> dict:
     """All quality metrics of `video` against `reference` as a JSON-ready dict.
 
     ``lpips`` is None with ``lpips_note`` saying why when unavailable; ``flicker_delta`` is the
-    video's flicker minus the reference's (positive: more flicker than the reference).
+    video's flicker minus the reference's (positive: more flicker than the reference) and
+    ``flicker_ratio`` the video's over the reference's (None for a still reference).
     """
     out = {"psnr": psnr(reference, video, data_range), "ssim": ssim(reference, video, data_range)}
     if np.shape(video)[0] >= 2:
         f_ref, f_vid = flicker(reference, data_range), flicker(video, data_range)
-        out.update(flicker=f_vid, flicker_delta=f_vid - f_ref, temporal_error=temporal_error(reference, video, data_range))
+        out.update(flicker=f_vid, flicker_delta=f_vid - f_ref, flicker_ratio=f_vid / f_ref if f_ref > 0 else None,
+                   temporal_error=temporal_error(reference, video, data_range))
     ok, reason = lpips_status()
     out["lpips"] = lpips(reference, video, data_range) if ok else None
     out["lpips_note"] = reason

@@ -1,11 +1,13 @@
 """Generate clips for the CLI: prompts in, frames out, with wall time, time per step and peak memory.
 
-`generate`: one clip with per-step progress; out-of-memory becomes `OutOfMemory` with the
-options that reduce memory. `read_prompts`: prompts from the command line and/or a file.
+`generate`: one clip with per-step progress, through the pipeline or the callable a configuration
+generates with (`config_files.applied`); out-of-memory becomes `OutOfMemory` with the options that
+reduce memory. `read_prompts`: prompts from the command line and/or a file.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ class RunResult:
     wall_s: float
     step_s: float | None  # mean interval between step ends, steps 2..n (None with one step)
     peak_memory: dict
+    steps_run: int = 0  # denoising steps that ended (every stage of an upscale entry)
 
 
 class _PeakMemory:
@@ -91,13 +94,21 @@ def oom_message(device, height, width, num_frames, offload) -> str:
     return f"out of memory on {device} generating {size}: try {hint}"
 
 
+def pipeline_default(pipe, name: str):
+    """The default of ``pipe.__call__``'s argument `name` (None when it has none)."""
+    p = inspect.signature(pipe.__call__).parameters.get(name)
+    return None if p is None or p.default is inspect.Parameter.empty else p.default
+
+
 def generate(pipe, prompt: str, seed: int, *, height=None, width=None, num_frames=None, steps=None,
              guidance_scale=None, negative_prompt=None, offload: str = "none", progress: bool | None = None,
-             desc: str = "steps") -> RunResult:
-    """Generate one clip; timings cover the pipeline call (text encoding to decoded frames).
+             desc: str = "steps", runner=None) -> RunResult:
+    """Generate one clip; timings cover the call (text encoding to decoded frames).
 
     ``None`` settings take the pipeline's defaults. The seed drives a CPU generator, so a seed
     gives the same initial noise on every device. ``progress`` None shows a per-step bar on a TTY.
+    ``runner``: what to call instead of ``pipe`` with the same keywords (`config_files.applied`
+    yields it: the FreeSwim wrapper for an upscale entry, whose steps of both stages are counted).
     """
     from tqdm.auto import tqdm
 
@@ -121,7 +132,7 @@ def generate(pipe, prompt: str, seed: int, *, height=None, width=None, num_frame
     try:
         with _PeakMemory(device) as mem, torch.inference_mode():
             start = time.perf_counter()
-            frames = pipe(**kwargs, callback_on_step_end=on_step_end).frames
+            frames = (runner or pipe)(**kwargs, callback_on_step_end=on_step_end).frames
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             wall = time.perf_counter() - start
@@ -136,4 +147,4 @@ def generate(pipe, prompt: str, seed: int, *, height=None, width=None, num_frame
     from ..report.video import to_uint8
 
     step_s = (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) > 1 else None
-    return RunResult(frames=to_uint8(frames), wall_s=wall, step_s=step_s, peak_memory=mem.result)
+    return RunResult(frames=to_uint8(frames), wall_s=wall, step_s=step_s, peak_memory=mem.result, steps_run=len(ends))

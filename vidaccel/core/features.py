@@ -135,6 +135,21 @@ def refuse_conflicts(model: torch.nn.Module, feature: Feature) -> None:
                                    + ". Turn off what is named, then try again.")
 
 
+def refuse_combination(wanted, where: str) -> None:
+    """Raise `FeatureConflictError` when two of `wanted` (`Active` entries: what a configuration asks for,
+    before anything is installed) cannot run together; the message names `where`, both and the reason."""
+    wanted = list(wanted)
+    lines = []
+    for i, a in enumerate(wanted):
+        for b in wanted[i + 1:]:
+            reason = CONFLICTS.get(frozenset({a.feature.key, b.feature.key}))
+            if reason is not None:
+                lines.append(f"{a.label} and {b.label} cannot run together: {reason}")
+    if lines:
+        raise FeatureConflictError(f"{where}: " + "; ".join(lines) + " (vidaccel's feature table refuses this "
+                                   "combination). Split it into separate configurations.")
+
+
 def refuse_diffusers_cache(model: torch.nn.Module, cache: str) -> None:
     """Raise `FeatureConflictError` when diffusers' cache `cache` (e.g. ``"FirstBlockCache"``) cannot run
     with the vidaccel features installed on `model`."""

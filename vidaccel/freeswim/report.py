@@ -9,17 +9,19 @@ from .api import freeswim_states
 
 
 def freeswim_report(pipe_or_transformer) -> list[dict]:
-    """One dict per transformer: config, window, last grid, call counts and cache bytes (for `summary`)."""
+    """One dict per transformer: config, window, last grid, token densities of the window and the full branch
+    there, call counts and cache bytes (for `summary`)."""
     out = []
     for model, state in freeswim_states(pipe_or_transformer):
         grid = state.last_grid
-        density = None
+        density = full_density = None
         if grid is not None:
             density = math.prod(state.pattern(grid).effective_kernel(grid)) / math.prod(grid)
+            full_density = state.full_pattern.density(grid) if state.full_pattern is not None else 1.0
         out.append({
             "class": type(model).__name__, "config": repr(state.config), "active": state.active,
             "window": list(state.window), "grid": list(grid) if grid else None, "window_token_density": density,
-            "full_attention": _describe_full(state.full_config),
+            "full_attention": _describe_full(state.full_config), "full_token_density": full_density,
             "layers": state.num_layers, "counts": dict(state.counts),
             "cache_bytes": state.cache.nbytes(), "peak_cache_bytes": state.peak_cache_bytes,
             "cache_dtype": str(state.cache.key[1]) if state.cache.key else None,

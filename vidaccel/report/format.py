@@ -86,28 +86,71 @@ def speedup_cell(r: dict) -> str:
     return f"{text} not significant" if verdict == "not significant" else text
 
 
+def flicker_cell(r: dict) -> str:
+    """Flicker against the baseline: the difference in 0-255 units and the ratio, ``+0.42 (1.05x)``."""
+    delta, ratio_ = as_float(r.get("flicker_delta")), as_float(r.get("flicker_ratio"))
+    if delta is None:
+        return NA
+    return f"{delta:+.2f}" + (f" ({ratio_:.2f}x)" if ratio_ is not None else "")
+
+
+def check_cell(r: dict) -> str:
+    """Pixel-check passes over clips, ``3/4``; n/a without the check."""
+    return NA if r.get("check_total") is None else f"{r['check_passed']}/{r['check_total']}"
+
+
+def size_cell(r: dict) -> str:
+    size = r.get("size") or []
+    return f"{size[0]}x{size[1]}" if len(size) == 2 and None not in size else NA  # height x width, as baseline-HxW
+
+
 def summary_rows(data: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the per-configuration table (shared by both views and the CLI)."""
-    header = ["configuration", "runs", "time per clip (min-max)", "time/step", "speedup (min-max of paired rounds)",
-              "step speedup", "peak memory", "token density", "PSNR", "SSIM", "flicker Δ", "temporal err.", "LPIPS"]
+    header = ["configuration", "size (HxW)", "runs", "time per clip (min-max)", "time/step", "clip ÷ steps",
+              "speedup (min-max of paired rounds)", "step speedup", "peak memory", "token density", "attention FLOPs",
+              "PSNR", "SSIM", "flicker Δ (x dense)", "temporal err.", "LPIPS", "check", "extra objects"]
     rows = []
     for r in data.get("per_configuration", []):
-        base = r["config"] == "baseline"
+        base = r.get("baseline", r["config"] == "baseline")
         timed = r.get("timed", r["runs"])
         rows.append([
-            r["config"], f"{r['runs']} ({timed} timed)" if timed != r["runs"] else str(r["runs"]), time_spread(r),
-            seconds(r["step_s"]),
+            r["config"], size_cell(r),
+            f"{r['runs']} ({timed} timed)" if timed != r["runs"] else str(r["runs"]), time_spread(r),
+            seconds(r["step_s"]), seconds(r.get("clip_step_s")),
             "1.00x" if base else speedup_cell(r),
             "1.00x" if base else ratio(r["step_speedup"]),
             memory(r["peak_memory_bytes"], r["peak_memory_kind"]),
             "dense" if base else percent(r["token_density"]),
+            percent(r.get("attention_flop_fraction")),
             "reference" if base else db(r.get("psnr")),
             "reference" if base else plain(r.get("ssim")),
-            "reference" if base else signed(r.get("flicker_delta")),
+            "reference" if base else flicker_cell(r),
             "reference" if base else plain(r.get("temporal_error"), 2),
             "reference" if base else (plain(r.get("lpips")) if r.get("lpips") is not None else "unavailable"),
+            check_cell(r), plain(r.get("extra_objects"), 2),
         ])
     return header, rows
+
+
+def references_note(data: dict) -> str:
+    """Which baseline the rows at other sizes are compared with (empty when every row has the run's size)."""
+    others = sorted({(r["reference"], size_cell(r)) for r in data.get("per_configuration", [])
+                     if r.get("reference") not in (None, "baseline")})
+    if not others:
+        return ""
+    return ("Rows at another size are compared with the dense run at that size (direct generation), which is "
+            "their baseline for speed-up, quality and attention FLOPs: "
+            + "; ".join(f"{size}: {ref}" for ref, size in others) + ".")
+
+
+COLUMNS_NOTE = ("time/step: mean interval between consecutive step ends; clip ÷ steps: time per clip over the "
+                "denoising steps it ran (both stages of an upscale row). attention FLOPs: attended query-key pairs "
+                "of every self-attention computation that ran (sparse patterns at their token density, skipped "
+                "computations not counted) over the baseline run's of the same prompt and seed. flicker Δ: mean "
+                "frame-to-frame change minus the baseline's (0-255 units), in brackets their ratio. check: clips "
+                "passing the lab pixel check (vidaccel.tiny.check.check_scene: colours, counts, motion, background) "
+                "over clips; extra objects: the mean surplus of object regions over the caption's count (duplicated "
+                "objects).")
 
 
 def rounds_line(data: dict) -> str:

@@ -18,7 +18,7 @@ figcaption{font-size:12px;max-width:256px}.pending{width:256px;height:144px;back
 align-items:center;justify-content:center;color:#777}.status{font-size:11px;color:#777}.status.bad{color:#c00}
 #configurations td:last-child{white-space:pre-wrap;font-family:monospace;font-size:11px}
 #configurations td,#settings td,#environment td,#configurations th,#settings th{text-align:left;white-space:normal}
-tr.not-significant td:nth-child(5){color:#a60;font-style:italic}
+tr.not-significant td:nth-child(7){color:#a60;font-style:italic}
 pre{background:#f6f6f6;padding:6px;font-size:12px;white-space:pre-wrap}
 """
 
@@ -85,6 +85,10 @@ def _video_rows(data: dict) -> str:
                 q = r.get("quality")
                 note = f'<br><i>{escape(r["note"])}</i>' if r.get("note") else ""
                 quality = "reference" if not q else f"PSNR {fmt.db(q.get('psnr'))}, SSIM {fmt.plain(q.get('ssim'), 3)}"
+                if r.get("size"):
+                    quality += f", {r['size'][0]}x{r['size'][1]}"
+                if r.get("check"):
+                    quality += f", check {'passed' if r['check']['passed'] else 'failed'}"
                 cells.append(
                     f'<figure><video src="{escape(r["video"])}" data-config="{escape(conf["name"])}" {size} controls autoplay '
                     f'muted loop playsinline preload="auto"></video><figcaption><b>{escape(conf["name"])}</b> '
@@ -115,8 +119,8 @@ def render_html(data: dict) -> str:
         "<h2>Speed and quality</h2><div class='scroll'>",
         _table(header, rows, "summary", [_significance(r) for r in data["per_configuration"]]), "</div>",
         f"<p class='note'>{escape(fmt.timing_note(data))} "
-        f"Quality: from each run's first round, means over runs against the baseline output (PSNR/SSIM per frame, averaged; flicker Δ = "
-        f"mean frame-to-frame change minus the baseline's, 0-255 units). {escape(fmt.memory_note(data))} "
+        f"Quality: from each run's first round, means over runs against the baseline output (PSNR/SSIM per frame, "
+        f"averaged). {escape(fmt.COLUMNS_NOTE)} {escape(fmt.references_note(data))} {escape(fmt.memory_note(data))} "
         + " ".join(f"LPIPS unavailable: {escape(n)}." for n in lpips) + "</p>",
         speed_quality_svg(data["per_configuration"]),
         "<h2>Videos</h2>", _video_rows(data),

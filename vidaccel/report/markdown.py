@@ -24,19 +24,24 @@ def render_markdown(data: dict) -> str:
              "", "## Per configuration", ""]
     lines += _table(*fmt.summary_rows(data))
     lines += ["", fmt.timing_note(data), "", "Quality metrics come from each run's first round (same seed, same output) and "
-              "are means over runs against the baseline output. " + fmt.memory_note(data), ""]
+              "are means over runs against the baseline output. " + fmt.COLUMNS_NOTE + " " + fmt.memory_note(data), ""]
+    if fmt.references_note(data):
+        lines += [fmt.references_note(data), ""]
     lpips_notes = {r.get("lpips_note") for r in data["per_configuration"] if r.get("lpips") is None and r.get("lpips_note")}
     for note in sorted(lpips_notes):
         lines.append(f"LPIPS unavailable: {note}.")
     lines += ["", "## Runs", ""]
     header = ["configuration", "prompt", "seed", "wall time (median)", "every round, in order", "time/step", "PSNR",
-              "SSIM", "video", "note"]
+              "SSIM", "attention FLOPs", "check", "video", "note"]
     rows = []
     for r in data["runs"]:
         q = r.get("quality") or {}
         every = ", ".join(fmt.seconds(w) for w in r.get("wall_s_samples") or [r["wall_s"]])
+        check = r.get("check")
+        check = fmt.NA if not check else ("passed" if check["passed"] else "failed: " + "; ".join(check["failures"]))
         rows.append([r["config"], r["prompt"], str(r["seed"]), fmt.seconds(r["wall_s"]), every, fmt.seconds(r["step_s"]),
                      fmt.db(q.get("psnr")) if q else "reference", fmt.plain(q.get("ssim")) if q else "reference",
+                     fmt.percent(r.get("attention_flop_fraction")), check,
                      f"[{r['video']}]({r['video']})", r.get("note", "")])
     lines += _table(header, rows)
     lines += ["", "## Configurations", ""]

@@ -28,7 +28,7 @@ def speed_quality_svg(per_configuration: list[dict]) -> str:
     """
     rows = {r["config"]: r for r in per_configuration}
     points = [(r["config"], as_float(r.get("speedup")), as_float(r.get("psnr")))
-              for r in per_configuration if r["config"] != "baseline"]
+              for r in per_configuration if not r.get("baseline", r["config"] == "baseline")]
     points = [(n, x, y) for n, x, y in points if x is not None and y is not None]
     if not points:
         return '<p class="note" id="plot-pending">The plot appears once a configuration has finished a run.</p>'

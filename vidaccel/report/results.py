@@ -6,15 +6,22 @@ Layout of ``results.json``::
                                    # warmup, repeats ("auto" or N)
      "environment": {...},         # GPU/CPU, versions, date
      "configurations": [{"name": "baseline", "type": "dense"}, {"name": "radial", ...}],
+     # a configuration at another size names its baseline: {"name": "refine", "size": [512, 512],
+     # "reference": "baseline-512x512", ...}, that baseline {"name": "baseline-512x512", "baseline": true, ...}
      "rounds_planned": int or null,  # timed rounds (null: --repeats auto, first round unfinished)
-     "runs": [{"config", "prompt_index", "prompt", "seed", "video", "quality": {...} or null (baseline),
-               "density", "rounds": [{"round", "order", "wall_s", "step_s", "peak_memory_bytes"}],
+     "calibrations": {config: [ratio, ...]},  # MagCache ratios measured by compare (calibrate: true)
+     "runs": [{"config", "prompt_index", "prompt", "seed", "video", "size": [h, w], "steps_run",
+               "quality": {...} or null (baseline), "check": {"passed", "failures", "extra_objects"} (--check),
+               "attention": {"pairs", "dense_pairs", "calls"}, "attention_flop_fraction",
+               "density", "rounds": [{"round", "order", "wall_s", "step_s", "steps", "peak_memory_bytes"}],
                "wall_s", "step_s", "wall_s_samples",   # medians over the rounds, every round's wall time
                "peak_memory": {"kind", "bytes"}}],     # the largest over the rounds
-     "per_configuration": [{"config", "runs", "timed", "wall_s", "wall_s_min", "wall_s_max", "step_s",
-                            "speedup", "speedup_min", "speedup_max", "speedup_pairs", "speedup_verdict",
-                            "significant", "step_speedup", "peak_memory_bytes", "psnr", "ssim",
-                            "flicker_delta", "temporal_error", "lpips", "lpips_note", "token_density"}],
+     "per_configuration": [{"config", "baseline", "reference", "size", "runs", "timed", "wall_s", "wall_s_min",
+                            "wall_s_max", "step_s", "clip_step_s", "speedup", "speedup_min", "speedup_max",
+                            "speedup_pairs", "speedup_verdict", "significant", "step_speedup",
+                            "peak_memory_bytes", "psnr", "ssim", "flicker_delta", "flicker_ratio",
+                            "temporal_error", "lpips", "lpips_note", "token_density",
+                            "attention_flop_fraction", "check_passed", "check_total", "extra_objects"}],
      "complete": bool}
 
 A run is one configuration, prompt and seed; its video and quality come from its first round (same
@@ -228,19 +235,28 @@ def _refresh(run: dict) -> None:
     run["peak_memory"]["bytes"] = max(mem) if mem and None not in mem else None
 
 
+def is_baseline(conf: dict) -> bool:
+    """A dense reference configuration: ``baseline``, or the dense run at another size (``baseline: true``)."""
+    return conf["name"] == BASELINE or bool(conf.get("baseline"))
+
+
 def aggregate(data: dict) -> list[dict]:
     """Per configuration: the median, min and max time per clip over every timed round; the speed-up
-    over the baseline from paired rounds (same round, prompt and seed: `timing.paired_speedup`, with
-    its interval and verdict); means of the quality metrics over its runs (each from its first round)."""
-    base = {(r["prompt_index"], r["seed"]): r for r in data["runs"] if r["config"] == BASELINE}
+    over its baseline (``reference``: the dense run at its size) from paired rounds (same round, prompt
+    and seed: `timing.paired_speedup`, with its interval and verdict); means of the quality metrics and
+    the attention-FLOP fraction over its runs (each from its first round); the pixel check's passes."""
+    by_key = {(r["config"], r["prompt_index"], r["seed"]): r for r in data["runs"]}
+    size = [data["settings"].get("height"), data["settings"].get("width")]
     out = []
     for conf in data["configurations"]:
+        baseline = is_baseline(conf)
+        reference = conf["name"] if baseline else conf.get("reference", BASELINE)
         runs = [r for r in data["runs"] if r["config"] == conf["name"]]
         walls, wall_pairs, step_pairs = [], [], []
         for r in runs:
             mine = {x["round"]: x for x in _rounds(r)}
             walls += [as_float(x["wall_s"]) for x in mine.values()]
-            b = base.get((r["prompt_index"], r["seed"]))
+            b = by_key.get((reference, r["prompt_index"], r["seed"]))
             theirs = {x["round"]: x for x in _rounds(b)} if b is not None else {}
             for k in sorted(set(mine) & set(theirs)):
                 wall_pairs.append((as_float(theirs[k]["wall_s"]), as_float(mine[k]["wall_s"])))
@@ -248,22 +264,31 @@ def aggregate(data: dict) -> list[dict]:
                     step_pairs.append((as_float(theirs[k]["step_s"]), as_float(mine[k]["step_s"])))
         times = spread(walls)
         mem = [r["peak_memory"]["bytes"] for r in runs]
+        checks = [r["check"] for r in runs if r.get("check")]
         row = {
-            "config": conf["name"], "runs": len(runs), "timed": times["n"],
+            "config": conf["name"], "baseline": baseline, "reference": reference, "size": conf.get("size") or size,
+            "runs": len(runs), "timed": times["n"],
             "wall_s": times["median"], "wall_s_min": times["min"], "wall_s_max": times["max"],
             "step_s": _median(x.get("step_s") for r in runs for x in _rounds(r)),
+            "clip_step_s": _median(as_float(x["wall_s"]) / x["steps"] for r in runs for x in _rounds(r)
+                                   if x.get("steps")),
             **paired_speedup(wall_pairs),
             "step_speedup": paired_speedup(step_pairs)["speedup"],
             "peak_memory_kind": runs[0]["peak_memory"]["kind"] if runs else None,
             "peak_memory_bytes": max(mem) if mem and None not in mem else None,
             "token_density": _median(r.get("density") for r in runs),
+            "attention_flop_fraction": _mean(r.get("attention_flop_fraction") for r in runs),
+            "check_passed": sum(c["passed"] for c in checks) if checks else None,
+            "check_total": len(checks) if checks else None,
+            "extra_objects": _mean(c["extra_objects"] for c in checks),
         }
-        if conf["name"] == BASELINE:  # compared with itself: 1.0 by definition, no verdict
+        if baseline:  # compared with itself: 1.0 by definition, no verdict
             row.update(speedup=1.0 if runs else None, speedup_min=None, speedup_max=None, speedup_verdict=None,
                        significant=None, step_speedup=1.0 if runs else None)
         else:
             q = [r["quality"] for r in runs if r.get("quality")]
-            row.update({k: _mean(x.get(k) for x in q) for k in ("psnr", "ssim", "flicker_delta", "temporal_error", "lpips")})
+            row.update({k: _mean(x.get(k) for x in q)
+                        for k in ("psnr", "ssim", "flicker_delta", "flicker_ratio", "temporal_error", "lpips")})
             row["lpips_note"] = q[0].get("lpips_note") if q else None
         out.append(row)
     return out

@@ -80,7 +80,8 @@ def add_accel_option(p, repeatable: bool, what: str) -> None:
     """``--accel PRESET_OR_FILE`` (repeatable in compare and bench); the preset list is PRESET_NAMES."""
     p.add_argument("--accel", action="append" if repeatable else "store", metavar="PRESET_OR_FILE",
                    help=f"{what}: a preset ({', '.join(sorted(PRESET_NAMES))}) or a .yaml/.json config file (sparse "
-                        f"attention and/or kv_cache, block_reuse; see README)")
+                        f"attention and/or kv_cache, block_reuse, diffusers_cache; compare also upscale, size; see "
+                        f"README)")
 
 
 def print_table(rows: list[list[str]]) -> None:

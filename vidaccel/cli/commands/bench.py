@@ -86,13 +86,13 @@ def _bench_pipeline(args, configs, device_arg) -> tuple[list[dict], dict]:
                guidance_scale=args.guidance if args.guidance is not None else d["guidance_scale"],
                negative_prompt=args.negative_prompt, offload=args.offload, progress=args.progress)
     rows = []
+    steps = gen["steps"] or generation.pipeline_default(pipe, "num_inference_steps")
     for named in [config_files.NamedConfig(config_files.BASELINE, None, "dense"), *configs]:
-        config_files.apply_config(pipe, named)
-        try:
-            results = [generation.generate(pipe, prompts[0], 0, desc=f"{named.name} {i}", **gen)
+        named = config_files.calibrated(pipe, named, steps, lambda runner: generation.generate(
+            pipe, prompts[0], 0, desc=f"{named.name} calibration", runner=runner, **gen))
+        with config_files.applied(pipe, named, steps=steps) as runner:
+            results = [generation.generate(pipe, prompts[0], 0, desc=f"{named.name} {i}", runner=runner, **gen)
                        for i in range(args.repeats + 1)][1:]  # the first is the warm-up
-        finally:
-            config_files.remove_config(pipe, named)
         steps = [r.step_s for r in results if r.step_s]
         rows.append({"config": named.name, "median_s": statistics.median(r.wall_s for r in results),
                      "median_step_s": statistics.median(steps) if steps else None,
@@ -110,6 +110,7 @@ def run(args) -> int:
 
     out = output_file(args.out, "--out") if args.out else None  # before anything runs
     configs = config_files.accel_configs(args.accel or sorted(config_files._presets()))
+    config_files.compare_only(configs, "bench")
     if args.mode == "attention":
         if len(args.grid) != 3 or min(args.grid) <= 0:
             raise ValueError(f"--grid takes three positive token counts T H W, got {args.grid}")

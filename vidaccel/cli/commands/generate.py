@@ -61,6 +61,7 @@ def _run(args) -> int:
     if len(configs) > 1:
         raise ValueError(f"--accel {args.accel}: generate takes one configuration, the file has {len(configs)} "
                          f"(use `vidaccel compare` for several)")
+    config_files.compare_only(configs, "generate")
     out = output_file(args.out, "--out", suffix=".mp4")  # before the (slow) model load
     for _, _, path in _outputs(out, len(prompts), args.seeds):
         output_file(path, "--out", suffix=".mp4")
@@ -78,8 +79,11 @@ def _run(args) -> int:
     accel = configs[0] if configs else config_files.NamedConfig(config_files.BASELINE, None, "dense")
     print(f"model {info['model']} ({info['pipeline']}) on {info['device']} {info['dtype']}, "
           f"acceleration: {'none (dense)' if accel.is_baseline else accel.name}")
-    config_files.apply_config(pipe, accel)
-    try:
+    steps = settings["steps"] or generation.pipeline_default(pipe, "num_inference_steps")
+    accel = config_files.calibrated(  # MagCache's calibrate: true, on the first prompt and seed
+        pipe, accel, steps, lambda runner: generation.generate(pipe, prompts[0], args.seeds[0], offload=args.offload,
+                                                               progress=False, runner=runner, **settings))
+    with config_files.applied(pipe, accel, steps=steps) as runner:
         jobs = _outputs(out, len(prompts), args.seeds)
         context_parallel = world > 1 and len(jobs) == 1
         if context_parallel:  # one video: every rank works on it, rank 0 writes it
@@ -88,8 +92,8 @@ def _run(args) -> int:
             jobs = shard(jobs, rank, world)
         for n, (i, seed, path) in enumerate(jobs):
             result = generation.generate(pipe, prompts[i], seed, offload=args.offload,
-                                     progress=args.progress if rank == 0 else False, desc=f"video {n + 1}/{len(jobs)}",
-                                     **settings)
+                                         progress=args.progress if rank == 0 else False,
+                                         desc=f"video {n + 1}/{len(jobs)}", runner=runner, **settings)
             if context_parallel and rank != 0:
                 continue
             save_or_keep(lambda p: write_mp4(p, result.frames, fps=args.fps), path)
@@ -100,8 +104,8 @@ def _run(args) -> int:
             import vidaccel
 
             print(vidaccel.summary(pipe, print_summary=False))
-    finally:
-        config_files.remove_config(pipe, accel)
+            if accel.diffusers_cache is not None:
+                print(accel.diffusers_cache.summary_line())
     return 0
 
 
