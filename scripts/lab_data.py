@@ -129,7 +129,8 @@ def _render_backgrounds(params: torch.Tensor, shift: torch.Tensor, spec: ClipSpe
     x = xs + shift.view(-1, T, 1, 1)  # world coordinates under the pan, (n, T, 1, W)
     proj = x * torch.cos(angle) + ys * torch.sin(angle)  # (n, T, H, W)
     striped = 0.5 + 0.5 * torch.tanh(4 * torch.sin(2 * math.pi * (proj / period + phase)))
-    checkered = 0.5 + 0.5 * torch.tanh(4 * torch.sin(2 * math.pi * x / period + phase) * torch.sin(2 * math.pi * ys / period))
+    waves = torch.sin(2 * math.pi * x / period + phase) * torch.sin(2 * math.pi * ys / period)
+    checkered = 0.5 + 0.5 * torch.tanh(4 * waves)
     p_min, p_max = proj.amin((1, 2, 3), keepdim=True), proj.amax((1, 2, 3), keepdim=True)
     shaded = (proj - p_min) / (p_max - p_min).clamp_min(1e-6)  # a linear ramp along the angle
     s = torch.where(tex == 1, striped, torch.where(tex == 2, checkered, torch.where(tex == 3, shaded, 0.0)))

@@ -49,7 +49,8 @@ def test_reuse_one_returns_the_fresh_batch_in_order():
 def test_vae_sweep_script_writes_measured_rows(tmp_path):
     out = tmp_path / "sweep"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "lab_vae_sweep.py"), "--quick", "--device", "cpu",
-                           "--seconds", "1", "--held-out", "1", "--variants", "plain_lr1e-3_warm30,residual_lr1e-3_warm30",
+                           "--seconds", "1", "--held-out", "1",
+                           "--variants", "plain_lr1e-3_warm30,residual_lr1e-3_warm30",
                            "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(out.with_suffix(".json").read_text())
