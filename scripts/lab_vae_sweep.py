@@ -26,6 +26,7 @@ import torch
 import lab_data
 from benchlib import utc_now, versions
 from tiny_training.config import LAB, quick
+from tiny_training.common import autocast
 from tiny_training.stages import train_vae
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ def held_out(vae, device, spec, n: int, seed: int = 1234) -> dict:
     g = torch.Generator().manual_seed(seed)
     video, alpha = lab_data.render([lab_data.sample_scene(g) for _ in range(n)], g, spec, device, return_alpha=True)
     errs, obj = [], []
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with torch.no_grad(), autocast(device):
         for i in range(n):  # one clip at a time: the encode/decode loops are memory-heavy at 256 px
             rec = vae.decode(vae.encode(video[i:i + 1]).latent_dist.mode()).sample.float().clamp(-1, 1)
             errs.append((rec - video[i:i + 1]).abs().mean(1)[0])  # (T, H, W)
@@ -55,7 +56,16 @@ def held_out(vae, device, spec, n: int, seed: int = 1234) -> dict:
             "l1_late_over_early": round((per_frame[T // 2 + 1:].mean() / per_frame[1:T // 2 + 1].mean()).item(), 3)}
 
 
+def _stage_args(seconds: float) -> SimpleNamespace:
+    """What `train_vae` reads from the trainer's command line: ``seconds`` of training, no checkpoints, one
+    batch of latent statistics (``quick``: the sweep scores reconstructions, not the statistics)."""
+    return SimpleNamespace(vae_time_limit=seconds, data=lab_data, obj_weight=10.0, log_every=50, ckpt_every=10**9,
+                           quick=True, seed=0)
+
+
 def main(argv=None):
+    from diffusers import AutoencoderKLWan
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="VAE training time per variant")
     ap.add_argument("--variants", default=",".join(list(VARIANTS)[:3]))
@@ -75,20 +85,14 @@ def main(argv=None):
         # cuDNN autotunes every convolution shape on first use (~13 s here): pay it before any timed variant
         # (the sweep of 2026-12-02 did not, so its first row lost that time)
         with tempfile.TemporaryDirectory() as tmp:
-            train_vae(SimpleNamespace(vae_time_limit=args.warmup_seconds, data=lab_data, obj_weight=10.0,
-                                      log_every=10**9, ckpt_every=10**9, quick=True, seed=0), base, device, Path(tmp))
+            train_vae(_stage_args(args.warmup_seconds), base, device, Path(tmp))
     for name in args.variants.split(","):
-        over = dict(VARIANTS[name])
-        vae_over = over.pop("vae", {})
-        C = json.loads(json.dumps(dict(base, **over, vae=dict(base["vae"], **vae_over))))
         over = VARIANTS[name]
-        targs = SimpleNamespace(vae_time_limit=args.seconds, data=lab_data, obj_weight=10.0, log_every=50,
-                                ckpt_every=10**9, quick=True, seed=0)  # quick: one batch of latent statistics
+        C = json.loads(json.dumps(dict(base, **{k: v for k, v in over.items() if k != "vae"},
+                                       vae=dict(base["vae"], **over.get("vae", {})))))
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.time()
-            train_vae(targs, C, device, Path(tmp))
-            from diffusers import AutoencoderKLWan
-
+            train_vae(_stage_args(args.seconds), C, device, Path(tmp))
             vae = AutoencoderKLWan.from_pretrained(Path(tmp) / "vae").to(device).eval()
             done = json.loads((Path(tmp) / "vae_done.json").read_text())
         row = {"variant": name, "overrides": over, "steps": done["steps"], "train_seconds": done["seconds"],
@@ -113,6 +117,7 @@ def write(rows: list[dict], args, spec):
     lines += [f"| {r['variant']} | {r['steps']} | {r['l1']} | {r['l1_objects']} | {r['l1_late_over_early']} |"
               for r in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

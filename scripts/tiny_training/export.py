@@ -21,23 +21,10 @@ from .builders import build_scheduler, build_text_encoder, build_tokenizer, buil
 def init_from_pipeline(src: Path, work: Path):
     """Fine-tuning start: take a trained pipeline folder's VAE, and its text encoder and transformer as
     the dit stage's starting weights (a light checkpoint at step 0). No-op once a checkpoint exists."""
-    from diffusers import WanTransformer3DModel
-    from transformers import UMT5EncoderModel
-
-    if (work / "ckpt_dit.pt").exists() or (work / "ckpt_dit_light.pt").exists():
+    if _has_checkpoint(work):
         return
-    shutil.copytree(src / "vae", work / "vae", dirs_exist_ok=True)
-    log = json.loads((src / "training_log.json").read_text())
-    (work / "vae_done.json").write_text(json.dumps(log["vae"], indent=1))
-    if (src / "loss_vae.csv").exists():
-        shutil.copy(src / "loss_vae.csv", work / "loss_vae.csv")
-    te = UMT5EncoderModel.from_pretrained(src / "text_encoder", torch_dtype=torch.float32)
-    tr = WanTransformer3DModel.from_pretrained(src / "transformer", torch_dtype=torch.float32)
-    sd = {"te": te.state_dict(), "tr": tr.state_dict()}
-    # the transformer was stored in fp16: keep it so (exact, half the size of a checkpoint that travels)
-    torch.save({"ema": {"te": {k: v.float().clone() for k, v in sd["te"].items()},
-                        "tr": {k: v.half() for k, v in sd["tr"].items()}},
-                "step": 0, "elapsed": 0.0, "init_from": str(src)}, work / "ckpt_dit_light.pt")
+    _seed_work_folder(src, work, json.loads((src / "training_log.json").read_text()), csvs=("loss_vae.csv",))
+    _save_light_checkpoint(src, work, step=0, elapsed=0.0, init_from=str(src))
     print(f"[init] VAE, text encoder and transformer from {src}")
 
 
@@ -46,29 +33,43 @@ def resume_from_export(src: Path, work: Path):
     ``training_log.json``, loss CSVs): the VAE, the stage records, and a light checkpoint at the exported
     step holding the EMA weights (the optimizer and RNG states restart; the parse head is re-initialised).
     No-op once a checkpoint exists."""
-    from diffusers import WanTransformer3DModel
-    from transformers import UMT5EncoderModel
-
-    if (work / "ckpt_dit.pt").exists() or (work / "ckpt_dit_light.pt").exists():
+    if _has_checkpoint(work):
         return
     log = json.loads((src / "training_log.json").read_text())
     if log["dit"].get("finished"):
         raise SystemExit(f"{src} is a finished run: use --init-from to fine-tune it")
+    _seed_work_folder(src, work, log, csvs=("loss_vae.csv", "loss_dit.csv", "direction_gap.csv"))
+    if "text_parse" in log:
+        (work / "text_parse_done.json").write_text(json.dumps(log["text_parse"], indent=1))
+    _save_light_checkpoint(src, work, step=log["dit"]["steps"], elapsed=log["dit"]["seconds"], resumed_from=str(src))
+    print(f"[resume] work folder rebuilt from {src} at dit step {log['dit']['steps']} ({log['dit']['seconds']} s)")
+
+
+def _has_checkpoint(work: Path) -> bool:
+    return (work / "ckpt_dit.pt").exists() or (work / "ckpt_dit_light.pt").exists()
+
+
+def _seed_work_folder(src: Path, work: Path, log: dict, csvs: tuple[str, ...]):
+    """The exported VAE, its stage record and the named loss logs, copied into the work folder."""
     work.mkdir(parents=True, exist_ok=True)
     shutil.copytree(src / "vae", work / "vae", dirs_exist_ok=True)
     (work / "vae_done.json").write_text(json.dumps(log["vae"], indent=1))
-    if "text_parse" in log:
-        (work / "text_parse_done.json").write_text(json.dumps(log["text_parse"], indent=1))
-    for name in ("loss_vae.csv", "loss_dit.csv", "direction_gap.csv"):
+    for name in csvs:
         if (src / name).exists():
             shutil.copy(src / name, work / name)
+
+
+def _save_light_checkpoint(src: Path, work: Path, step: int, elapsed: float, **record):
+    """The exported text encoder and transformer as the dit stage's light checkpoint (EMA weights only)."""
+    from diffusers import WanTransformer3DModel
+    from transformers import UMT5EncoderModel
+
     te = UMT5EncoderModel.from_pretrained(src / "text_encoder", torch_dtype=torch.float32)
     tr = WanTransformer3DModel.from_pretrained(src / "transformer", torch_dtype=torch.float32)
+    # the transformer was stored in fp16: keep it so (exact, half the size of a checkpoint that travels)
     torch.save({"ema": {"te": {k: v.float().clone() for k, v in te.state_dict().items()},
                         "tr": {k: v.half() for k, v in tr.state_dict().items()}},
-                "step": log["dit"]["steps"], "elapsed": log["dit"]["seconds"], "resumed_from": str(src)},
-               work / "ckpt_dit_light.pt")
-    print(f"[resume] work folder rebuilt from {src} at dit step {log['dit']['steps']} ({log['dit']['seconds']} s)")
+                "step": step, "elapsed": elapsed, **record}, work / "ckpt_dit_light.pt")
 
 
 def plot_losses(work: Path, path: Path):

@@ -274,12 +274,12 @@ def train_dit(args, C, device, work: Path):
         ema_update(ema["tr"], tr, decay)
         run_loss, run_parse, n_loss = run_loss + loss.item(), run_parse + parse.item(), n_loss + 1
         if step % args.log_every == 0 or step == total:
+            data_share = data_seconds / max(time.time() - t_log, 1e-9)
             log.log(step=step, seconds=round(time.time() - t0, 2), loss=f"{run_loss / n_loss:.5f}", lr=f"{lr:.2e}",
                     parse_loss=f"{run_parse / n_loss:.5f}", frames=pool.spec[0], height=pool.spec[1],
-                    width=pool.spec[2], data_share=f"{data_seconds / max(time.time() - t_log, 1e-9):.3f}")
+                    width=pool.spec[2], data_share=f"{data_share:.3f}")
             print(f"[dit] step {step}/{total} loss {run_loss / n_loss:.4f} parse {run_parse / n_loss:.4f} "
-                  f"{pool.spec} x{B} data {data_seconds / max(time.time() - t_log, 1e-9):.0%} {time.time() - t0:.0f}s",
-                  flush=True)
+                  f"{pool.spec} x{B} data {data_share:.0%} {time.time() - t0:.0f}s", flush=True)
             run_loss, run_parse, n_loss = 0.0, 0.0, 0
             data_seconds, t_log = 0.0, time.time()
         out_of_time = (time.time() - t0 > time_limit
@@ -321,18 +321,21 @@ class LatentPool:
     def add(self, x0: torch.Tensor, caps: list[str], meta: dict, spec):
         if spec != self.spec:
             self.x0, self.caps, self.meta, self.spec = [], [], [], spec
-        self.x0, self.caps, self.meta = (v[-(self.reuse - 1):] + [new] if self.reuse > 1 else [new]
+        keep = self.reuse - 1  # batches kept besides the new one
+        self.x0, self.caps, self.meta = ((v[-keep:] if keep else []) + [new]
                                          for v, new in ((self.x0, x0), (self.caps, caps), (self.meta, meta)))
+        # joined once per added batch, not per draw
+        self._x0 = torch.cat(self.x0)
+        self._caps = [c for batch in self.caps for c in batch]
+        self._meta = {k: torch.cat([m[k] for m in self.meta]) for k in self.meta[0]}
 
     def draw(self, n: int, gen: torch.Generator):
         """``(x0 (n, ...), captions, meta)`` drawn without replacement from the pool."""
         if self.reuse == 1:  # the batch just encoded, in order
             return self.x0[0], self.caps[0], self.meta[0]
-        x0 = torch.cat(self.x0)
-        idx = torch.randperm(x0.shape[0], generator=gen)[:n]
-        caps = [c for batch in self.caps for c in batch]
-        meta = {k: torch.cat([m[k] for m in self.meta]) for k in self.meta[0]}
-        return x0[idx.to(x0.device)], [caps[i] for i in idx.tolist()], {k: v[idx] for k, v in meta.items()}
+        idx = torch.randperm(self._x0.shape[0], generator=gen)[:n]
+        return (self._x0[idx.to(self._x0.device)], [self._caps[i] for i in idx.tolist()],
+                {k: v[idx] for k, v in self._meta.items()})
 
 
 def seconds_before_dit(work: Path) -> float:
