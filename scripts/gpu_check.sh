@@ -13,6 +13,7 @@
 #   freeswim_c freeswim_d                                  (its variants vs dense: cache_steps 5, radial full branch)
 #   freeswim_tests                                         (tests/test_freeswim.py -m gpu)
 #   tiny                                                   (scripts/train_tiny_model.py from scratch, 3 calls)
+#   vae_sweep                                              (scripts/lab_vae_sweep.py, SWEEP_VARIANTS, SWEEP_SECONDS)
 #   lab                                                    (the same script, --recipe lab: 15 min of training as
 #                                                           two calls, LAB_CALL_SECONDS=560 each; the call that
 #                                                           finishes also runs the pixel checks, eval_lab_model.py,
@@ -67,8 +68,17 @@ for stage in $STAGES; do
         | grep --line-buffered -v "step [0-9]*/" | cut -c1-300
       grep "step [0-9]*/" "$OUT/train_tiny.log" | tail -3
       (cd "$RES" && tar cf - tiny-wan tiny/*.json tiny/*.csv) | split -b 15M - "$OUT/tiny.tar." ;;
+    vae_sweep) # scripts/lab_vae_sweep.py into $RES (a following lab stage trains with its best row, see below)
+      (cd scripts && timeout ${SWEEP_TIMEOUT:-420} python3 lab_vae_sweep.py --seconds ${SWEEP_SECONDS:-40} \
+         ${SWEEP_VARIANTS:+--variants $SWEEP_VARIANTS} --out "$RES/vae_sweep" ${SWEEP_ARGS}) 2>&1 | grep -v -i warn | grep '^{\|Error' | cut -c1-400
+      cp "$RES"/vae_sweep.* "$OUT"/ ;;
     lab) # one <=10-min call of the lab-model recipe (resumed by the next call); each call
-         # exports the folder and packs it with the logs into $OUT/lab.tar.*; the call that finishes evaluates it
+         # exports the folder and packs it with the logs into $OUT/lab.tar.*; the call that finishes evaluates it.
+         # With a vae_sweep result in $RES (an earlier call on this machine), the VAE trains with its best row.
+      if [ -f "$RES/vae_sweep.json" ]; then
+        LAB_ARGS="$LAB_ARGS $(cd scripts && python3 lab_vae_sweep.py --best-args "$RES/vae_sweep.json")"
+        echo "lab: VAE arguments from the sweep: $LAB_ARGS" | tee -a "$OUT/train_lab.log"
+      fi
       python3 scripts/train_tiny_model.py --recipe lab --work "$RES/lab" --out "$RES/lab-wan" \
         --call-time-limit ${LAB_CALL_SECONDS:-560} --ckpt-every 500 --log-every 50 ${LAB_ARGS} 2>&1 \
         | grep --line-buffered -v -i warn | tee -a "$OUT/train_lab.log" | grep --line-buffered -v "step [0-9]*/" | cut -c1-300

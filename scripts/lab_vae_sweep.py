@@ -37,6 +37,11 @@ VARIANTS = {
     "plain_lr1e-3_warm30": {"vae_lr": 1e-3, "vae_warmup": 30, "vae": {"is_residual": False}},
     "residual_lr1e-3_warm30": {"vae_lr": 1e-3, "vae_warmup": 30, "vae": {"is_residual": True}},  # the recipe now
     "residual_lr2e-3_warm30": {"vae_lr": 2e-3, "vae_warmup": 30, "vae": {"is_residual": True}},
+    # batch size at equal time: the VAE's chunked encode / frame-by-frame decode loops launch many small kernels,
+    # so a larger batch may cost little per step
+    "residual_lr1e-3_b16": {"vae_lr": 1e-3, "vae_warmup": 30, "vae_batch": 16, "vae": {"is_residual": True}},
+    "residual_lr1e-3_b32": {"vae_lr": 1e-3, "vae_warmup": 30, "vae_batch": 32, "vae": {"is_residual": True}},
+    "residual_lr2e-3_b32": {"vae_lr": 2e-3, "vae_warmup": 30, "vae_batch": 32, "vae": {"is_residual": True}},
 }
 
 
@@ -54,6 +59,21 @@ def held_out(vae, device, spec, n: int, seed: int = 1234) -> dict:
     per_frame = err.mean((0, 2, 3))
     return {"l1": round(err.mean().item(), 4), "l1_objects": round(err[obj].mean().item(), 4),
             "l1_late_over_early": round((per_frame[T // 2 + 1:].mean() / per_frame[1:T // 2 + 1].mean()).item(), 3)}
+
+
+def _variant(base: dict, over: dict) -> dict:
+    """``base`` with a variant's overrides (``vae``: merged into the VAE config)."""
+    return json.loads(json.dumps(dict(base, **{k: v for k, v in over.items() if k != "vae"},
+                                      vae=dict(base["vae"], **over.get("vae", {})))))
+
+
+def best_args(path: str) -> str:
+    """The trainer's ``--vae-batch``/``--vae-lr`` of the sweep row with the lowest L1 + object L1 (rows that
+    failed are skipped): lets the next call train with the winner without a person in between."""
+    rows = [r for r in json.loads(Path(path).read_text())["rows"] if "error" not in r]
+    best = min(rows, key=lambda r: r["l1"] + r["l1_objects"])
+    C = _variant(LAB, best["overrides"])
+    return f"--vae-batch {C['vae_batch']} --vae-lr {C['vae_lr']}"
 
 
 def _stage_args(seconds: float) -> SimpleNamespace:
@@ -74,29 +94,38 @@ def main(argv=None):
     ap.add_argument("--held-out", type=int, default=6, help="held-out clips")
     ap.add_argument("--warmup-seconds", type=float, default=20.0, help="untimed VAE training before the first variant")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "quality_lab" / "vae_sweep"))
+    ap.add_argument("--best-args", metavar="JSON", help="print the trainer arguments of a finished sweep's best row")
     args = ap.parse_args(argv)
+    if args.best_args:
+        print(best_args(args.best_args))
+        return 0
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     base = quick(LAB) if args.quick else LAB
     spec = lab_data.ClipSpec(9, 64, 64) if args.quick else lab_data.ClipSpec(33, 256, 256)
     rows = []
+    configs = {name: _variant(base, VARIANTS[name]) for name in args.variants.split(",")}
     if device.type == "cuda" and args.warmup_seconds > 0:
-        # cuDNN autotunes every convolution shape on first use (~13 s here): pay it before any timed variant
-        # (the sweep of 2026-12-02 did not, so its first row lost that time)
-        with tempfile.TemporaryDirectory() as tmp:
-            train_vae(_stage_args(args.warmup_seconds), base, device, Path(tmp))
-    for name in args.variants.split(","):
+        # cuDNN autotunes every convolution shape on first use (~13 s here): pay it before any timed variant,
+        # once per batch size (the shapes); the sweep of 2026-12-02 did not, so its first row lost that time
+        for batch in sorted({C["vae_batch"] for C in configs.values()}):
+            with tempfile.TemporaryDirectory() as tmp:
+                train_vae(_stage_args(args.warmup_seconds), dict(base, vae_batch=batch), device, Path(tmp))
+    for name, C in configs.items():
         over = VARIANTS[name]
-        C = json.loads(json.dumps(dict(base, **{k: v for k, v in over.items() if k != "vae"},
-                                       vae=dict(base["vae"], **over.get("vae", {})))))
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.time()
-            train_vae(_stage_args(args.seconds), C, device, Path(tmp))
-            vae = AutoencoderKLWan.from_pretrained(Path(tmp) / "vae").to(device).eval()
-            done = json.loads((Path(tmp) / "vae_done.json").read_text())
-        row = {"variant": name, "overrides": over, "steps": done["steps"], "train_seconds": done["seconds"],
-               **held_out(vae, device, spec, args.held_out), "wall_seconds": round(time.time() - t0, 1)}
+        t0 = time.time()
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                train_vae(_stage_args(args.seconds), C, device, Path(tmp))
+                vae = AutoencoderKLWan.from_pretrained(Path(tmp) / "vae").to(device).eval()
+                done = json.loads((Path(tmp) / "vae_done.json").read_text())
+            row = {"variant": name, "overrides": over, "steps": done["steps"], "train_seconds": done["seconds"],
+                   **held_out(vae, device, spec, args.held_out), "wall_seconds": round(time.time() - t0, 1)}
+        except torch.OutOfMemoryError as e:  # a batch too large for the GPU is a result, not the end of the sweep
+            row = {"variant": name, "overrides": over, "error": f"out of memory: {str(e).splitlines()[0]}"}
+            vae = None
+            torch.cuda.empty_cache()
         rows.append(row)
         print(json.dumps(row), flush=True)
         write(rows, args, spec)  # after every variant: a call cut at its limit keeps what finished
@@ -115,7 +144,7 @@ def write(rows: list[dict], args, spec):
              f"{spec.frames}x{spec.height}x{spec.width}.", "",
              "| variant | steps | L1 | L1 objects | late / early |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['variant']} | {r['steps']} | {r['l1']} | {r['l1_objects']} | {r['l1_late_over_early']} |"
-              for r in rows]
+              if "error" not in r else f"| {r['variant']} | {r['error'][:80]} | | | |" for r in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

@@ -67,7 +67,8 @@ def main(argv=None):
     ap.add_argument("--time-budget", type=float, default=None,
                     help="seconds for the whole training from scratch (vae + text + dit): the dit stage gets what the "
                          "earlier stages left (default: 1500 = 25 min; ignored with --init-from)")
-    ap.add_argument("--vae-batch", type=int)
+    ap.add_argument("--vae-batch", type=int, help="clips per VAE step at the smallest VAE size (default: the recipe's)")
+    ap.add_argument("--vae-lr", type=float, help="VAE peak learning rate (default: the recipe's)")
     ap.add_argument("--obj-weight", type=float, default=10.0, help="extra VAE loss weight on object pixels")
     ap.add_argument("--refine-vae", type=float, default=0.0,
                     help="seconds: continue the saved VAE (object-weighted), re-measure latent stats, then the "
@@ -101,7 +102,7 @@ def main(argv=None):
     args.data = importlib.import_module(C["data"])
     if args.dit_objects:
         args.dit_objects = args.dit_objects.split(",")
-    for k in ("vae_steps", "vae_batch", "dit_steps"):
+    for k in ("vae_steps", "vae_batch", "vae_lr", "dit_steps"):
         if getattr(args, k) is not None:
             C[k] = getattr(args, k)
     if args.dit_batch is not None:
