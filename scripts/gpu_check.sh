@@ -14,8 +14,8 @@
 #   freeswim_tests                                         (tests/test_freeswim.py -m gpu)
 #   tiny                                                   (scripts/train_tiny_model.py from scratch, 3 calls)
 #   vae_sweep                                              (scripts/lab_vae_sweep.py, SWEEP_VARIANTS, SWEEP_SECONDS)
-#   lab                                                    (the same script, --recipe lab: 15 min of training as
-#                                                           two calls, LAB_CALL_SECONDS=560 each; the call that
+#   lab                                                    (the same script, --recipe lab: 21 min of training as
+#                                                           three calls, LAB_CALL_SECONDS=560 each; the call that
 #                                                           finishes also runs the pixel checks, eval_lab_model.py,
 #                                                           at 256 px and, with LAB_EVAL_2X=1, 2 seeds at 512 px)
 # The whole GPU test file takes ~560 s on a fresh machine (Triton compiles every autotune config), ~260 s on

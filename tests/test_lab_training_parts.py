@@ -59,3 +59,63 @@ def test_vae_sweep_script_writes_measured_rows(tmp_path):
         assert r["steps"] >= 1 and 0 < r["l1"] < 2 and 0 < r["l1_objects"] < 2 and r["l1_late_over_early"] > 0
     assert data["meta"]["date"] and data["meta"]["torch"]
     assert "| residual_lr1e-3_warm30 |" in out.with_suffix(".md").read_text()
+
+
+def test_shift_sigma_moves_levels_towards_one_and_keeps_the_ends():
+    from tiny_training.common import shift_sigma
+
+    s = torch.linspace(0, 1, 11)
+    assert torch.equal(shift_sigma(s, 1.0), s)
+    shifted = shift_sigma(s, 3.0)
+    assert shifted[0] == 0 and shifted[-1] == 1 and abs(shifted[5].item() - 0.75) < 1e-6
+    assert (shifted[1:-1] > s[1:-1]).all() and (shifted.diff() > 0).all()
+
+
+def test_span_timer_sums_spans_and_resets():
+    import time
+
+    from tiny_training.common import SpanTimer
+
+    t = SpanTimer(torch.device("cpu"))
+    for _ in range(2):
+        t.start()
+        time.sleep(0.01)
+        t.stop()
+    time.sleep(0.02)  # outside any span: not counted
+    first = t.pop_seconds()
+    assert 0.02 <= first < 0.035, first
+    assert t.pop_seconds() == 0.0
+
+
+def test_vae_sweep_best_args_take_the_lowest_error_row_and_skip_failures(tmp_path):
+    import lab_vae_sweep
+
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"rows": [
+        {"variant": "a", "overrides": lab_vae_sweep.VARIANTS["residual_lr1e-3_warm30"], "l1": 0.2, "l1_objects": 0.4},
+        {"variant": "b", "overrides": lab_vae_sweep.VARIANTS["residual_lr2e-3_b32"], "l1": 0.15, "l1_objects": 0.3},
+        {"variant": "c", "overrides": lab_vae_sweep.VARIANTS["residual_lr1e-3_b16"], "error": "out of memory"}]}))
+    assert lab_vae_sweep.best_args(str(path)) == "--vae-batch 32 --vae-lr 0.002"
+
+
+def test_dit_speed_pace_and_the_compile_choice(tmp_path):
+    import lab_dit_speed
+
+    log = tmp_path / "loss_dit.csv"
+    lines = ["step,seconds,loss,lr,parse_loss,frames,height,width,data_share"]
+    # 128 px: first interval 10 steps in 31 s (30 s of compiling), then 10 steps/s; 256 px: 1 s extra, then 5/s
+    for step, sec, h in [(10, 31, 128), (20, 32, 128), (30, 33, 128), (40, 36, 256), (50, 38, 256), (60, 40, 256)]:
+        lines.append(f"{step},{sec},0.1,1e-4,0.1,33,{h},{h},0.1")
+    log.write_text("\n".join(lines) + "\n")
+    pace = lab_dit_speed.pace(log)
+    assert [p["size"] for p in pace] == [[33, 128, 128], [33, 256, 256]]
+    assert pace[0]["steps_per_second"] == 10.0 and pace[0]["first_interval_excess_seconds"] == 30.0
+    assert pace[1]["steps_per_second"] == 5.0 and pace[1]["first_interval_excess_seconds"] == 1.0
+    eager = {"variant": "eager", "pace": [dict(p, steps_per_second=p["steps_per_second"] / 2,
+                                               first_interval_excess_seconds=0.0) for p in pace]}
+    path = tmp_path / "speed.json"
+    path.write_text(json.dumps({"rows": [eager, {"variant": "compiled", "pace": pace}]}))
+    assert lab_dit_speed.best_args(str(path), dit_seconds=700) == ""  # 2x pace for 31 s of compiling
+    assert lab_dit_speed.best_args(str(path), dit_seconds=60) == "--eager"  # too short to pay for it
+    path.write_text(json.dumps({"rows": [eager, {"variant": "compiled", "error": "out of memory"}]}))
+    assert lab_dit_speed.best_args(str(path)) == "--eager"

@@ -4,6 +4,7 @@ caption-parse stage, then the fine-tuning path (--init-from the exported folder,
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,16 @@ def test_lab_recipe_quick_run_trains_in_phases_and_exports_a_pipeline(tmp_path):
     assert json.loads((out / "vae" / "config.json").read_text())["_diffusers_version"]
     summary = json.loads((out / "training_log.json").read_text())
     assert summary["recipe"] == "lab" and set(summary["text_parse"]["held_out_token_accuracy"]) >= {"count", "texture"}
+    # the diagnosis script reads the same folder: finite errors for every noise level, a VAE error in range
+    import lab_data
+    import lab_diagnose
+
+    result = lab_diagnose.diagnose(pipe, lab_data.ClipSpec(5, 64, 64), clips=1, sigmas=(0.5, 0.95))
+    assert 0 < result["vae_l1"] < 2 and 0 < result["vae_l1_objects"] < 2
+    assert [r["sigma"] for r in result["sigmas"]] == [0.5, 0.95]
+    for r in result["sigmas"]:
+        assert r["x0_ratio"] > 0 and r["x0_ratio_objects"] > 0 and math.isfinite(r["text_gain"])
+    assert "| 0.95 |" in lab_diagnose.to_markdown(result, str(out))
 
 
 def test_resume_from_export_continues_an_unfinished_run_at_its_step(tmp_path):

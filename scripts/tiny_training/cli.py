@@ -91,6 +91,8 @@ def main(argv=None):
     ap.add_argument("--dit-straight", type=float, default=None, metavar="P",
                     help="dit stage: share of objects moving left/right/up/down, the rest split evenly over the "
                          "other motions (default: the recipe's; tiny 0.7 where uniform over its 7 motions is 4/7)")
+    ap.add_argument("--eager", action="store_true",
+                    help="dit stage: no torch.compile even where the recipe asks for it (dit_compile)")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--ckpt-every", type=int, default=1000)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .builders import CaptionParseHead, build_text_encoder, build_tokenizer, build_transformer, build_vae, encode_text
-from .common import Logger, autocast, ema_update, rng_state, save_ckpt
+from .common import Logger, SpanTimer, autocast, ema_update, rng_state, save_ckpt, shift_sigma
 from .config import CALL_RESERVE_SECONDS, PROCESS_START
 from .evaluation import direction_gap, swap_sensitivity
 
@@ -213,9 +213,18 @@ def train_dit(args, C, device, work: Path):
                                          "data_share"], step)
     pool = LatentPool(C["latent_reuse"])
     gap_log = Logger(work / "direction_gap.csv", ["step", "mean", "sigma_0.85", "sigma_0.7", "sigma_0.5"], step)
+    compiled = bool(C.get("dit_compile")) and device.type == "cuda" and not args.eager
+    if compiled:  # regional: one compiled block serves all 8; one graph per clip size (phase)
+        tr.compile_repeated_blocks(fullgraph=True, dynamic=False)
+        print("[dit] transformer blocks compiled (torch.compile, regional)")
     gap_args = (te, tok, tr, vae, device)
     gap_kw = dict(data=data, n=64 if not args.quick else 4, spec=data.ClipSpec(*C["dit_phases"][0]["spec"]))
-    gap_start = gap_last = direction_gap(*gap_args, **gap_kw)
+
+    def gap():  # eager: the probe's batch would compile graphs of its own
+        with torch.compiler.set_stance("force_eager"):
+            return direction_gap(*gap_args, **gap_kw)
+
+    gap_start = gap_last = gap()
     if step == 0:  # a resumed run already logged its start
         gap_log.log(step=step, **gap_start)
     print(f"[dit] direction gap at step {step}: {gap_start}")
@@ -226,8 +235,11 @@ def train_dit(args, C, device, work: Path):
     p_motions = [straight / k if m in data.STRAIGHT else rest for m in data.MOTIONS]
     phases = C["dit_phases"]
     t0 = time.time() - elapsed
-    run_loss, run_parse, n_loss = 0.0, 0.0, 0
-    data_seconds, t_log = 0.0, time.time()  # time spent rendering and encoding clips, per log interval
+    # losses summed on the device and read once per log line: a .item() per step would stall the CPU
+    # (which launches the next step's kernels) on every step
+    zero = torch.zeros((), device=device)
+    run_loss, run_parse, n_loss = zero, zero, 0
+    data_timer, t_log = SpanTimer(device), time.time()  # rendering and encoding clips, per log interval
     while step < total:
         lr = C["dit_lr"] * min(1.0, (step + 1) / 300)
         for g in opt.param_groups:
@@ -237,7 +249,7 @@ def train_dit(args, C, device, work: Path):
         spent = (time.time() - t0) / time_limit if math.isfinite(time_limit) else step / total
         phase = next((p for p in phases if spent < p["until"]), phases[-1])
         B = phase["batch"]
-        t_data = time.time()
+        data_timer.start()
         if pool.wants_batch(step, phase["spec"]):
             video, caps_new, meta_new = data.sample_batch(B, gen, data.ClipSpec(*phase["spec"]), device,
                                                           return_meta=True, p_objects=p_objects, p_motions=p_motions)
@@ -246,9 +258,7 @@ def train_dit(args, C, device, work: Path):
             del video
             pool.add(x0_new, caps_new, meta_new, phase["spec"])
         x0, caps_all, meta = pool.draw(B, gen)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        data_seconds += time.time() - t_data
+        data_timer.stop()
         drop = torch.rand(B, generator=gen) < 0.1
         caps = ["" if d else c for c, d in zip(caps_all, drop.tolist())]
         noise = torch.randn(x0.shape, generator=dev_gen, device=device)
@@ -256,36 +266,54 @@ def train_dit(args, C, device, work: Path):
         u = torch.rand(B, generator=dev_gen, device=device)
         ln = torch.sigmoid(torch.randn(B, generator=dev_gen, device=device))
         sig = torch.where(torch.arange(B, device=device) % 2 == 0, u, ln).clamp(1e-4, 1.0)
+        # towards high noise, as the sampler's flow shift does: the layout (and the caption's effect) is decided there
+        sig = shift_sigma(sig, phase.get("shift", 1.0))
         s = sig.view(B, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * noise
         target = noise - x0
-        with autocast(device):
-            ctx, hidden, mask = encode_text(te, tok, caps, device, return_tokens=True)
-            pred = tr(hidden_states=xt, timestep=sig * 1000, encoder_hidden_states=ctx, return_dict=False)[0]
-        loss = F.mse_loss(pred.float(), target)
-        parse = parse_head(hidden, mask, meta, keep=~drop)[0] if parse_head is not None else torch.zeros(())
+
+        def forward_backward():
+            with autocast(device):
+                ctx, hidden, mask = encode_text(te, tok, caps, device, return_tokens=True)
+                pred = tr(hidden_states=xt, timestep=sig * 1000, encoder_hidden_states=ctx, return_dict=False)[0]
+            loss = F.mse_loss(pred.float(), target)
+            parse = parse_head(hidden, mask, meta, keep=~drop)[0] if parse_head is not None else zero
+            (loss + args.text_parse_weight * parse).backward()
+            return loss, parse
+
         opt.zero_grad(set_to_none=True)
-        (loss + args.text_parse_weight * parse).backward()
+        try:
+            loss, parse = forward_backward()
+        except Exception as e:  # a compiler failure costs the speed-up, not the run
+            if not compiled:
+                raise
+            print(f"[dit] compiled step failed ({type(e).__name__}: {str(e)[:300]}); continuing eager", flush=True)
+            for block in tr.blocks:
+                block._compiled_call_impl = None
+            compiled = False
+            opt.zero_grad(set_to_none=True)
+            loss, parse = forward_backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
         decay = min(args.ema, (1 + step) / (10 + step))
         ema_update(ema["te"], te, decay)
         ema_update(ema["tr"], tr, decay)
-        run_loss, run_parse, n_loss = run_loss + loss.item(), run_parse + parse.item(), n_loss + 1
+        run_loss, run_parse, n_loss = run_loss + loss.detach(), run_parse + parse.detach(), n_loss + 1
         if step % args.log_every == 0 or step == total:
-            data_share = data_seconds / max(time.time() - t_log, 1e-9)
-            log.log(step=step, seconds=round(time.time() - t0, 2), loss=f"{run_loss / n_loss:.5f}", lr=f"{lr:.2e}",
-                    parse_loss=f"{run_parse / n_loss:.5f}", frames=pool.spec[0], height=pool.spec[1],
+            data_share = data_timer.pop_seconds() / max(time.time() - t_log, 1e-9)
+            mean_loss, mean_parse = run_loss.item() / n_loss, run_parse.item() / n_loss
+            log.log(step=step, seconds=round(time.time() - t0, 2), loss=f"{mean_loss:.5f}", lr=f"{lr:.2e}",
+                    parse_loss=f"{mean_parse:.5f}", frames=pool.spec[0], height=pool.spec[1],
                     width=pool.spec[2], data_share=f"{data_share:.3f}")
-            print(f"[dit] step {step}/{total} loss {run_loss / n_loss:.4f} parse {run_parse / n_loss:.4f} "
+            print(f"[dit] step {step}/{total} loss {mean_loss:.4f} parse {mean_parse:.4f} "
                   f"{pool.spec} x{B} data {data_share:.0%} {time.time() - t0:.0f}s", flush=True)
-            run_loss, run_parse, n_loss = 0.0, 0.0, 0
-            data_seconds, t_log = 0.0, time.time()
+            run_loss, run_parse, n_loss = zero, zero, 0
+            t_log = time.time()
         out_of_time = (time.time() - t0 > time_limit
                        or time.time() - PROCESS_START > args.call_time_limit - CALL_RESERVE_SECONDS)
         if step % args.ckpt_every == 0 or step == total or out_of_time:
-            gap_last = direction_gap(*gap_args, **gap_kw)
+            gap_last = gap()
             gap_log.log(step=step, **gap_last)
             print(f"[dit] direction gap at step {step}: {gap_last}", flush=True)
             save_ckpt(ck, te=te.state_dict(), tr=tr.state_dict(), ema=ema, opt=opt.state_dict(), step=step,
