@@ -94,9 +94,15 @@ for stage in $STAGES; do
              --out "$OUT/eval_lab_512.json" --height 512 --width 512 --seeds 2 --samples "$OUT/samples_512.png") 2>&1 \
              | grep -v -i warn | tail -8 | tee "$OUT/eval_lab_512.log"
         fi
+        (cd scripts && timeout 120 python3 lab_diagnose.py --model "$RES/lab-wan" --size 33 256 256 --clips 8 \
+           --out "$OUT/diagnose_256.json") 2>&1 | grep -v -i warn | tail -10
       fi ;;
     e2e) timeout ${E2E_TIMEOUT:-400} python3 scripts/bench_e2e.py --out "$OUT" ${E2E_ARGS} 2>&1 | tee "$OUT/bench_e2e.log" | tail -15 ;;
   esac
 done
 find "$RES" -maxdepth 1 -type f ! -name '*.pt' -exec cp {} "$OUT/" \;
+# a call returns at most 8 files: past that, everything but the split archives goes into one results.tar
+if [ "$(ls "$OUT" | wc -l)" -gt 8 ]; then
+  (cd "$OUT" && tar cf results.tar --remove-files $(ls | grep -v '\.tar\.[a-z][a-z]$'))
+fi
 ls -la "$OUT"
