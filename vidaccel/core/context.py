@@ -7,6 +7,10 @@ token grid after patchify, denoising step, CFG branch. The step comes from diffu
 sequence (a larger timestep starts a new generation, an equal one is another CFG pass).
 diffusers resets stateful hooks at the end of each pipeline call, which starts a new generation.
 
+When a pipeline (not a bare transformer) was accelerated, the tracker also reads the number of denoising
+steps of each generation from the pipeline's scheduler (`remember_pipeline`), so warm-ups given as a
+fraction of the schedule (``dense_steps=0.25``) resolve per run (`warmup_steps`).
+
 The tracker is registered through `registry` like every other vidaccel hook. While it is attached,
 ``model.enable_cache`` first asks the feature table (`refuse_diffusers_cache`) whether diffusers'
 cache may join the vidaccel features installed; a cache applied with diffusers' ``apply_*``
@@ -15,6 +19,8 @@ functions is checked by the tracker at the start of each generation, before anyt
 
 from __future__ import annotations
 
+import math
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +28,7 @@ from diffusers.hooks.hooks import BaseState, StateManager
 
 from .adapters import ModelAdapter
 from .features import diffusers_caches, refuse_diffusers_cache
+from .models import transformers
 from .nocopy import NotCopyable, VidaccelHook
 from .registry import invalidate_hook_caches, register_hook, unregister_hooks
 
@@ -34,6 +41,7 @@ class StepContext:
     grid: tuple[int, int, int]
     step: int
     branch: str  # diffusers cache_context name ("cond", "uncond", "cond_uncond") or "default"
+    num_steps: int | None = None  # denoising steps of this generation (the pipeline's schedule), when known
 
 
 @dataclass
@@ -45,9 +53,18 @@ class StepTracker(NotCopyable):
     step: int = 0
     users: set = field(default_factory=set)
     created_registry: bool = False
+    pipeline: weakref.ref | None = None  # set by `remember_pipeline`
+    num_steps: int | None = None
 
     def new_generation(self) -> None:
         self.current, self.last_timestep, self.step = None, None, 0
+
+    def schedule_length(self) -> int | None:
+        """Steps of the pipeline's current schedule (``len(scheduler.timesteps)``, set before the denoising
+        loop), or None for a bare transformer or a scheduler without timesteps yet."""
+        pipe = self.pipeline() if self.pipeline is not None else None
+        timesteps = getattr(getattr(pipe, "scheduler", None), "timesteps", None)
+        return len(timesteps) if timesteps is not None else None
 
 
 class _ContextReader(BaseState):
@@ -89,11 +106,12 @@ class StepContextHook(VidaccelHook):
         if self.tracker.current is None:  # a new generation: refuse caches applied behind enable_cache's back
             for cache in diffusers_caches(module):
                 refuse_diffusers_cache(module, cache)
+            self.tracker.num_steps = self.tracker.schedule_length()
         grid = tuple(int(x) for x in self.tracker.adapter.grid(module, args, kwargs))
         if min(grid) <= 0:
             raise ValueError(f"The input gives an empty token grid {grid}; check the latent shape.")
         step, branch = self._step_and_branch(args, kwargs)
-        self.tracker.current = StepContext(grid, step, branch)
+        self.tracker.current = StepContext(grid, step, branch, self.tracker.num_steps)
         self.tracker.last_grid = grid
         return args, kwargs
 
@@ -137,3 +155,31 @@ def detach_step_tracker(model: torch.nn.Module, user: str) -> None:
         model.__dict__.pop("enable_cache", None)
         unregister_hooks(model, [STEP_HOOK], tracker.created_registry)
     invalidate_hook_caches(model)
+
+
+def remember_pipeline(pipe_or_transformer) -> None:
+    """Let the step trackers of a pipeline's transformers read its scheduler (weakly: the pipeline owns them).
+    A bare transformer has no schedule to read; nothing to do."""
+    if isinstance(pipe_or_transformer, torch.nn.Module):
+        return
+    for model in transformers(pipe_or_transformer):
+        tracker = model.__dict__.get(_TRACKER_ATTR)
+        if tracker is not None:
+            tracker.pipeline = weakref.ref(pipe_or_transformer)
+
+
+def warmup_steps(dense_steps, num_steps: int | None, where: str = "dense_steps") -> int:
+    """The dense warm-up in steps: an int is a step count; a float is a fraction of the schedule, rounded half
+    up (``0.25`` of 50 steps -> 13, of 4 -> 1). None is 0.
+
+    Raises ValueError naming the fix when a fraction meets an unknown schedule length."""
+    if dense_steps is None:
+        return 0
+    if not isinstance(dense_steps, float):
+        return int(dense_steps)
+    if num_steps is None:
+        raise ValueError(
+            f"{where}={dense_steps} is a fraction of the schedule, but the number of denoising steps is unknown: "
+            f"accelerate the pipeline (not its transformer) so vidaccel can read its scheduler, or pass a step count "
+            f"(an int).")
+    return math.floor(dense_steps * num_steps + 0.5)

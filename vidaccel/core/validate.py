@@ -46,6 +46,19 @@ def integer(name: str, value, *, minimum: int | None = None, maximum: int | None
     return value
 
 
+def steps_or_fraction(name: str, value, *, optional: bool = False, hint: str = "") -> int | float | None:
+    """A step count (an int >= 0) or a fraction of the schedule (a float in [0, 1]); None passes when `optional`."""
+    if value is None and optional:
+        return None
+    if isinstance(value, float):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be a step count (an int >= 0) or a fraction of the schedule (a float in "
+                             f"[0, 1]), got {name}={value!r}{hint}; for {value:g} steps pass an int.")
+        return value
+    return integer(name, value, minimum=0, optional=optional,
+                   hint=f"{hint}; or a float in [0, 1] for a fraction of the schedule")
+
+
 def number(name: str, value, *, above: float | None = None, minimum: float | None = None,
            optional: bool = False, hint: str = "") -> float | None:
     """`value` as a finite float, ``> above`` and ``>= minimum`` when given; None passes when `optional`."""

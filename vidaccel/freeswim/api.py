@@ -15,6 +15,7 @@ import logging
 import torch
 
 from ..core.adapters import adapter_for
+from ..core.context import remember_pipeline
 from ..core.features import FREESWIM, refuse_conflicts, state_of
 from ..core.models import transformers
 from ..core.registry import install_states, remove_state
@@ -54,7 +55,13 @@ def enable_freeswim(pipe_or_transformer, config: FreeSwimConfig | None = None):
                                     num_layers=len(adapter.self_attention(model)), full_config=full_config,
                                     full_pattern=full_config.build_pattern() if full_config else None,
                                     cache=CrossAttentionCache(offload=config.offload_cache)))
+    full = states[0].full_config if states else None
+    if full is not None and isinstance(full.dense_steps, float) and isinstance(pipe_or_transformer, torch.nn.Module):
+        raise ValueError(
+            f"full_attention dense_steps={full.dense_steps} is a fraction of the schedule, which a bare transformer "
+            f"does not know: enable FreeSwim on the pipeline instead, or pass a step count (an int).")
     install_states(zip(models, states), FREESWIM.state_attr, install, uninstall)
+    remember_pipeline(pipe_or_transformer)
     return pipe_or_transformer
 
 

@@ -128,7 +128,8 @@ class FreeSwimSelfAttentionHook(VidaccelHook):
         context = state.tracker.current
         grid = context.grid
         self._check(query, key, grid)
-        sparse = state.full_config is not None and not runs_dense(state.full_config, self.layer, context.step)
+        sparse = state.full_config is not None and not runs_dense(state.full_config, self.layer, context.step,
+                                                                   context.num_steps)
         state.counts["full_attention_sparse" if sparse else "full_attention_dense"] += 1
         if not sparse:
             if state.config.entropy_scaling:

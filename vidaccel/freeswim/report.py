@@ -33,7 +33,8 @@ def _describe_full(config: RadialAttentionConfig | None) -> str:
     if config is None:
         return "dense"
     return (f"radial (decay {config.decay_factor:g}{', sink' if config.sink else ''}; dense in the first "
-            f"{config.dense_steps} steps and {config.dense_layers} blocks)")
+            f"{config.dense_steps:g} {'of the steps' if isinstance(config.dense_steps, float) else 'steps'} and "
+            f"{config.dense_layers} blocks)")
 
 
 def _size(n: int) -> str:

@@ -9,14 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
-from ..core.validate import integer
+from ..core.context import warmup_steps
+from ..core.validate import integer, steps_or_fraction
 from .attention import check_backend
 from .patterns import Pattern, RadialPattern, WindowPattern
 from .plan import check_tile_size
 
 
 def _check_common(dense_steps, dense_layers, backend, tile_size):
-    integer("dense_steps", dense_steps, minimum=0, optional=True, hint=" (the first N steps stay dense)")
+    steps_or_fraction("dense_steps", dense_steps, optional=True,
+                      hint=" (the first N steps, or that share of them, stay dense)")
     integer("dense_layers", dense_layers, minimum=0, optional=True, hint=" (the first N layers stay dense)")
     check_backend(backend)
     check_tile_size(tile_size)
@@ -30,7 +32,9 @@ class WindowAttentionConfig:
         kernel: window size in tokens ``(kt, kh, kw)`` (or one int for all three). A size >= the
             grid dimension means the whole dimension. Default ``(9, 15, 15)``.
         dilation, stride: per dimension (int or three ints), NATTEN semantics. Default 1.
-        dense_steps: the first N denoising steps use dense attention. Default 0.
+        dense_steps: the first N denoising steps use dense attention (an int), or that fraction of the
+            schedule (a float in [0, 1], rounded half up per run: ``0.25`` is 1 of 4 steps, 13 of 50; needs the
+            pipeline, not a bare transformer). Default 0.
         dense_layers: the first N transformer blocks use dense attention. Default 0.
         backend: ``"auto"`` (Triton kernel on CUDA when supported, else reference),
             ``"triton"`` (raise if unsupported) or ``"reference"``.
@@ -41,7 +45,7 @@ class WindowAttentionConfig:
     kernel: tuple[int, int, int] | int = (9, 15, 15)
     dilation: tuple[int, int, int] | int = 1
     stride: tuple[int, int, int] | int = 1
-    dense_steps: int = 0
+    dense_steps: int | float = 0
     dense_layers: int = 0
     backend: str = "auto"
     tile_size: int | str = "auto"
@@ -74,7 +78,8 @@ class RadialAttentionConfig:
         decay_factor: scales the band width ``2**bitlen(s) / 2**bitlen(d)``. ``None`` = the model
             family's default (Wan 0.2, HunyuanVideo 0.95).
         sink: every query attends frame 0 densely (attention sink). Default True.
-        dense_steps: the first N denoising steps are dense. ``None`` = family default (12).
+        dense_steps: the first N denoising steps are dense, or a fraction of the schedule (a float, see
+            `WindowAttentionConfig`). ``None`` = family default (12).
         dense_layers: the first N blocks are dense. ``None`` = family default (Wan 1, Hunyuan 0).
         block_size: minimum band width and the frame-skipping threshold, in tokens. Default 128.
         backend, tile_size: see `WindowAttentionConfig`.
@@ -82,7 +87,7 @@ class RadialAttentionConfig:
 
     decay_factor: float | None = None
     sink: bool = True
-    dense_steps: int | None = None
+    dense_steps: int | float | None = None
     dense_layers: int | None = None
     block_size: int = 128
     backend: str = "auto"
@@ -112,9 +117,10 @@ PRESETS = MappingProxyType({  # read-only: a preset means the same for every cal
 AttentionConfig = WindowAttentionConfig | RadialAttentionConfig
 
 
-def runs_dense(config: AttentionConfig, layer: int, step: int) -> bool:
-    """The dense warm-up rule: block `layer` at denoising `step` runs dense attention."""
-    return layer < (config.dense_layers or 0) or step < (config.dense_steps or 0)
+def runs_dense(config: AttentionConfig, layer: int, step: int, num_steps: int | None = None) -> bool:
+    """The dense warm-up rule: block `layer` at denoising `step` (of `num_steps`, needed for a fractional
+    ``dense_steps``) runs dense attention."""
+    return layer < (config.dense_layers or 0) or step < warmup_steps(config.dense_steps, num_steps)
 
 
 def resolve_config(config) -> AttentionConfig:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..core.adapters import ModelAdapter
-from ..core.context import StepContext, StepTracker
+from ..core.context import StepContext, StepTracker, warmup_steps
 from ..core.hookset import HookSet
 from ..core.nocopy import NotCopyable, VidaccelHook
 from ..core.sdpa_swap import call_with_sdpa
@@ -47,9 +47,24 @@ class SparseAttentionState(NotCopyable):
     dense_calls: dict = field(default_factory=dict)
     paths: dict = field(default_factory=dict)  # "kernel" / "reference" / "dense" -> calls; "reference_reason"
     logged_dense: set = field(default_factory=set)
+    last_warmup: tuple | None = None  # (dense steps, steps) of the last run whose schedule was known
 
-    def is_dense(self, layer: int, step: int) -> bool:
-        return runs_dense(self.config, layer, step)
+    def is_dense(self, layer: int, context: StepContext) -> bool:
+        return runs_dense(self.config, layer, context.step, context.num_steps)
+
+    def check_warmup(self, context: StepContext) -> None:
+        """At a run's first step: record the warm-up against the schedule, and warn (once per schedule) when it
+        covers every step, so nothing would run sparse."""
+        if context.num_steps is None:
+            return
+        dense = warmup_steps(self.config.dense_steps, context.num_steps)
+        self.last_warmup = (dense, context.num_steps)
+        if dense >= context.num_steps and ("whole", context.num_steps) not in self.logged_dense:
+            self.logged_dense.add(("whole", context.num_steps))
+            logger.warning(
+                "vidaccel: the dense warm-up (dense_steps=%s) covers all %d steps of this run, so every step runs "
+                "dense attention and nothing is accelerated. Give the warm-up as a fraction of the schedule "
+                "(e.g. dense_steps=0.25) or as fewer steps.", self.config.dense_steps, context.num_steps)
 
     @property
     def last_grid(self):
@@ -104,7 +119,9 @@ class SparseAttentionHook(VidaccelHook):
         original = self.fn_ref.original_forward
         if context is None:
             return original(*args, **kwargs)
-        if state.is_dense(self.layer, context.step):
+        if self.layer == 0 and context.step == 0:
+            state.check_warmup(context)
+        if state.is_dense(self.layer, context):
             state.dense_calls[self.layer] = state.dense_calls.get(self.layer, 0) + 1
             self._log_dense_once(context.step)
             return original(*args, **kwargs)

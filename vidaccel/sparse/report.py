@@ -54,6 +54,7 @@ def sparse_report(pipe_or_transformer, grid=None, blocks: bool = False) -> list[
             "layers": n_layers,
             "layer_groups": _layer_groups(n_layers, state.config.dense_layers or 0, pattern_text),
             "dense_steps": state.config.dense_steps or 0,
+            "last_warmup": list(state.last_warmup) if state.last_warmup else None,  # [dense steps, steps]
             "dense_layers": state.config.dense_layers or 0,
             "sparse_calls": sum(state.sparse_calls.values()),
             "dense_calls": sum(state.dense_calls.values()),
@@ -62,6 +63,12 @@ def sparse_report(pipe_or_transformer, grid=None, blocks: bool = False) -> list[
             "reference_reason": state.paths.get("reference_reason"),
         })
     return out
+
+
+def _warmup_text(t: dict) -> str:
+    steps, last = t["dense_steps"], t["last_warmup"]
+    text = f"first {steps:g} of the steps" if isinstance(steps, float) else f"first {steps} steps"
+    return text + (f" ({last[0]} of {last[1]} in the last run)" if last else "")
 
 
 def format_sparse_report(reports: list[dict]) -> str:
@@ -79,7 +86,10 @@ def format_sparse_report(reports: list[dict]) -> str:
                          + blocks)
         for group in t["layer_groups"]:
             lines.append(f"  layers {group['layers']}: {group['mode']}")
-        lines.append(f"  dense warm-up: first {t['dense_steps']} steps, first {t['dense_layers']} layers")
+        lines.append(f"  dense warm-up: {_warmup_text(t)}, first {t['dense_layers']} layers")
+        if t["last_warmup"] and t["last_warmup"][0] >= t["last_warmup"][1]:
+            lines.append(f"  WARNING: the warm-up covered all {t['last_warmup'][1]} steps of the last run: nothing ran "
+                         f"sparse. Use a fraction of the schedule (e.g. dense_steps=0.25) or fewer steps.")
         lines.append(f"  calls: {t['sparse_calls']} sparse, {t['dense_calls']} dense")
         if t["paths"].get("reference"):
             lines.append(f"  SLOW PATH: {t['paths']['reference']} sparse calls ran the exact reference "
