@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 import benchlib
 from benchlib import GRIDS, median_ms, paired_ms
-from vidaccel import RadialPattern, WindowPattern, build_plan
+from vidaccel import RadialPattern, TileWindowAttentionConfig, WindowPattern, build_plan
 from vidaccel.sparse.attention import dense_flops
 
 MODELS = {"wan1.3b": 12, "wan14b": 40}
@@ -38,6 +38,10 @@ PATTERNS = {
     "freeswim_window_21x30x52": lambda: WindowPattern((21, 30, 52)),
     "window_9x15x15": lambda: WindowPattern((9, 15, 15)),
     "radial_wan": lambda: RadialPattern(0.2, sink=True),
+    # tile-aligned windows of about the same sizes (kernel rounded to odd multiples of the auto tile)
+    "tile_window_9x15x15": lambda: TileWindowAttentionConfig(kernel=(9, 15, 15)).build_pattern(),
+    "tile_window_21x30x52": lambda: TileWindowAttentionConfig(kernel=(21, 30, 52)).build_pattern(),
+    "tile_window_5x13x17": lambda: TileWindowAttentionConfig(kernel=(5, 13, 17)).build_pattern(),
 }
 
 

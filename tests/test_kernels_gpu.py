@@ -20,6 +20,7 @@ if not torch.cuda.is_available():  # pragma: no cover - depends on the machine
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
 from vidaccel import RadialPattern, WindowPattern, build_plan  # noqa: E402
+from vidaccel.sparse.patterns import TileAlignedWindowPattern  # noqa: E402
 from vidaccel.sparse.plan import candidate_tiles  # noqa: E402
 from vidaccel.sparse.attention import reference_sparse_attention, sparse_attention  # noqa: E402
 from vidaccel.kernels import block_sparse_attention_with_lse, kernel_unsupported_reason  # noqa: E402
@@ -112,6 +113,10 @@ WINDOW_CASES = [
     ((21, 30, 52), WindowPattern((9, 15, 15)), 128),
     ((21, 30, 52), WindowPattern((21, 16, 26)), 128),
     ((13, 45, 80), WindowPattern((5, 13, 17)), 128),
+    # tile-aligned windows (the plan takes the pattern's tile): a grid the tile divides, and ragged edges
+    ((5, 16, 32), TileAlignedWindowPattern((3, 12, 16), (1, 4, 16)), 128),
+    ((7, 45, 80), TileAlignedWindowPattern((9, 15, 15), (1, 4, 16)), 128),
+    ((5, 17, 29), TileAlignedWindowPattern((3, 10, 10), (1, 8, 8)), 64),
 ]
 
 

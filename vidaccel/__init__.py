@@ -25,6 +25,7 @@ _LAZY = {
     "set_freeswim_active": ".freeswim",
     "PRESETS": ".sparse", "Plan": ".sparse", "PlanCache": ".sparse", "RadialAttentionConfig": ".sparse",
     "RadialPattern": ".sparse", "WindowAttentionConfig": ".sparse", "WindowPattern": ".sparse",
+    "TileWindowAttentionConfig": ".sparse", "TileAlignedWindowPattern": ".sparse",
     "build_plan": ".sparse", "sparse_attention": ".sparse",
 }
 _LAZY_MODULES = ("distributed",)  # submodules that are part of the public facade (in __all__)
@@ -55,7 +56,8 @@ def __dir__():
 __all__ = [
     # sparse attention
     "accelerate", "remove", "summary", "sparse_attention", "PRESETS", "RadialAttentionConfig",
-    "WindowAttentionConfig", "RadialPattern", "WindowPattern", "Plan", "PlanCache", "build_plan",
+    "WindowAttentionConfig", "TileWindowAttentionConfig", "RadialPattern", "WindowPattern", "TileAlignedWindowPattern",
+    "Plan", "PlanCache", "build_plan",
     # FreeSwim
     "FreeSwimConfig", "enable_freeswim", "disable_freeswim", "set_freeswim_active",
     # caches

@@ -12,7 +12,10 @@ from types import MappingProxyType
 from ..core.context import warmup_steps
 from ..core.validate import integer, steps_or_fraction
 from .attention import check_backend
-from .patterns import Pattern, RadialPattern, WindowPattern
+import math
+
+from .patterns import Pattern, RadialPattern, TileAlignedWindowPattern, WindowPattern
+from .patterns.window import odd_multiple
 from .plan import check_tile_size
 
 
@@ -58,6 +61,61 @@ class WindowAttentionConfig:
         return WindowPattern(self.kernel, self.dilation, self.stride)
 
     def resolved(self, family: str) -> "WindowAttentionConfig":
+        return self
+
+
+# tile="auto" candidates: one frame deep (the temporal window stays exact), spatial power-of-two boxes of 64 and
+# 128 tokens at least 4 wide (thinner tiles make slow kernel blocks)
+_AUTO_TILES = [(1, th, size // th) for size in (128, 64) for th in (4, 8, 16, 32) if size // th >= 4]
+
+
+def choose_tile(kernel) -> tuple[int, int, int]:
+    """The tile for ``tile="auto"``: whose rounded window (odd multiples of the tile, `odd_multiple`) is
+    closest in volume to `kernel` (on a log scale); ties go to 128-token tiles, then squarer ones."""
+    kernel = WindowPattern(kernel).kernel
+
+    def score(tile):
+        rounded = [odd_multiple(k, s) for k, s in zip(kernel, tile)]
+        return (round(abs(math.log(math.prod(rounded) / math.prod(kernel))), 9), -math.prod(tile),
+                abs(math.log(tile[1] / tile[2])), tile)
+
+    return min(_AUTO_TILES, key=score)
+
+
+@dataclass(frozen=True)
+class TileWindowAttentionConfig:
+    """Tile-aligned window attention (STA / GNA "strided" semantics): the queries of one tile share one window
+    made of whole tiles, so the kernel visits full blocks only (where the grid divides by the tile).
+
+    Args:
+        kernel: the wanted window in tokens ``(kt, kh, kw)`` (or one int); each dimension is rounded to the
+            nearest odd multiple of the tile (``summary`` and ``build_pattern().kernel`` show the result).
+            Default ``(9, 15, 15)``, which runs as ``(9, 12, 16)`` with the ``(1, 4, 16)`` tile.
+        tile: ``(tt, th, tw)`` tokens, 16 to 128 in all, or ``"auto"`` (default): the 64- or 128-token box
+            whose rounded window is closest in volume to `kernel` (`choose_tile`).
+        dense_steps, dense_layers, backend: as in `WindowAttentionConfig`.
+    """
+
+    kernel: tuple[int, int, int] | int = (9, 15, 15)
+    tile: tuple[int, int, int] | str = "auto"
+    dense_steps: int | float = 0
+    dense_layers: int = 0
+    backend: str = "auto"
+    tile_size = "auto"  # not a field: the pattern brings its tile (`Pattern.aligned_tile`)
+
+    def __post_init__(self):
+        _check_common(self.dense_steps, self.dense_layers, self.backend, "auto")
+        if self.tile != "auto" and isinstance(self.tile, str):
+            raise ValueError(f"tile must be 'auto' or three ints (t, h, w), got tile={self.tile!r}.")
+        self.build_pattern()  # validates kernel and tile
+
+    def resolved_tile(self) -> tuple[int, int, int]:
+        return choose_tile(self.kernel) if self.tile == "auto" else self.tile
+
+    def build_pattern(self) -> Pattern:
+        return TileAlignedWindowPattern(self.kernel, self.resolved_tile())
+
+    def resolved(self, family: str) -> "TileWindowAttentionConfig":
         return self
 
 
@@ -112,9 +170,10 @@ class RadialAttentionConfig:
 PRESETS = MappingProxyType({  # read-only: a preset means the same for every caller
     "window": WindowAttentionConfig,
     "radial": RadialAttentionConfig,
+    "tile_window": TileWindowAttentionConfig,
 })
 
-AttentionConfig = WindowAttentionConfig | RadialAttentionConfig
+AttentionConfig = WindowAttentionConfig | RadialAttentionConfig | TileWindowAttentionConfig
 
 
 def runs_dense(config: AttentionConfig, layer: int, step: int, num_steps: int | None = None) -> bool:
@@ -129,9 +188,9 @@ def resolve_config(config) -> AttentionConfig:
         if config not in PRESETS:
             raise ValueError(f"Unknown preset {config!r}. Available presets: {', '.join(sorted(PRESETS))}.")
         return PRESETS[config]()
-    if isinstance(config, (WindowAttentionConfig, RadialAttentionConfig)):
+    if isinstance(config, (WindowAttentionConfig, RadialAttentionConfig, TileWindowAttentionConfig)):
         return config
     raise TypeError(
-        f"config must be a preset name ({', '.join(sorted(PRESETS))}), a WindowAttentionConfig or a "
-        f"RadialAttentionConfig, got {type(config).__name__}."
+        f"config must be a preset name ({', '.join(sorted(PRESETS))}), a WindowAttentionConfig, "
+        f"TileWindowAttentionConfig or RadialAttentionConfig, got {type(config).__name__}."
     )

@@ -266,9 +266,9 @@ def _block_cost(blocks: torch.Tensor, offsets: torch.Tensor) -> float:
 
 
 def build_plan(pattern: Pattern, grid: Grid, tile=None, tile_size: int | str = "auto", device=None) -> Plan:
-    """Bind `pattern` to `grid`. With `tile=None` the tile shape with the least predicted kernel time
-    is chosen among the candidates of `tile_size` tokens (16, 32, 64, 128, or ``"auto"``: 64 and 128
-    on a CUDA `device`, see `resolve_tile_size`).
+    """Bind `pattern` to `grid`. With `tile=None`: the pattern's own tile (`Pattern.aligned_tile`) if it has
+    one, else the tile shape with the least predicted kernel time among the candidates of `tile_size` tokens
+    (16, 32, 64, 128, or ``"auto"``: 64 and 128 on a CUDA `device`, see `resolve_tile_size`).
 
     `device` (optional) is where the block statistics are counted - a CUDA device makes large grids
     fast (1088x1920 radial: seconds instead of minutes on the CPU); the plan itself stays on the
@@ -280,6 +280,8 @@ def build_plan(pattern: Pattern, grid: Grid, tile=None, tile_size: int | str = "
     pattern.validate(grid)
     device = torch.device(device) if device is not None else torch.device("cpu")
     spatial_cache: dict = {}  # per-class spatial masks, shared by block classification and density
+    if tile is None:
+        tile = pattern.aligned_tile(grid)  # tile-aligned windows bring their tile
     if tile is None:
         best = None
         # grouped by spatial shape: the spatial statistics are computed once per (th, tw)

@@ -7,7 +7,7 @@ import math
 
 # The preset names for --help, without importing vidaccel.sparse (and with it torch) to build the parser;
 # tests/test_cli_defects.py checks that they equal vidaccel.PRESETS.
-PRESET_NAMES = ("radial", "window")
+PRESET_NAMES = ("radial", "tile_window", "window")
 
 
 def _number(kind, text: str, what: str, ok) -> int | float:

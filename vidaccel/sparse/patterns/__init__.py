@@ -2,6 +2,6 @@
 
 from .base import Grid, KernelRule, Pattern
 from .radial import RadialPattern
-from .window import WindowPattern, window_bounds
+from .window import TileAlignedWindowPattern, WindowPattern, window_bounds
 
-__all__ = ["Grid", "KernelRule", "Pattern", "RadialPattern", "WindowPattern", "window_bounds"]
+__all__ = ["Grid", "KernelRule", "Pattern", "RadialPattern", "TileAlignedWindowPattern", "WindowPattern", "window_bounds"]

@@ -59,6 +59,11 @@ class Pattern:
     def kernel_rule(self, grid: Grid, device=None) -> KernelRule:
         raise NotImplementedError
 
+    def aligned_tile(self, grid: Grid) -> tuple[int, int, int] | None:
+        """The tile shape this pattern's windows are aligned to at `grid` (the plan then uses it), or None:
+        the plan searches for the cheapest tile."""
+        return None
+
     # ---- derived, shared by every pattern -------------------------------------------------
     def mask(self, grid: Grid, q_idx: torch.Tensor, k_idx: torch.Tensor) -> torch.Tensor:
         """bool [len(q_idx), len(k_idx)] for raster token indices (the single mask definition)."""

@@ -9,6 +9,8 @@ query sees exactly ``k`` keys per dimension. ``k >= L`` (with ``d == 1``) means 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ...core.validate import ints
@@ -111,3 +113,47 @@ class WindowPattern(Pattern):
             hi=hi.to(device),
             dilation=(self.dilation[1], self.dilation[2]),
         )
+
+
+def odd_multiple(kernel: int, tile: int) -> int:
+    """The odd multiple of `tile` nearest `kernel` (at least `tile` itself); `kernel` unchanged for a tile of 1.
+
+    Odd, because a window of ``m * tile`` keys centred on a query tile starts ``(m - 1) / 2`` tiles before it:
+    on the tile grid exactly when ``m`` is odd."""
+    if tile == 1:
+        return kernel
+    return max(1, 2 * round((kernel / tile - 1) / 2) + 1) * tile
+
+
+class TileAlignedWindowPattern(WindowPattern):
+    """Tile-aligned 3D windows (STA / GNA "strided" semantics, docs/methods.md section 1).
+
+    The grid is cut into tiles of ``tile = (tt, th, tw)`` tokens from the origin; all queries of a tile share
+    one window: ``kernel`` rounded per dimension to the nearest odd multiple of the tile (`odd_multiple`),
+    centred on the query tile and shifted inward at borders. This is `WindowPattern` with ``stride = tile``
+    on the rounded kernel, so every window is a union of whole tiles wherever the grid divides by the tile
+    (a kernel block visits no partial tiles there); ragged edge tiles keep the inward rule.
+
+    Args:
+        kernel: the wanted window in tokens ``(kt, kh, kw)`` (or one int); ``rounded_kernel`` is what runs.
+        tile: ``(tt, th, tw)``, 16 to 128 tokens (the kernel's block sizes); also the plan's tile shape.
+    """
+
+    def __init__(self, kernel, tile):
+        requested = _as_triple(kernel, "kernel")
+        tile = ints("tile", tile, 3, labels="(t, h, w)")
+        if not 16 <= math.prod(tile) <= 128:
+            raise ValueError(f"tile must hold 16 to 128 tokens (a kernel block), got tile={tile} = "
+                             f"{math.prod(tile)} tokens; e.g. (1, 8, 16) or (1, 8, 8).")
+        if min(requested) <= 0:
+            raise ValueError(f"Window kernel size must be positive, got kernel={requested}.")
+        super().__init__(tuple(odd_multiple(k, s) for k, s in zip(requested, tile)), stride=tile)
+        self.requested_kernel, self.tile = requested, tile
+        self.name = f"tile_window_k{'x'.join(map(str, self.kernel))}_t{'x'.join(map(str, tile))}"
+
+    @property
+    def rounded_kernel(self) -> tuple[int, int, int]:
+        return self.kernel
+
+    def aligned_tile(self, grid: Grid) -> tuple[int, int, int]:
+        return tuple(min(s, L) for s, L in zip(self.tile, grid))
