@@ -174,3 +174,26 @@ def write_results(out_dir, tag: str, results: dict, lines: list[str]):
 def md_table_header(*columns: str, sep: str = "---") -> list[str]:
     """The two header lines of a Markdown table."""
     return ["| " + " | ".join(columns) + " |", "|" + "|".join(sep for _ in columns) + "|"]
+
+
+def add_sweep_arguments(ap, *, what: str, variants: str, out: str, best: str):
+    """The options every lab sweep script shares: ``--seconds`` of `what` per variant, ``--variants``,
+    ``--device``, ``--quick``, ``--out`` and ``--best-args JSON`` (print what a finished sweep favours)."""
+    ap.add_argument("--seconds", type=float, default=60.0, help=f"{what} time per variant")
+    ap.add_argument("--variants", default=variants)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="toy sizes (the recipe's --quick)")
+    ap.add_argument("--out", default=out)
+    ap.add_argument("--best-args", metavar="JSON", help=f"print {best}")
+
+
+def write_sweep(out, meta: dict, rows: list[dict], title: str, lines: list[str]):
+    """A sweep so far: ``<out>.json`` ({meta, rows}) and ``<out>.md`` (`title` with the GPU and torch, then
+    `lines`); written after every variant, so a call cut at its limit keeps what finished."""
+    from pathlib import Path
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    head = [f"# {title} ({meta['date']}, {meta['gpu'] or 'cpu'}, torch {meta['torch']})", ""]
+    out.with_suffix(".md").write_text("\n".join(head + lines) + "\n")

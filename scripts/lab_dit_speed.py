@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import torch
 
 import lab_data
-from benchlib import utc_now, versions
+from benchlib import add_sweep_arguments, utc_now, versions, write_sweep
 from tiny_training.builders import build_vae
 from tiny_training.config import LAB, quick
 from tiny_training.stages import train_dit
@@ -79,12 +79,9 @@ def best_args(path: str, dit_seconds: float = 700.0) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=60.0, help="dit stage time per variant (half per clip size)")
-    ap.add_argument("--variants", default="eager,compiled")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--quick", action="store_true", help="toy sizes (the recipe's --quick)")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "quality_lab" / "dit_speed"))
-    ap.add_argument("--best-args", metavar="JSON", help="print the trainer flag a finished run favours")
+    add_sweep_arguments(ap, what="dit stage (half per clip size)", variants="eager,compiled",
+                        out=str(REPO / "benchmarks" / "results" / "quality_lab" / "dit_speed"),
+                        best="the trainer flag a finished run favours")
     args = ap.parse_args(argv)
     if args.best_args:
         print(best_args(args.best_args))
@@ -118,11 +115,7 @@ def main(argv=None):
 def write(rows: list[dict], args, recipe: dict):
     meta = {"date": utc_now(), **versions(), "seconds_per_variant": args.seconds, "quick": args.quick,
             "phases": recipe["dit_phases"]}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = [f"# Lab dit stage speed ({meta['date']}, {meta['gpu'] or 'cpu'}, torch {meta['torch']})", "",
-             f"{args.seconds:.0f} s of the dit stage per variant, half per clip size; steady pace from the loss log.",
+    lines = [f"{args.seconds:.0f} s of the dit stage per variant, half per clip size; steady pace from the loss log.",
              "", "| variant | clip size | steps/s | first interval's extra seconds |", "| --- | --- | --- | --- |"]
     for r in rows:
         if "error" in r:
@@ -130,8 +123,7 @@ def write(rows: list[dict], args, recipe: dict):
         for p in r.get("pace", []):
             lines.append(f"| {r['variant']} | {'x'.join(map(str, p['size']))} | {p['steps_per_second']} | "
                          f"{p['first_interval_excess_seconds']} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-
+    write_sweep(args.out, meta, rows, "Lab dit stage speed", lines)
 
 if __name__ == "__main__":
     raise SystemExit(main())

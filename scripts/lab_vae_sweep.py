@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import torch
 
 import lab_data
-from benchlib import utc_now, versions
+from benchlib import add_sweep_arguments, utc_now, versions, write_sweep
 from tiny_training.config import LAB, quick
 from tiny_training.common import autocast
 from tiny_training.stages import train_vae
@@ -87,14 +87,11 @@ def main(argv=None):
     from diffusers import AutoencoderKLWan
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=60.0, help="VAE training time per variant")
-    ap.add_argument("--variants", default=",".join(list(VARIANTS)[:3]))
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--quick", action="store_true", help="toy sizes (the recipe's --quick VAE)")
+    add_sweep_arguments(ap, what="VAE training", variants=",".join(list(VARIANTS)[:3]),
+                        out=str(REPO / "benchmarks" / "results" / "quality_lab" / "vae_sweep"),
+                        best="the trainer arguments of a finished sweep's best row")
     ap.add_argument("--held-out", type=int, default=6, help="held-out clips")
     ap.add_argument("--warmup-seconds", type=float, default=20.0, help="untimed VAE training before the first variant")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "quality_lab" / "vae_sweep"))
-    ap.add_argument("--best-args", metavar="JSON", help="print the trainer arguments of a finished sweep's best row")
     args = ap.parse_args(argv)
     if args.best_args:
         print(best_args(args.best_args))
@@ -136,17 +133,12 @@ def write(rows: list[dict], args, spec):
     """The sweep so far: ``<out>.json`` and a markdown table ``<out>.md``."""
     meta = {"date": utc_now(), **versions(), "seconds_per_variant": args.seconds, "held_out_clips": args.held_out,
             "held_out_size": [spec.frames, spec.height, spec.width], "quick": args.quick}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = [f"# Lab VAE sweep ({meta['date']}, {meta['gpu'] or 'cpu'}, torch {meta['torch']})", "",
-             f"{args.seconds:.0f} s of the VAE stage per variant, seed 0; held-out: {args.held_out} clips "
+    lines = [f"{args.seconds:.0f} s of the VAE stage per variant, seed 0; held-out: {args.held_out} clips "
              f"{spec.frames}x{spec.height}x{spec.width}.", "",
              "| variant | steps | L1 | L1 objects | late / early |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['variant']} | {r['steps']} | {r['l1']} | {r['l1_objects']} | {r['l1_late_over_early']} |"
               if "error" not in r else f"| {r['variant']} | {r['error'][:80]} | | | |" for r in rows]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-
+    write_sweep(args.out, meta, rows, "Lab VAE sweep", lines)
 
 if __name__ == "__main__":
     raise SystemExit(main())
