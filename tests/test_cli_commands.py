@@ -166,7 +166,7 @@ def test_pipeline_without_a_supported_transformer(capsys, tmp_path):
 
 def test_unknown_preset_lists_the_presets(capsys):
     code, err = _main(capsys, "compare", "x", "--accel", "turbo")
-    assert code == 2 and "unknown preset 'turbo'" in err and "radial, window" in err
+    assert code == 2 and "unknown preset 'turbo'" in err and "radial, tile_window, window" in err
 
 
 @pytest.mark.parametrize("text, key", [

@@ -74,7 +74,7 @@ def test_accelerating_twice_says_remove_first(model_and_reference):
 
 
 def test_unknown_preset_lists_presets(model_and_reference):
-    with pytest.raises(ValueError, match="Unknown preset 'fast'. Available presets: radial, window"):
+    with pytest.raises(ValueError, match="Unknown preset 'fast'. Available presets: radial, tile_window, window"):
         vidaccel.accelerate(model_and_reference[0], "fast")
     with pytest.raises(TypeError, match="config must be"):
         vidaccel.accelerate(model_and_reference[0], 3)

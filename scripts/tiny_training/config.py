@@ -48,8 +48,8 @@ LAB = dict(
     # most of the time at half size (9x8x8 tokens: semantics, motion), then the native 9x16x16 grid. ``shift``
     # moves the training noise levels towards 1 as the sampler's flow shift (3.0) does, scaled to the grid
     # (SD3's sqrt(tokens) rule: 1.5 at a quarter of the tokens): the third lab model, trained with unshifted
-    # levels, predicted no better than a flat background above sigma 0.9 and ignored its captions below 0.95
-    # (lab_wan_attempt3/diagnose_*.md), and sampled flat backgrounds
+    # levels, predicted barely better than a flat background at sigma 0.95-0.98 (worse above 0.9 at 128 px),
+    # its captions changed nothing below 0.95 (lab_wan_attempt3/diagnose_*.md), and it sampled flat backgrounds
     dit_phases=[dict(until=0.7, spec=[33, 128, 128], batch=96, shift=1.5),
                 dict(until=1.0, spec=[33, 256, 256], batch=32, shift=3.0)],
     dit_objects=[0.5, 0.3, 0.2], dit_straight=0.6,
