@@ -36,7 +36,7 @@ def accelerate(pipe_or_transformer, config="radial"):
     for model in models:
         refuse_conflicts(model, SPARSE_ATTENTION)
     # one state per transformer, all sharing one resolved config and one pattern object
-    resolved = config.resolved(adapters[0].family)
+    resolved = config.resolved(adapters[0].radial_defaults)
     pattern = resolved.build_pattern()
     states = [SparseAttentionState(config=resolved, pattern=pattern, adapter=a) for a in adapters]
     install_states(zip(models, states), SPARSE_ATTENTION.state_attr, install, uninstall)
