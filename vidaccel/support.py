@@ -22,7 +22,13 @@ _FEATURE_COLUMNS = (
     (FREESWIM, lambda a: a.freeswim),
     (CONTEXT_PARALLEL, lambda a: a.context_parallel()),
 )
-_TEXT = {"none": "separate cross-attention", "prefix": "prefix", "suffix": "suffix"}
+
+
+def _text(adapter: ModelAdapter) -> str:
+    """How text reaches the video tokens: its own cross-attention, or joint attention (text before / after)."""
+    if adapter.cross_attention is not None:
+        return "cross-attention"
+    return {"prefix": "joint, prefix", "suffix": "joint, suffix"}.get(adapter.text_position, "none")
 
 
 def _row(adapter: ModelAdapter, builtin: bool) -> dict:
@@ -30,6 +36,7 @@ def _row(adapter: ModelAdapter, builtin: bool) -> dict:
         "class": adapter.class_name,
         "family": adapter.family,
         "pipelines": list(adapter.pipelines),
+        "text": _text(adapter),
         "text_position": adapter.text_position,
         "features": {feature.key: bool(answer(adapter)) for feature, answer in _FEATURE_COLUMNS},
         "notes": adapter.notes,
@@ -40,8 +47,9 @@ def _row(adapter: ModelAdapter, builtin: bool) -> dict:
 def supported_models(include_registered: bool = True) -> list[dict]:
     """One dict per supported transformer class, sorted by class name.
 
-    Keys: ``class``, ``family``, ``pipelines`` (diffusers pipeline classes), ``text_position`` (where text or
-    other non-grid tokens sit in self-attention: ``"none"``, ``"prefix"``, ``"suffix"``), ``features``
+    Keys: ``class``, ``family``, ``pipelines`` (diffusers pipeline classes), ``text`` (``"cross-attention"``,
+    ``"joint, prefix"`` or ``"joint, suffix"``), ``text_position`` (where non-grid tokens - joint-attention text,
+    Helios' history - sit in self-attention: ``"none"``, ``"prefix"``, ``"suffix"``), ``features``
     (feature key -> bool: ``sparse_attention``, ``block_reuse``, ``profiler``, ``kv_cache``, ``freeswim``,
     ``context_parallel``), ``notes`` and ``builtin`` (False for adapters added with `register_adapter`;
     left out with ``include_registered=False``).
@@ -87,11 +95,11 @@ def support_table_markdown() -> str:
     """The README's support table (built-in adapters) and the list of unsupported classes, between markers."""
     yes = {True: "yes", False: "-"}
     lines = [TABLE_BEGIN, "",
-             "| transformer | pipelines | text in self-attention | " + " | ".join(_HEADERS) + " |",
+             "| transformer | pipelines | text | " + " | ".join(_HEADERS) + " |",
              "| --- | --- | --- | " + " | ".join("---" for _ in _HEADERS) + " |"]
     for r in supported_models(include_registered=False):
         cells = [yes[r["features"][f.key]] for f, _ in _FEATURE_COLUMNS]
-        lines.append(f"| `{r['class']}` | {', '.join(r['pipelines'])} | {_TEXT[r['text_position']]} | "
+        lines.append(f"| `{r['class']}` | {', '.join(r['pipelines'])} | {r['text']} | "
                      + " | ".join(cells) + " |")
     lines += ["", "Notes per class:", ""]
     lines += [f"- `{r['class']}`: {r['notes']}" for r in supported_models(include_registered=False) if r["notes"]]
