@@ -179,7 +179,8 @@ class ProjectionCacheHook(VidaccelHook):
         context = state.tracker.current
         if state.current is None or context is None or args or kwargs:
             return original(hidden_states, *args, **kwargs)
-        key = (self.index, context.branch, state.current)
+        # K/V depend on the prompt alone: separate passes at one step ("default", "default.1") may share them
+        key = (self.index, context.branch.partition(".")[0], state.current)
         hit = state.values.get(key)
         if hit is not None:
             value, version = hit
