@@ -7,7 +7,7 @@
 
 Layout (docs/architecture.md): `core` (the diffusers integration every method shares), one
 package per method (`sparse`, `freeswim`, `caches`), `api` (accelerate / remove / summary),
-`distributed`, `metrics`, `report`, `tiny`, `cli`; kernels in `vidaccel.kernels`, pipeline
+`distributed`, `support` (supported models, adapters), `metrics`, `report`, `tiny`, `cli`; kernels in `vidaccel.kernels`, pipeline
 wrappers in `vidaccel.pipelines`.
 """
 
@@ -27,6 +27,8 @@ _LAZY = {
     "RadialPattern": ".sparse", "WindowAttentionConfig": ".sparse", "WindowPattern": ".sparse",
     "TileWindowAttentionConfig": ".sparse", "TileAlignedWindowPattern": ".sparse",
     "build_plan": ".sparse", "sparse_attention": ".sparse",
+    "supported_models": ".support", "unsupported_models": ".support", "register_adapter": ".support",
+    "unregister_adapter": ".support", "ModelAdapter": ".core.adapters", "BlockStreams": ".core.adapters",
 }
 _LAZY_MODULES = ("distributed",)  # submodules that are part of the public facade (in __all__)
 
@@ -65,4 +67,7 @@ __all__ = [
     "cache_summary", "profile", "Profile", "BlockReuseConfig", "KVCacheConfig",
     # multi-GPU (vidaccel.distributed.init_distributed, enable_context_parallel, shard)
     "distributed",
+    # supported models and new architectures (docs/adapters.md)
+    "supported_models", "unsupported_models", "register_adapter", "unregister_adapter", "ModelAdapter",
+    "BlockStreams",
 ]

@@ -39,7 +39,7 @@ def accelerate(pipe_or_transformer, config="radial"):
     for model in models:
         refuse_conflicts(model, SPARSE_ATTENTION)
     # one state per transformer, all sharing one resolved config and one pattern object
-    resolved = config.resolved(adapters[0].family)
+    resolved = config.resolved(adapters[0].radial_defaults)
     pattern = resolved.build_pattern()
     if isinstance(resolved.dense_steps, float) and isinstance(pipe_or_transformer, torch.nn.Module):
         raise ValueError(

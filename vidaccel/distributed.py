@@ -19,13 +19,13 @@ import os
 
 import torch
 
-from .core.adapters import adapter_for
+from .core.adapters import ADAPTERS, adapter_for
 from .core.features import CONTEXT_PARALLEL, SPARSE_ATTENTION, installed, refuse_conflicts
 from .core.models import transformers
 from .sparse.hooks import check_context_parallel
 
-# diffusers ships a context-parallel plan (`_cp_plan`) for these families
-CONTEXT_PARALLEL_FAMILIES = ("wan", "ltx")
+# the transformer classes diffusers ships a context-parallel plan (`_cp_plan`) for, among the supported ones
+CONTEXT_PARALLEL_CLASSES = tuple(sorted(a.class_name for a in ADAPTERS.values() if a.context_parallel()))
 
 
 def init_distributed() -> tuple[int, int]:
@@ -62,10 +62,11 @@ def enable_context_parallel(pipe_or_transformer, ulysses_degree: int | None = No
     models = transformers(pipe_or_transformer)
     for model in models:
         refuse_conflicts(model, CONTEXT_PARALLEL)
-        if adapter_for(model).family not in CONTEXT_PARALLEL_FAMILIES:
+        if not adapter_for(model).context_parallel():
+            supported = [a.class_name for a in ADAPTERS.values() if a.context_parallel()]
             raise ValueError(
                 f"diffusers has no context-parallel plan for {type(model).__name__}. Context parallelism works "
-                f"for: Wan and LTX-Video transformers. For other models, use data-parallel generation "
+                f"for: {', '.join(sorted(supported))}. For other models, use data-parallel generation "
                 f"(one prompt per GPU)."
             )
     degree = ulysses_degree or dist.get_world_size() // max(ring_degree, 1)
@@ -89,4 +90,4 @@ def shard(items: list, rank: int, world: int) -> list:
 
 
 __all__ = ["init_distributed", "enable_context_parallel", "check_context_parallel", "shard",
-           "CONTEXT_PARALLEL_FAMILIES"]
+           "CONTEXT_PARALLEL_CLASSES"]

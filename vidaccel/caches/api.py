@@ -77,7 +77,8 @@ def enable_block_reuse(pipe_or_transformer, config="profiled", *, profile=None):
             raise ValueError(f"Block indices {bad or [config.probe_block]} are out of range: "
                              f"{type(model).__name__} has {len(names)} blocks (0-{len(names) - 1}).")
         first = config.probe_block + 1 if config.adaptive else 0
-        return BlockReuseState(config=config, adapter=adapter, runs=background_runs(background, names, first),
+        return BlockReuseState(config=config, adapter=adapter, runs=background_runs(background, names, first,
+                                                                                      adapter.breaks(model)),
                                block_names=names, source=source, profile_grid=tuple(grid) if grid else None)
 
     return _install_all(pipe_or_transformer, BLOCK_REUSE, make_state, block_reuse.install, block_reuse.uninstall)

@@ -120,15 +120,16 @@ def resolve_config(config, profile=None) -> BlockReuseConfig:
     return config
 
 
-def background_runs(background, names: list[str], first_allowed: int = 0) -> list[tuple[int, ...]]:
-    """Consecutive background blocks as runs; a run never crosses block lists (e.g. double -> single blocks)."""
+def background_runs(background, names: list[str], first_allowed: int = 0, breaks=()) -> list[tuple[int, ...]]:
+    """Consecutive background blocks as runs; a run never crosses block lists (e.g. double -> single blocks)
+    nor a block in `breaks` (the model adds something after it, e.g. VACE's control hints)."""
     runs: list[list[int]] = []
     for i in sorted(set(background)):
         if i < first_allowed:
             continue
         prev = runs[-1][-1] if runs else None
         same_list = prev is not None and names[prev].rsplit(".", 1)[0] == names[i].rsplit(".", 1)[0]
-        if prev == i - 1 and same_list:
+        if prev == i - 1 and same_list and prev not in breaks:
             runs[-1].append(i)
         else:
             runs.append([i])
@@ -290,10 +291,10 @@ def install(model: torch.nn.Module, state: BlockReuseState) -> None:
     def register(hooks: HookSet) -> None:
         if state.config.adaptive:
             probe = blocks[state.config.probe_block]
-            hooks.add(probe, ProbeHook(state, BlockIO(probe)), REUSE_HOOK)
+            hooks.add(probe, ProbeHook(state, BlockIO(probe, state.adapter.block_io)), REUSE_HOOK)
         for r, run in enumerate(state.runs):
             for pos, i in enumerate(run):
-                hook = RunHook(state, r, first=pos == 0, last=pos == len(run) - 1, io=BlockIO(blocks[i]))
+                hook = RunHook(state, r, first=pos == 0, last=pos == len(run) - 1, io=BlockIO(blocks[i], state.adapter.block_io))
                 hooks.add(blocks[i], hook, REUSE_HOOK)
 
     state.hooks = HookSet(model, state.adapter, _USER)

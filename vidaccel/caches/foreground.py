@@ -30,7 +30,8 @@ METHODS = ("pca", "motion")
 def prediction_tokens(prediction: torch.Tensor, layout: str, grid) -> torch.Tensor:
     """The transformer output as per-token features ``(B, T*H*W, D)`` in raster order (float32).
 
-    `layout` is the adapter's ``prediction_layout``: ``"bcfhw"``, ``"bfchw"`` or ``"bnc"`` (already tokens).
+    `layout` is the adapter's ``prediction_layout``: ``"bcfhw"``, ``"bfchw"``, ``"bfhwc"`` (Kandinsky 5) or
+    ``"bnc"`` (already tokens).
     """
     T, H, W = grid
     x = prediction.float()
@@ -38,6 +39,8 @@ def prediction_tokens(prediction: torch.Tensor, layout: str, grid) -> torch.Tens
         return x
     if layout == "bfchw":
         x = x.transpose(1, 2)
+    elif layout == "bfhwc":
+        x = x.permute(0, 4, 1, 2, 3)
     B, C, F_, Hp, Wp = x.shape
     pt, ph, pw = F_ // T, Hp // H, Wp // W
     x = x[:, :, : T * pt, : H * ph, : W * pw].reshape(B, C, T, pt, H, ph, W, pw)

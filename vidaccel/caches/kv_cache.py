@@ -150,7 +150,9 @@ class PromptIdentityHook(VidaccelHook):
     def pre_forward(self, module, *args, **kwargs):
         state = self.state
         tensors = tuple(forward_argument(args, kwargs, name, pos) for name, pos in state.adapter.text_inputs)
-        if all(t is None for t in tensors) or torch.is_grad_enabled():
+        # a non-tensor prompt input (Cosmos 2.5's (text, image) tuple): the cache steps aside for this call
+        if all(t is None for t in tensors) or torch.is_grad_enabled() \
+                or not all(t is None or isinstance(t, torch.Tensor) for t in tensors):
             state.current = None
         else:
             lora_scale = (kwargs.get("attention_kwargs") or {}).get("scale", 1.0)  # PEFT scales K/V per call
@@ -177,7 +179,8 @@ class ProjectionCacheHook(VidaccelHook):
         context = state.tracker.current
         if state.current is None or context is None or args or kwargs:
             return original(hidden_states, *args, **kwargs)
-        key = (self.index, context.branch, state.current)
+        # K/V depend on the prompt alone: separate passes at one step ("default", "default.1") may share them
+        key = (self.index, context.branch.partition(".")[0], state.current)
         hit = state.values.get(key)
         if hit is not None:
             value, version = hit
@@ -208,6 +211,12 @@ def _projections(model: torch.nn.Module, adapter: ModelAdapter) -> list[tuple[st
 
 
 def check_supported(model: torch.nn.Module, adapter: ModelAdapter) -> None:
+    if adapter.cross_attention is not None and not adapter.text_inputs:
+        raise ValueError(
+            f"The cross-attention K/V cache does not apply to {type(model).__name__}: its cross-attention keys/values "
+            f"do not depend on the prompt alone ({adapter.notes or 'see vidaccel.supported_models()'}), so they "
+            f"cannot be reused exactly. Leave it off for this model (block reuse, vidaccel.enable_block_reuse, "
+            f"does apply).")
     if adapter.cross_attention is None:
         raise ValueError(
             f"The cross-attention K/V cache does not apply to {type(model).__name__}: it uses joint attention, "

@@ -190,7 +190,8 @@ class _PredictionHook(VidaccelHook):
     def post_forward(self, module, output):
         rec, context = self.record, self.record.tracker.current
         if context is not None and context.branch != "uncond" and context.step >= rec.fg_start:
-            tokens = prediction_tokens(output[0].detach(), rec.adapter.prediction_layout, context.grid)
+            prediction = output if isinstance(output, torch.Tensor) else output[0]  # Kandinsky 5 returns a tensor
+            tokens = prediction_tokens(prediction.detach(), rec.adapter.prediction_layout, context.grid)
             rec.grid = context.grid
             if rec.pred_sum is not None and rec.pred_sum.shape != tokens.shape:
                 raise RuntimeError(
@@ -205,9 +206,9 @@ def _install(rec: _Record) -> None:
 
     def register(hooks: HookSet) -> None:
         hooks.add(model, _PredictionHook(rec), PROFILE_HOOK)
-        blocks = rec.adapter.blocks(model)
-        for i, ((_, block), (_, attn)) in enumerate(zip(blocks, rec.adapter.self_attention(model))):
-            hooks.add(block, _ResidualHook(rec, i, BlockIO(block)), PROFILE_HOOK)
+        for i, (name, attn) in enumerate(rec.adapter.block_attention_modules(model)):
+            block = model.get_submodule(name)
+            hooks.add(block, _ResidualHook(rec, i, BlockIO(block, rec.adapter.block_io)), PROFILE_HOOK)
             hooks.add(attn, _AttentionHook(rec, i), PROFILE_HOOK)
 
     rec.hooks = HookSet(model, rec.adapter, _USER)

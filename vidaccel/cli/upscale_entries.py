@@ -65,7 +65,7 @@ class Upscale:
         from ..pipelines.freeswim import check_sizes
 
         model = transformers(pipe)[0]
-        if adapter_for(model).family != "wan":
+        if not adapter_for(model).freeswim:
             raise ValueError(f"upscale entries run FreeSwimPipeline, which supports Wan pipelines only, not "
                              f"{type(pipe).__name__}")
         multiple = int(pipe.vae_scale_factor_spatial) * int(model.config.patch_size[1])

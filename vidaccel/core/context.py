@@ -40,7 +40,8 @@ _TRACKER_ATTR = "_vidaccel_step_tracker"
 class StepContext:
     grid: tuple[int, int, int]
     step: int
-    branch: str  # diffusers cache_context name ("cond", "uncond", "cond_uncond") or "default"
+    branch: str  # diffusers cache_context name ("cond", "uncond", "cond_uncond"), else "default", "default.1", ...
+    # for the first, second, ... call at the same step
     num_steps: int | None = None  # denoising steps of this generation (the pipeline's schedule), when known
 
 
@@ -51,6 +52,7 @@ class StepTracker(NotCopyable):
     last_grid: tuple | None = None
     last_timestep: float | None = None
     step: int = 0
+    passes: int = 0  # earlier calls at this step without a diffusers cache_context (separate CFG passes)
     users: set = field(default_factory=set)
     created_registry: bool = False
     pipeline: weakref.ref | None = None  # set by `remember_pipeline`
@@ -96,10 +98,16 @@ class StepContextHook(VidaccelHook):
             return tr.step, branch
         t = float(torch.as_tensor(timestep).float().max().item())  # one sync per transformer call
         if tr.last_timestep is None or t > tr.last_timestep:
-            tr.step = 0
+            tr.step, tr.passes = 0, 0
         elif t < tr.last_timestep:
-            tr.step += 1
+            tr.step, tr.passes = tr.step + 1, 0
+        else:
+            tr.passes += 1
         tr.last_timestep = t
+        if context is None and tr.passes:
+            # a pipeline without cache_context that runs CFG as separate calls: each pass is its own branch,
+            # so caches keyed by branch never mix the conditional and unconditional passes
+            return tr.step, f"{branch}.{tr.passes}"
         return tr.step, branch
 
     def pre_forward(self, module, *args, **kwargs):

@@ -43,8 +43,9 @@ def enable_freeswim(pipe_or_transformer, config: FreeSwimConfig | None = None):
         raise TypeError(f"config must be a vidaccel.FreeSwimConfig, got {type(config).__name__}.")
     models = transformers(pipe_or_transformer)
     for model in models:
-        if adapter_for(model).family != "wan":
-            raise TypeError(f"FreeSwim supports Wan transformers (WanTransformer3DModel), got {type(model).__name__}.")
+        if not adapter_for(model).freeswim:
+            raise TypeError(f"FreeSwim supports Wan transformers (WanTransformer3DModel), got {type(model).__name__} "
+                            f"(vidaccel.supported_models() lists where each feature applies).")
         refuse_conflicts(model, FREESWIM)
     states = []
     for model in models:
