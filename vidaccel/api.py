@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 from .caches.api import cache_summary, format_cache_summary
 from .core.adapters import adapter_for
-from .core.context import remember_pipeline
+from .core.context import refuse_fraction_without_pipeline, remember_pipeline
 from .core.features import SPARSE_ATTENTION, refuse_conflicts
 from .core.models import transformers
 from .core.registry import install_states, remove_state
@@ -41,10 +39,8 @@ def accelerate(pipe_or_transformer, config="radial"):
     # one state per transformer, all sharing one resolved config and one pattern object
     resolved = config.resolved(adapters[0].radial_defaults)
     pattern = resolved.build_pattern()
-    if isinstance(resolved.dense_steps, float) and isinstance(pipe_or_transformer, torch.nn.Module):
-        raise ValueError(
-            f"dense_steps={resolved.dense_steps} is a fraction of the schedule, which a bare transformer does not "
-            f"know: accelerate the pipeline instead, or pass a step count (an int).")
+    refuse_fraction_without_pipeline(resolved.dense_steps, pipe_or_transformer, "dense_steps",
+                                     "accelerate the pipeline instead")
     states = [SparseAttentionState(config=resolved, pattern=pattern, adapter=a) for a in adapters]
     install_states(zip(models, states), SPARSE_ATTENTION.state_attr, install, uninstall)
     remember_pipeline(pipe_or_transformer)

@@ -176,6 +176,14 @@ def remember_pipeline(pipe_or_transformer) -> None:
             tracker.pipeline = weakref.ref(pipe_or_transformer)
 
 
+def refuse_fraction_without_pipeline(dense_steps, pipe_or_transformer, name: str, fix: str) -> None:
+    """Raise before anything is installed when a fractional warm-up meets a bare transformer (no scheduler
+    to read the number of steps from); `fix` names the call to make instead."""
+    if isinstance(dense_steps, float) and isinstance(pipe_or_transformer, torch.nn.Module):
+        raise ValueError(f"{name}={dense_steps} is a fraction of the schedule, which a bare transformer does not "
+                         f"know: {fix}, or pass a step count (an int).")
+
+
 def warmup_steps(dense_steps, num_steps: int | None, where: str = "dense_steps") -> int:
     """The dense warm-up in steps: an int is a step count; a float is a fraction of the schedule, rounded half
     up (``0.25`` of 50 steps -> 13, of 4 -> 1). None is 0.

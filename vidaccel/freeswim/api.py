@@ -15,7 +15,7 @@ import logging
 import torch
 
 from ..core.adapters import adapter_for
-from ..core.context import remember_pipeline
+from ..core.context import refuse_fraction_without_pipeline, remember_pipeline
 from ..core.features import FREESWIM, refuse_conflicts, state_of
 from ..core.models import transformers
 from ..core.registry import install_states, remove_state
@@ -57,10 +57,9 @@ def enable_freeswim(pipe_or_transformer, config: FreeSwimConfig | None = None):
                                     full_pattern=full_config.build_pattern() if full_config else None,
                                     cache=CrossAttentionCache(offload=config.offload_cache)))
     full = states[0].full_config if states else None
-    if full is not None and isinstance(full.dense_steps, float) and isinstance(pipe_or_transformer, torch.nn.Module):
-        raise ValueError(
-            f"full_attention dense_steps={full.dense_steps} is a fraction of the schedule, which a bare transformer "
-            f"does not know: enable FreeSwim on the pipeline instead, or pass a step count (an int).")
+    if full is not None:
+        refuse_fraction_without_pipeline(full.dense_steps, pipe_or_transformer, "full_attention dense_steps",
+                                         "enable FreeSwim on the pipeline instead")
     install_states(zip(models, states), FREESWIM.state_attr, install, uninstall)
     remember_pipeline(pipe_or_transformer)
     return pipe_or_transformer
