@@ -17,7 +17,8 @@
 #   lab                                                    (the same script, --recipe lab: 21 min of training as
 #                                                           three calls, LAB_CALL_SECONDS=560 each; the call that
 #                                                           finishes also runs the pixel checks, eval_lab_model.py,
-#                                                           at 256 px and, with LAB_EVAL_2X=1, 2 seeds at 512 px)
+#                                                           at 256 px and, with LAB_EVAL_2X=1, 2 seeds at 512 px;
+#                                                           LAB_DIAGNOSE=0 leaves lab_diagnose.py to the CPU)
 # The whole GPU test file takes ~560 s on a fresh machine (Triton compiles every autotune config), ~260 s on
 # a warm one: run it as two calls, TESTS_K="test_window or whole_grid or every_autotune_config" and its negation
 # (the negation needs TESTS_TIMEOUT=570 when its kernels are not compiled yet: 320 s cut it after 38 tests).
@@ -94,7 +95,7 @@ for stage in $STAGES; do
              --out "$OUT/eval_lab_512.json" --height 512 --width 512 --seeds 2 --samples "$OUT/samples_512.png") 2>&1 \
              | grep -v -i warn | tail -8 | tee "$OUT/eval_lab_512.log"
         fi
-        (cd scripts && timeout 120 python3 lab_diagnose.py --model "$RES/lab-wan" --size 33 256 256 --clips 8 \
+        [ "${LAB_DIAGNOSE:-1}" = 0 ] || (cd scripts && timeout 120 python3 lab_diagnose.py --model "$RES/lab-wan" --size 33 256 256 --clips 8 \
            --out "$OUT/diagnose_256.json") 2>&1 | grep -v -i warn | tail -10
       fi ;;
     e2e) timeout ${E2E_TIMEOUT:-400} python3 scripts/bench_e2e.py --out "$OUT" ${E2E_ARGS} 2>&1 | tee "$OUT/bench_e2e.log" | tail -15 ;;
