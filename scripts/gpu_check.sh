@@ -18,7 +18,9 @@
 #                                                           three calls, LAB_CALL_SECONDS=560 each; the call that
 #                                                           finishes also runs the pixel checks, eval_lab_model.py,
 #                                                           at 256 px and, with LAB_EVAL_2X=1, 2 seeds at 512 px;
-#                                                           LAB_DIAGNOSE=0 leaves lab_diagnose.py to the CPU)
+#                                                           LAB_DIAGNOSE=0 leaves lab_diagnose.py to the CPU;
+#                                                           LAB_RESUME=1 on the calls that continue: exits at once
+#                                                           when the machine is fresh and $RES/lab is gone)
 # The whole GPU test file takes ~560 s on a fresh machine (Triton compiles every autotune config), ~260 s on
 # a warm one: run it as two calls, TESTS_K="test_window or whole_grid or every_autotune_config" and its negation
 # (the negation needs TESTS_TIMEOUT=570 when its kernels are not compiled yet: 320 s cut it after 38 tests).
@@ -76,6 +78,12 @@ for stage in $STAGES; do
     lab) # one <=10-min call of the lab-model recipe (resumed by the next call); each call
          # exports the folder and packs it with the logs into $OUT/lab.tar.*; the call that finishes evaluates it.
          # With a vae_sweep result in $RES (an earlier call on this machine), the VAE trains with its best row.
+      if [ -n "$LAB_RESUME" ] && [ ! -f "$RES/lab/ckpt_dit.pt" ]; then
+        # a call meant to continue found a fresh machine: stop at once instead of training from scratch
+        echo "lab: LAB_RESUME is set but $RES/lab/ckpt_dit.pt is missing (a fresh machine): carry the last" \
+             "export and pass LAB_ARGS=\"--resume-export DIR\" instead" | tee -a "$OUT/train_lab.log"
+        exit 3
+      fi
       if [ -f "$RES/vae_sweep.json" ]; then
         LAB_ARGS="$LAB_ARGS $(cd scripts && python3 lab_vae_sweep.py --best-args "$RES/vae_sweep.json")"
         echo "lab: VAE arguments from the sweep: $LAB_ARGS" | tee -a "$OUT/train_lab.log"
