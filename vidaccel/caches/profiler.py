@@ -34,6 +34,7 @@ from ..core.features import PROFILER, refuse_conflicts
 from ..core.hookset import HookSet
 from ..core.models import config_hash, named_transformers
 from ..core.nocopy import VidaccelHook
+from ..core.sampled_attention import attention_rows
 from ..core.sdpa_swap import call_with_sdpa
 from ..core.validate import output_file, save_or_keep
 from ..version import __version__
@@ -52,21 +53,9 @@ def received_attention(query, key, rows: torch.Tensor, *, attn_mask=None, scale=
 
     Layout ``(B, heads, S, D)``; computes one head at a time, so memory is ``B x len(rows) x S_k``.
     """
-    B, h, _, D = query.shape
-    scale = scale if scale is not None else 1.0 / math.sqrt(D)
-    rows = rows.to(query.device)
-    mask = None
-    if attn_mask is not None:
-        mask = attn_mask.expand(B, h, query.shape[-2], key.shape[-2])
-    total = torch.zeros(B, key.shape[-2], device=query.device, dtype=torch.float32)
-    for head in range(h):
-        kh = key[:, head * key.shape[1] // h].float()  # grouped-query keys map heads onto fewer key heads
-        s = (query[:, head, rows].float() @ kh.transpose(-1, -2)) * scale
-        if mask is not None:
-            m = mask[:, head, rows]
-            s = s.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else s + m.float()
-        total += torch.softmax(s, dim=-1).mean(1)
-    return total / h
+    heads = query.shape[1]
+    total = sum(attention_rows(query, key, rows, h, attn_mask=attn_mask, scale=scale).mean(1) for h in range(heads))
+    return total / heads
 
 
 def normalized_entropy(received: torch.Tensor) -> float:
