@@ -15,7 +15,7 @@ from torch.overrides import TorchFunctionMode
 from tiny_models import wan_pipeline, wan_transformer
 from vidaccel.sparse import candidates as cand
 from vidaccel.sparse.tuned import SparsityProfile, TunedAttentionConfig
-from vidaccel.tune import choose, tune
+from vidaccel.tuning import choose, tune
 
 SIZE = dict(height=64, width=96, num_frames=9)  # latent 3x8x12, token grid (3, 4, 6): 72 tokens
 GRID = (3, 4, 6)
