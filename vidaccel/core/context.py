@@ -115,12 +115,8 @@ class StepContextHook(VidaccelHook):
             return tr.step, f"{branch}.{tr.passes}"
         return tr.step, branch
 
-    def pre_forward(self, module, *args, **kwargs):
-        self._publish(module, args, kwargs)
-        return args, kwargs
-
     @torch.compiler.disable  # Python state only: one eager call per transformer call, before the graph
-    def _publish(self, module, args, kwargs) -> None:
+    def pre_forward(self, module, *args, **kwargs):
         tracker = self.tracker
         if tracker.current is None:  # a new generation: refuse caches applied behind enable_cache's back
             for cache in diffusers_caches(module):
@@ -134,6 +130,7 @@ class StepContextHook(VidaccelHook):
         tracker.last_grid = grid
         for listener in tuple(tracker.listeners.values()):
             listener(module, args, kwargs, tracker.current)
+        return args, kwargs
 
     def reset_state(self, module):
         self.tracker.new_generation()
