@@ -19,7 +19,8 @@ of the graph, which then sees only their results (`vidaccel.core.attention_backe
 The tracker is registered through `registry` like every other vidaccel hook. While it is attached,
 ``model.enable_cache`` first asks the feature table (`refuse_diffusers_cache`) whether diffusers'
 cache may join the vidaccel features installed; a cache applied with diffusers' ``apply_*``
-functions is checked by the tracker at the start of each generation, before anything runs.
+functions, and cache-dit enabled after vidaccel (the order it cannot undo), are checked by the tracker at the
+start of each generation, before anything runs.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 from diffusers.hooks.hooks import BaseState, StateManager
 
 from .adapters import ModelAdapter
-from .features import diffusers_caches, refuse_diffusers_cache
+from .features import diffusers_caches, let_cache_dit_unwrap, refuse_cache_dit_after_vidaccel, refuse_diffusers_cache
 from .models import transformers
 from .nocopy import NotCopyable, VidaccelHook
 from .registry import invalidate_hook_caches, register_hook, unregister_hooks
@@ -121,6 +122,7 @@ class StepContextHook(VidaccelHook):
         if tracker.current is None:  # a new generation: refuse caches applied behind enable_cache's back
             for cache in diffusers_caches(module):
                 refuse_diffusers_cache(module, cache)
+            refuse_cache_dit_after_vidaccel(module)
             tracker.num_steps = tracker.schedule_length()
         grid = tuple(int(x) for x in tracker.adapter.grid(module, args, kwargs))
         if min(grid) <= 0:
@@ -172,6 +174,7 @@ def detach_step_tracker(model: torch.nn.Module, user: str) -> None:
         del model.__dict__[_TRACKER_ATTR]
         model.__dict__.pop("enable_cache", None)
         unregister_hooks(model, [STEP_HOOK], tracker.created_registry)
+        let_cache_dit_unwrap(model)
     invalidate_hook_caches(model)
 
 
