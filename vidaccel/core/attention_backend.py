@@ -9,10 +9,15 @@ process-wide default), restoring each processor's own value exactly on removal.
 What a routed call does is an `AttentionRoute`: a frozen object that a feature chooses in eager code once per
 transformer call (a step-tracker listener, `vidaccel.core.context`) and publishes in `CHANNEL`, together with the
 backend of each processor: ``vidaccel`` for a layer that runs the route, the processor's previous backend for a
-dense one. Under ``torch.compile`` the processors and the backend function are traced into the graph; the route and
-the processors' backends are constants guarded by identity, unchanged from layer to layer and step to step (they
-change when a warm-up ends or the grid changes). Nothing is hooked on the attention modules, so
+dense one. Under ``torch.compile`` the processors and the backend function are traced into the graph; the route is
+a constant guarded by identity and the processors' backends by value, unchanged from layer to layer and step to
+step (they change when a warm-up ends or the grid changes). Nothing is hooked on the attention modules, so
 ``compile_repeated_blocks`` compiles a block once for all layers.
+
+The route runs as one custom op, ``torch.ops.vidaccel.routed_attention(q, k, v, mask, route key, scale)``, opaque to
+the compiler: what it does in Python (kernel tables built on first use, the CPU reference's cached masks, the
+kernel's own custom op) runs at call time exactly as in eager mode, so no data-dependent code is traced and nothing
+in it breaks a graph. (With autograd recording, the route is called directly, so that gradients flow.)
 
 Why a channel and not the processor's ``attention_mask`` argument: some processors prepare the mask before the
 dispatch (LTX-Video's ``attn.prepare_attention_mask``), so only q, k, v and the real mask reach the dispatcher
@@ -24,7 +29,11 @@ diffusers' own hook state).
 from __future__ import annotations
 
 import functools
+import itertools
+import weakref
+from typing import Optional
 
+import torch
 from diffusers.models import attention_dispatch as _dispatch
 
 BACKEND = "vidaccel"
@@ -34,8 +43,11 @@ class AttentionRoute:
     """What the vidaccel backend does with a self-attention call. Subclasses are frozen dataclasses.
 
     `attend` gets SDPA's layout, ``(batch, heads, tokens, head_dim)``, on the whole sequence (under Ulysses context
-    parallelism: the whole sequence and this rank's heads) and returns the same.
+    parallelism: the whole sequence and this rank's heads) and returns the same, a new tensor. `register_route`
+    gives a route its ``key`` before the backend may run it.
     """
+
+    key: int  # set by `register_route`
 
     def attend(self, query, key, value, attn_mask, scale):
         raise NotImplementedError
@@ -57,11 +69,43 @@ def _as_4d_mask(attn_mask, query, key):
     return attn_mask
 
 
+_ROUTES: "weakref.WeakValueDictionary[int, AttentionRoute]" = weakref.WeakValueDictionary()
+_KEYS = itertools.count()
+
+
+def register_route(route: AttentionRoute) -> AttentionRoute:
+    """Give `route` its ``key`` (an int the compiled graph carries as a constant) and make `routed_attention` find
+    it while it lives (its owner, a feature's state, keeps it alive)."""
+    key = next(_KEYS)
+    object.__setattr__(route, "key", key)  # routes are frozen dataclasses
+    _ROUTES[key] = route
+    return route
+
+
+@torch.library.custom_op("vidaccel::routed_attention", mutates_args=())
+def routed_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: Optional[torch.Tensor],
+                     route: int, scale: Optional[float]) -> torch.Tensor:
+    """``_ROUTES[route].attend`` in SDPA's layout, as one op (see the module docstring); the output has the strides
+    of ``empty_like(query)``, as the fake implementation says."""
+    out = _ROUTES[route].attend(query, key, value, attn_mask, scale)
+    expected = torch.empty_like(query, device="meta").stride()
+    return out if out.stride() == expected else torch.empty_like(query).copy_(out)
+
+
+@routed_attention.register_fake
+def _(query, key, value, attn_mask, route, scale):
+    return torch.empty_like(query)
+
+
 def _attend_bshd(route, query, key, value, attn_mask, scale):
-    """The dispatcher's layout (B, S, heads, D) in and out; `route.attend` works in SDPA's."""
+    """The dispatcher's layout (B, S, heads, D) in and out; routes work in SDPA's."""
     attn_mask = _as_4d_mask(attn_mask, query, key)
     q, k, v = (x.permute(0, 2, 1, 3) for x in (query, key, value))
-    return route.attend(q, k, v, attn_mask, scale).permute(0, 2, 1, 3)
+    if torch.is_grad_enabled() and q.requires_grad:  # the op has no backward: let autograd see the route's code
+        out = route.attend(q, k, v, attn_mask, scale)
+    else:
+        out = torch.ops.vidaccel.routed_attention(q, k, v, attn_mask, route.key, scale)
+    return out.permute(0, 2, 1, 3)
 
 
 def _cp_forward_op(route, ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -173,5 +217,5 @@ class BackendRoutes:
         CHANNEL.route = None
 
 
-__all__ = ["AttentionRoute", "BackendRoutes", "CHANNEL", "BACKEND", "register", "dispatcher_processor", "check_plain",
-           "vidaccel_attention"]
+__all__ = ["AttentionRoute", "BackendRoutes", "CHANNEL", "BACKEND", "register", "register_route", "routed_attention",
+           "dispatcher_processor", "check_plain", "vidaccel_attention"]

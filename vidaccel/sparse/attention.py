@@ -52,9 +52,7 @@ def reference_sparse_attention(q, k, v, plan: Plan, text_len=0, text_position="n
     cached, additive = None, False
     if S * S <= REFERENCE_CACHED_MASK_BYTES:
         additive = S * S * q.element_size() <= REFERENCE_CACHED_MASK_BYTES
-        # a compiled graph does not write Python caches: it pads the visual mask `prepare_reference` built
-        cached = plan.full_mask(text_len, text_position, q.device, q.dtype if additive else torch.bool,
-                                cache=not torch.compiler.is_compiling())
+        cached = plan.full_mask(text_len, text_position, q.device, q.dtype if additive else torch.bool)
     key_idx = torch.arange(n, device=q.device)
     out = torch.empty_like(q)
     for start in range(0, S, chunk):
@@ -73,18 +71,6 @@ def reference_sparse_attention(q, k, v, plan: Plan, text_len=0, text_position="n
         out[:, :, start:stop] = F.scaled_dot_product_attention(q[:, :, start:stop], k, v, attn_mask=mask,
                                                                scale=scale)
     return out
-
-
-def prepare_reference(plan: Plan, device, backend: str) -> None:
-    """Build, in eager code, the mask the reference path reads on `device` (when it may run there: off CUDA, or
-    ``backend="reference"``), so that a compiled call traces no data-dependent mask construction. Sequences too
-    long for a cached mask (`REFERENCE_CACHED_MASK_BYTES`) build each chunk's mask per call instead, which
-    branches on data: under ``torch.compile`` that is a graph break per attention call."""
-    device = torch.device(device)
-    if plan.is_dense or (device.type == "cuda" and backend != "reference"):
-        return
-    if plan.num_tokens**2 <= REFERENCE_CACHED_MASK_BYTES:
-        plan.visual_mask(device)
 
 
 def check_backend(backend) -> None:
@@ -181,4 +167,4 @@ def dense_flops(batch: int, heads: int, tokens: int, head_dim: int) -> float:
     return 4.0 * batch * heads * tokens * tokens * head_dim
 
 
-__all__ = ["sparse_attention", "reference_sparse_attention", "attention_path", "prepare_reference", "dense_flops"]
+__all__ = ["sparse_attention", "reference_sparse_attention", "attention_path", "dense_flops"]

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import torch
 
 from ..core.adapters import ModelAdapter
+from ..core.attention_backend import register_route
 from ..core.context import StepContext, StepTracker, warmup_steps
 from ..core.hookset import HookSet
 from ..core.nocopy import NotCopyable
 from ..core.routing import AttentionPath, install_path
-from .attention import prepare_reference
 from .config import runs_dense
 from .plan import Plan, PlanCache
 from .route import PathRecord, SparseRoute, check_context_parallel, decide, path_counts
@@ -76,7 +76,7 @@ class SparseAttentionState(NotCopyable):
                 self.routes = {k: r for k, r in self.routes.items() if self.plan_cache.holds(r.plan)}
             route = self.routes[id(plan)] = SparseRoute(plan, self.adapter.text_position, self.config.backend,
                                                         model_name, PathRecord())
-            prepare_reference(plan, plan.perm.device, self.config.backend)
+            register_route(route)
         return route
 
     def log_dense_once(self, layer: int) -> None:

@@ -79,7 +79,7 @@ class Plan:
     partial_count: torch.Tensor  # int32 [num_tiles]
     density: float  # token density (attended pairs / N^2)
     _device_cache: dict = field(default_factory=dict, repr=False)
-    _mask_cache: dict = field(default_factory=dict, repr=False)  # reference masks: visual [N, N], full [S, S]
+    _mask_cache: dict = field(default_factory=dict, repr=False)  # (text_len, position, device, dtype) -> [S, S]
 
     @property
     def num_tokens(self) -> int:
@@ -99,31 +99,20 @@ class Plan:
         work = sizes[:, None] * sizes[None, :]
         return float((work * (self.block_class > 0)).sum() / (self.num_tokens**2))
 
-    def visual_mask(self, device) -> torch.Tensor:
-        """The pattern's boolean ``[N, N]`` mask over the grid tokens (True = attend), built once per device. Its
-        construction branches on data, so callers under ``torch.compile`` find it built in eager code first
-        (`vidaccel.sparse.attention.prepare_reference`)."""
-        key = ("visual", str(device))
-        if key not in self._mask_cache:
-            self._mask_cache[key] = self.pattern.dense_mask(self.grid).to(device)
-        return self._mask_cache[key]
-
-    def full_mask(self, text_len: int, text_position: str, device, dtype, cache: bool = True) -> torch.Tensor:
-        """``[S, S]`` mask over the whole sequence, text rows and columns dense (the visual mask padded with True),
-        cached per (text length, text position, device, dtype) unless ``cache=False``: the reference path's mask
-        depends only on the plan. ``dtype=torch.bool``: True = attend; a float dtype: additive, 0 or -inf (SDPA
-        converts a boolean mask to this on every call; on CPU that costs about 30%). ``cache=False`` (under
-        ``torch.compile``) builds it from the cached visual mask with tensor operations only."""
+    def full_mask(self, text_len: int, text_position: str, device, dtype) -> torch.Tensor:
+        """``[S, S]`` mask over the whole sequence, text rows and columns dense, built once per (text length,
+        text position, device, dtype): the reference path's mask depends only on the plan. ``dtype=torch.bool``:
+        True = attend; a float dtype: additive, 0 or -inf (SDPA converts a boolean mask to this on every call;
+        on CPU that costs about 30%)."""
         key = (text_len, text_position, str(device), dtype)
-        if cache and key in self._mask_cache:
-            return self._mask_cache[key]
-        before = text_len if text_position == "prefix" else 0
-        attend = torch.nn.functional.pad(self.visual_mask(device), (before, text_len - before) * 2, value=True)
-        mask = attend if dtype == torch.bool else torch.zeros(attend.shape, dtype=dtype, device=attend.device
-                                                              ).masked_fill_(~attend, float("-inf"))
-        if cache:
-            self._mask_cache[key] = mask
-        return mask
+        if key not in self._mask_cache:
+            n, s = self.num_tokens, self.num_tokens + text_len
+            attend = torch.ones(s, s, dtype=torch.bool)
+            start = text_len if text_position == "prefix" else 0
+            attend[start:start + n, start:start + n] = self.pattern.dense_mask(self.grid)
+            mask = attend if dtype == torch.bool else torch.zeros(s, s, dtype=dtype).masked_fill_(~attend, float("-inf"))
+            self._mask_cache[key] = mask.to(device)
+        return self._mask_cache[key]
 
     def to(self, device) -> "Plan":
         """A copy of the plan with its tensors on `device` (cached: uploaded once per device)."""
