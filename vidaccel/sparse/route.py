@@ -94,8 +94,9 @@ def decide(state, model, args, kwargs, context) -> None:
     for layer, is_dense in enumerate(dense):
         calls = state.dense_calls if is_dense else state.sparse_calls
         calls[layer] = calls.get(layer, 0) + 1
-    if any(dense):
-        state.log_dense_once(dense.index(True))
+    for layer in (0, state.config.dense_layers or 0):  # the first layer dense by layer, the first dense by step
+        if layer < layers and dense[layer]:
+            state.log_dense_once(layer)
     if route is not None:
         route.record.calls += dense.count(False)
     state.routed.set_routes([None if is_dense else route for is_dense in dense])
