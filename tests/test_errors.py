@@ -81,16 +81,50 @@ def test_unknown_preset_lists_presets(model_and_reference):
     _still_unchanged(*model_and_reference)
 
 
-def test_non_native_attention_backend_is_reported(model_and_reference):
+def test_a_processor_or_backend_changed_after_accelerate_is_reported(model_and_reference):
+    """Wan runs on vidaccel's attention backend: a processor swapped in afterwards, or another backend set on the
+    processors (``set_attention_backend``), would bypass vidaccel silently; the next call says so and how to fix."""
     model, inputs, reference = model_and_reference
     vidaccel.accelerate(model, "window")
     attn = model.blocks[0].attn1
     real = attn.processor
 
     def processor_without_sdpa(attn_module, hidden_states, *args, **kwargs):
-        return hidden_states  # like a custom backend (flash, sage): SDPA is never called
+        return hidden_states  # like a custom processor: vidaccel never sees its attention
 
     attn.processor = processor_without_sdpa
+    try:
+        with pytest.raises(RuntimeError, match="processor of blocks.0.attn1 was changed.*vidaccel.remove"):
+            with torch.no_grad():
+                model(**inputs)
+    finally:
+        attn.processor = real
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    default = _AttentionBackendRegistry._active_backend  # set_attention_backend also changes the process default
+    try:
+        model.set_attention_backend("_native_math")
+        with pytest.raises(RuntimeError, match=r"attention backend \(now '_native_math'\) of blocks.0.attn1 was"):
+            with torch.no_grad():
+                model(**inputs)
+    finally:
+        model.reset_attention_backend()
+        _AttentionBackendRegistry._active_backend = default
+    vidaccel.remove(model)
+    _still_unchanged(model, inputs, reference)
+
+
+def test_a_processor_without_sdpa_is_reported_on_the_sdpa_swap_path():
+    """CogVideoX's processor calls SDPA itself (the SDPA swap): one that never calls it names the fix."""
+    from tiny_models import cogvideox_transformer
+
+    model, inputs = cogvideox_transformer(), family_inputs("cogvideox", grid=(3, 4, 6))
+    vidaccel.accelerate(model, "window")
+    assert vidaccel.summary(model, print_summary=False)["transformers"][0]["attention_path"] == "sdpa_swap"
+    attn = model.transformer_blocks[0].attn1
+    real = attn.processor
+    attn.processor = lambda attn_module, hidden_states, encoder_hidden_states, **kw: (hidden_states,
+                                                                                      encoder_hidden_states)
     try:
         with pytest.raises(RuntimeError, match="native attention backend"):
             with torch.no_grad():
@@ -98,7 +132,6 @@ def test_non_native_attention_backend_is_reported(model_and_reference):
     finally:
         attn.processor = real
     vidaccel.remove(model)
-    _still_unchanged(model, inputs, reference)
 
 
 def test_pipeline_runs_unchanged_after_errors():

@@ -396,3 +396,43 @@ def test_hopper_kernel_falls_back_where_it_does_not_apply(monkeypatch):
     out = block_sparse_attention_with_lse(q, k, v, plan)[0]
     assert _rel(out, F.scaled_dot_product_attention(q.float(), k.float(), v.float())) < 1e-2
     assert not launches
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_accelerated_transformer_runs_the_kernel_without_graph_breaks(mode):
+    """A Wan transformer (head_dim 64: the kernel's) accelerated with radial attention, compiled: the kernel runs
+    through vidaccel's attention backend, dynamo has one graph and no break, the graph count stays at one over a
+    denoising loop, and the output equals the eager kernel path (bf16)."""
+    import vidaccel
+    from diffusers import WanTransformer3DModel
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    model = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=64, in_channels=4,
+                                  out_channels=4, text_dim=32, freq_dim=32, ffn_dim=128, num_layers=3,
+                                  cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                  rope_max_seq_len=64).to(DEV, torch.bfloat16).eval()
+    inputs = dict(hidden_states=torch.randn(1, 4, 5, 32, 48, device=DEV, dtype=torch.bfloat16),
+                  encoder_hidden_states=torch.randn(1, 8, 32, device=DEV, dtype=torch.bfloat16), return_dict=False)
+    vidaccel.accelerate(model, vidaccel.RadialAttentionConfig(decay_factor=0.5, block_size=32, dense_steps=0,
+                                                              dense_layers=1))
+
+    def loop(call):
+        with torch.inference_mode():
+            return torch.stack([call(**inputs, timestep=torch.tensor([t], device=DEV))[0].clone()
+                                for t in (900.0, 800.0, 700.0)])
+
+    eager = loop(model)
+    report = vidaccel.summary(model, print_summary=False)["transformers"][0]
+    assert report["attention_path"] == "backend" and report["paths"] == {"kernel": 2 * 3}
+    torch._dynamo.reset()
+    counters.clear()
+    with torch.inference_mode():
+        explanation = torch._dynamo.explain(model)(**inputs, timestep=torch.tensor([900.0], device=DEV))
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = loop(torch.compile(model, mode=mode))
+    assert counters["stats"]["unique_graphs"] == 1
+    torch.testing.assert_close(compiled, eager, atol=2e-2, rtol=2e-2)
+    vidaccel.remove(model)

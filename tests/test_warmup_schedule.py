@@ -105,3 +105,18 @@ def test_freeswim_full_branch_fraction_needs_the_pipeline():
     with pytest.raises(ValueError, match="enable FreeSwim on the pipeline instead"):
         vidaccel.enable_freeswim(model, config)
     assert not hasattr(model, "_diffusers_hook")
+
+
+def test_each_kind_of_dense_warm_up_is_logged_once(caplog):
+    """The per-call decision logs the layer warm-up and the step warm-up once each, however many calls follow."""
+    from tiny_models import family_inputs
+
+    model = TRANSFORMERS["wan"]()
+    vidaccel.accelerate(model, vidaccel.WindowAttentionConfig(kernel=(1, 3, 3), dense_steps=1, dense_layers=1))
+    inputs = family_inputs("wan", grid=(3, 4, 6))
+    with caplog.at_level(logging.INFO, logger="vidaccel"), torch.no_grad():
+        for t in (900.0, 800.0, 700.0):
+            model(**{**inputs, "timestep": torch.full((2,), t)})
+    lines = [r.getMessage() for r in caplog.records if "dense attention by configuration" in r.getMessage()]
+    assert sorted(line.split("(")[1].split(" ")[0] for line in lines) == ["layer", "step"]
+    vidaccel.remove(model)

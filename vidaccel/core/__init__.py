@@ -6,5 +6,7 @@
 - `registry`, `hookset`: exact hook bookkeeping and the one install/remove template.
 - `features`: the feature table (state attributes, who refuses whom).
 - `blocks`: hidden-state I/O of a block call.
+- `attention_backend`: vidaccel as an attention backend of diffusers' dispatcher (traced by torch.compile).
 - `sdpa_swap`: scoped replacement of a module's SDPA call.
+- `routing`: which of the two a feature's self-attention takes on a model.
 """

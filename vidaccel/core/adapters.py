@@ -157,6 +157,10 @@ class ModelAdapter:
         radial_defaults: the family whose radial-attention defaults (decay, warm-up) apply
             (`vidaccel.sparse.config.RADIAL_DEFAULTS`).
         freeswim: FreeSwim's dual path is validated on this class.
+        attention_dispatch: its self-attention processors call diffusers' ``dispatch_attention_fn`` with a backend
+            per processor (``_attention_backend``), so sparse attention runs as vidaccel's attention backend there
+            (`vidaccel.core.routing`: compiles without graph breaks); False where they call PyTorch SDPA directly
+            (the SDPA swap). A processor without ``_attention_backend`` takes the swap either way.
         notes: one line for the support table (what is special, what is refused).
     """
 
@@ -175,6 +179,7 @@ class ModelAdapter:
     run_breaks: Callable | None = None
     radial_defaults: str = "wan"
     freeswim: bool = False
+    attention_dispatch: bool = True
     notes: str = ""
 
     def __post_init__(self):
@@ -254,6 +259,7 @@ _BUILTIN = (
                  _blocks("transformer_blocks", attr="attn1"), 2, prediction_layout="bfchw",
                  pipelines=("CogVideoXPipeline", "CogVideoXImageToVideoPipeline", "CogVideoXVideoToVideoPipeline",
                             "CogVideoXFunControlPipeline"), radial_defaults="cogvideox",
+                 attention_dispatch=False,
                  notes="text prepended in joint attention"),
     ModelAdapter("ltx", "LTXVideoTransformer3DModel", "none", _grid_from_keywords,
                  _blocks("transformer_blocks", attr="attn1"), 2,
@@ -292,6 +298,7 @@ _BUILTIN = (
                  radial_defaults="hunyuan", notes="text (LLM, ByT5, image tokens) appended in joint attention"),
     ModelAdapter("mochi", "MochiTransformer3DModel", "suffix", grid_from_latents(2),
                  _blocks("transformer_blocks", attr="attn1"), 2, pipelines=("MochiPipeline",),
+                 attention_dispatch=False,
                  notes="text appended in joint attention; each prompt's padding is dropped (one attention call per "
                        "batch item)"),
     ModelAdapter("cosmos", "CosmosTransformer3DModel", "none", _wan_grid, _blocks("transformer_blocks", attr="attn1"), 1,
@@ -300,15 +307,18 @@ _BUILTIN = (
                  pipelines=("CosmosTextToWorldPipeline", "CosmosVideoToWorldPipeline", "Cosmos2VideoToWorldPipeline",
                             "Cosmos2TextToImagePipeline", "Cosmos2_5_PredictBasePipeline",
                             "Cosmos2_5_TransferPipeline"),
+                 attention_dispatch=False,
                  notes="Cosmos 1.0, 2 and 2.5; the K/V cache steps aside for Cosmos 2.5's (text, image) context"),
     ModelAdapter("allegro", "AllegroTransformer3DModel", "none", grid_from_latents(2),
                  _blocks("transformer_blocks", attr="attn1"), 2,
                  cross_attention=_blocks("transformer_blocks", attr="attn2"),
                  text_inputs=(("encoder_hidden_states", 1),), pipelines=("AllegroPipeline",),
+                 attention_dispatch=False,
                  notes="a float self-attention mask (padded frames) is refused with its fix"),
     ModelAdapter("easyanimate", "EasyAnimateTransformer3DModel", "prefix", grid_from_latents(2),
                  _blocks("transformer_blocks", attr="attn1"), 1, block_io=_JOINT_BLOCK,
                  pipelines=("EasyAnimatePipeline", "EasyAnimateInpaintPipeline", "EasyAnimateControlPipeline"),
+                 attention_dispatch=False,
                  notes="text prepended in joint attention"),
     ModelAdapter("motif", "MotifVideoTransformer3DModel", "suffix", grid_from_latents(2),
                  _blocks("transformer_blocks", "single_transformer_blocks", attr="attn"), 1,

@@ -11,10 +11,16 @@ When a pipeline (not a bare transformer) was accelerated, the tracker also reads
 steps of each generation from the pipeline's scheduler (`remember_pipeline`), so warm-ups given as a
 fraction of the schedule (``dense_steps=0.25``) resolve per run (`warmup_steps`).
 
+Features that decide per transformer call (sparse attention: dense or sparse, which plan) register a listener
+(`HookSet.on_context`); the tracker calls each with the new context. The tracker's whole pre-forward runs eagerly
+(``torch.compiler.disable``): under ``torch.compile`` its Python decisions (step counting, the listeners) stay out
+of the graph, which then sees only their results (`vidaccel.core.attention_backend`).
+
 The tracker is registered through `registry` like every other vidaccel hook. While it is attached,
 ``model.enable_cache`` first asks the feature table (`refuse_diffusers_cache`) whether diffusers'
 cache may join the vidaccel features installed; a cache applied with diffusers' ``apply_*``
-functions is checked by the tracker at the start of each generation, before anything runs.
+functions, and cache-dit enabled after vidaccel (the order it cannot undo), are checked by the tracker at the
+start of each generation, before anything runs.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import torch
 from diffusers.hooks.hooks import BaseState, StateManager
 
 from .adapters import ModelAdapter
-from .features import diffusers_caches, refuse_diffusers_cache
+from .features import diffusers_caches, let_cache_dit_unwrap, refuse_cache_dit_after_vidaccel, refuse_diffusers_cache
 from .models import transformers
 from .nocopy import NotCopyable, VidaccelHook
 from .registry import invalidate_hook_caches, register_hook, unregister_hooks
@@ -57,6 +63,7 @@ class StepTracker(NotCopyable):
     created_registry: bool = False
     pipeline: weakref.ref | None = None  # set by `remember_pipeline`
     num_steps: int | None = None
+    listeners: dict = field(default_factory=dict)  # user -> fn(model, args, kwargs, context), called per call
 
     def new_generation(self) -> None:
         self.current, self.last_timestep, self.step = None, None, 0
@@ -86,7 +93,6 @@ class StepContextHook(VidaccelHook):
         self.tracker = tracker
         self.context_reader = StateManager(_ContextReader)
 
-    @torch.compiler.disable
     def _step_and_branch(self, args, kwargs) -> tuple[int, str]:
         context = self.context_reader._context
         branch = context.name if context is not None else "default"
@@ -110,17 +116,22 @@ class StepContextHook(VidaccelHook):
             return tr.step, f"{branch}.{tr.passes}"
         return tr.step, branch
 
+    @torch.compiler.disable  # Python state only: one eager call per transformer call, before the graph
     def pre_forward(self, module, *args, **kwargs):
-        if self.tracker.current is None:  # a new generation: refuse caches applied behind enable_cache's back
+        tracker = self.tracker
+        if tracker.current is None:  # a new generation: refuse caches applied behind enable_cache's back
             for cache in diffusers_caches(module):
                 refuse_diffusers_cache(module, cache)
-            self.tracker.num_steps = self.tracker.schedule_length()
-        grid = tuple(int(x) for x in self.tracker.adapter.grid(module, args, kwargs))
+            refuse_cache_dit_after_vidaccel(module)
+            tracker.num_steps = tracker.schedule_length()
+        grid = tuple(int(x) for x in tracker.adapter.grid(module, args, kwargs))
         if min(grid) <= 0:
             raise ValueError(f"The input gives an empty token grid {grid}; check the latent shape.")
         step, branch = self._step_and_branch(args, kwargs)
-        self.tracker.current = StepContext(grid, step, branch, self.tracker.num_steps)
-        self.tracker.last_grid = grid
+        tracker.current = StepContext(grid, step, branch, tracker.num_steps)
+        tracker.last_grid = grid
+        for listener in tuple(tracker.listeners.values()):
+            listener(module, args, kwargs, tracker.current)
         return args, kwargs
 
     def reset_state(self, module):
@@ -158,10 +169,12 @@ def detach_step_tracker(model: torch.nn.Module, user: str) -> None:
     if tracker is None:
         return
     tracker.users.discard(user)
+    tracker.listeners.pop(user, None)
     if not tracker.users:
         del model.__dict__[_TRACKER_ATTR]
         model.__dict__.pop("enable_cache", None)
         unregister_hooks(model, [STEP_HOOK], tracker.created_registry)
+        let_cache_dit_unwrap(model)
     invalidate_hook_caches(model)
 
 

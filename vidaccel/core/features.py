@@ -15,6 +15,7 @@ transformer's next generation.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -201,3 +202,30 @@ def diffusers_caches(model: torch.nn.Module) -> list[str]:
         if registry is not None:
             found.update(known[name] for name in registry.hooks if name in known)
     return sorted(found)
+
+
+# ------------------------------------------------------------------------------------------ cache-dit
+
+
+def cache_dit_wraps_hooks(model: torch.nn.Module) -> bool:
+    """cache-dit was enabled after a diffusers hook (vidaccel's) was on `model`: it wrapped the hooked forward (a
+    ``functools.partial``), which its ``disable_cache`` cannot restore, and which removing the hooks would drop."""
+    return bool(getattr(model, "_is_cached", False)) and isinstance(model.__dict__.get("_original_forward"),
+                                                                    functools.partial)
+
+
+def refuse_cache_dit_after_vidaccel(model: torch.nn.Module) -> None:
+    """Raise `FeatureConflictError` naming the order that works when cache-dit wrapped vidaccel's hooks."""
+    if cache_dit_wraps_hooks(model):
+        raise FeatureConflictError(
+            f"cache-dit was enabled on {type(model).__name__} after vidaccel, so it wraps vidaccel's hooks: "
+            f"cache_dit.disable_cache cannot undo that, and vidaccel.remove would drop cache-dit's wrapper. Enable "
+            f"cache-dit first: call vidaccel.remove(pipe), then cache_dit.disable_cache(pipe), then "
+            f"cache_dit.enable_cache(pipe, ...) and vidaccel.accelerate(pipe, ...) in that order.")
+
+
+def let_cache_dit_unwrap(model: torch.nn.Module) -> None:
+    """Once vidaccel's hooks are gone from `model`, point cache-dit's saved forward (the hooked one) at the class's
+    own, so that ``cache_dit.disable_cache`` can finish (it re-binds that function to the module)."""
+    if cache_dit_wraps_hooks(model):
+        model.__dict__["_original_forward"] = type(model).forward

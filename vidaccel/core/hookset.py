@@ -3,9 +3,11 @@
     hooks = HookSet(model, adapter, user="block_reuse")
     tracker = hooks.install(lambda h: h.add(block, MyHook(state), MY_HOOK_NAME))
     ...
-    hooks.remove()   # exact: every hook in reverse order, the shared step tracker released
+    hooks.remove()   # exact: every hook and attribute in reverse order, the shared step tracker released
 
-A feature keeps its `HookSet` in its state; its uninstall calls `remove`.
+Besides hooks, `register` may set attributes of the model's objects (`set_attribute`: a processor's attention
+backend) and listen to the step tracker (`on_context`: a decision made once per transformer call); `remove`
+undoes those too. A feature keeps its `HookSet` in its state; its uninstall calls `remove`.
 """
 
 from __future__ import annotations
@@ -27,26 +29,44 @@ class HookSet:
 
     def __init__(self, model: torch.nn.Module, adapter: ModelAdapter, user: str):
         self.model, self.adapter, self.user = model, adapter, user
-        self.entries: list[tuple[torch.nn.Module, str, bool]] = []
+        self.entries: list = []  # undo functions, in the order of the changes
+        self.tracker: StepTracker | None = None
 
     def add(self, module: torch.nn.Module, hook: VidaccelHook, name: str) -> None:
         if not isinstance(hook, VidaccelHook):  # a developer error: copies would share the hook
             raise TypeError(f"{type(hook).__name__} must subclass vidaccel.core.nocopy.VidaccelHook.")
         hook.owner = self.user
-        self.entries.append((module, name, register_hook(module, hook, name)))
+        created = register_hook(module, hook, name)
+        self.entries.append(lambda: unregister_hooks(module, [name], created))
+
+    def set_attribute(self, obj, name: str, value) -> None:
+        """``obj.<name> = value``, undone exactly by `remove`: the previous instance value back, or the instance
+        attribute deleted when there was none (a class default shows through again)."""
+        missing = object()
+        previous = obj.__dict__.get(name, missing)
+        setattr(obj, name, value)
+        self.entries.append(lambda: delattr(obj, name) if previous is missing else setattr(obj, name, previous))
+
+    def on_remove(self, fn) -> None:
+        """Call ``fn()`` at `remove`, in reverse order with the other changes."""
+        self.entries.append(fn)
+
+    def on_context(self, listener) -> None:
+        """Call ``listener(model, args, kwargs, context)`` eagerly at each transformer call, after the step context
+        is published (one listener per feature)."""
+        self.tracker.listeners[self.user] = listener
 
     def install(self, register) -> StepTracker:
         try:
-            tracker = attach_step_tracker(self.model, self.adapter, self.user)
+            self.tracker = attach_step_tracker(self.model, self.adapter, self.user)
             register(self)
         except BaseException:
             self.remove()
             raise
         invalidate_hook_caches(self.model)
-        return tracker
+        return self.tracker
 
     def remove(self) -> None:
-        for module, name, created in reversed(self.entries):
-            unregister_hooks(module, [name], created)
-        self.entries.clear()
+        while self.entries:
+            self.entries.pop()()
         detach_step_tracker(self.model, self.user)

@@ -1,8 +1,8 @@
 """Scoped replacement of ``F.scaled_dot_product_attention`` inside one module call.
 
-Every vidaccel feature that changes or observes self-attention (sparse attention, FreeSwim's
-branches, the profiler's attention sampling) runs the module's own diffusers processor unchanged
-inside a `TorchFunctionMode` that routes its SDPA call to a function of ours. No processor code is
+Features that must see every SDPA call of a module (FreeSwim's branches, the profiler's attention sampling), and
+sparse attention where a processor calls SDPA directly (`vidaccel.core.routing`), run the module's own diffusers
+processor unchanged inside a `TorchFunctionMode` that routes its SDPA call to a function of ours. No processor code is
 copied and nothing process-global is patched; the mode is active only during that call, and the
 replacement's own SDPA calls are not intercepted again.
 """
@@ -12,6 +12,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+
+from .attention_backend import check_plain
+from .nocopy import VidaccelHook
+
+SWAP_HOOK = "vidaccel_sdpa_swap"
 
 
 class SDPASwap(TorchFunctionMode):
@@ -50,3 +55,45 @@ def call_with_sdpa(fn, forward, args, kwargs, where: str):
             f"DIFFUSERS_ATTN_BACKEND, then run again."
         )
     return output
+
+
+def sdpa_for(route):
+    """A stand-in for ``F.scaled_dot_product_attention`` that runs `route.attend` (an `AttentionRoute`)."""
+
+    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        check_plain(dropout_p, is_causal, enable_gqa)
+        return route.attend(query, key, value, attn_mask, scale)
+
+    return sdpa
+
+
+class SwapRouteHook(VidaccelHook):
+    """``new_forward`` on a self-attention module of the SDPA-swap path: the module's processor with its SDPA call
+    routed to `route` (an `AttentionRoute`, set before each transformer call); None (dense) runs it unchanged."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name, self.route = name, None
+
+    def new_forward(self, module, *args, **kwargs):
+        original = self.fn_ref.original_forward
+        if self.route is None:
+            return original(*args, **kwargs)
+        return call_with_sdpa(sdpa_for(self.route), original, args, kwargs, self.name)
+
+
+class SwapRoutes:
+    """The SDPA-swap counterpart of `BackendRoutes`: a `SwapRouteHook` on each module, switched per call."""
+
+    def __init__(self, hooks, named_modules):
+        self.hooks = [SwapRouteHook(name) for name, _ in named_modules]
+        for (_, module), hook in zip(named_modules, self.hooks):
+            hooks.add(module, hook, SWAP_HOOK)
+
+    def set_routes(self, routes) -> None:
+        """Eager, before a transformer call: one entry per module, its route or None (dense)."""
+        for hook, route in zip(self.hooks, routes):
+            hook.route = route
+
+    def check(self) -> None:
+        """Nothing to check: `call_with_sdpa` raises when a processor stops calling SDPA."""

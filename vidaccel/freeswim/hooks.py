@@ -43,6 +43,7 @@ from ..core.adapters import ModelAdapter
 from ..core.context import StepTracker
 from ..core.hookset import HookSet
 from ..core.nocopy import NotCopyable, VidaccelHook
+from ..core.routing import AttentionPath, choose_path
 from ..core.sdpa_swap import call_with_sdpa
 from ..sparse.attention import sparse_attention
 from ..sparse.config import RadialAttentionConfig, runs_dense
@@ -85,6 +86,7 @@ class FreeSwimState(NotCopyable):
                                                   "full_attention_dense": 0, "full_attention_sparse": 0})
     peak_cache_bytes: int = 0
     last_grid: tuple | None = None
+    attention_path: AttentionPath | None = None  # always the SDPA swap (`vidaccel.core.routing` says why)
 
     def pattern(self, grid) -> WindowPattern:
         if grid not in self.patterns:
@@ -253,6 +255,7 @@ def install(model, state: FreeSwimState) -> None:
     """Register the block, self- and cross-attention hooks; on failure remove what was added and re-raise."""
 
     def register(hooks: HookSet) -> None:
+        state.attention_path = choose_path(model, state.adapter, state.adapter.self_attention(model), _USER)
         for layer, (block, attn1, attn2) in enumerate(_blocks(model, state.adapter)):
             hooks.add(block, FreeSwimBlockHook(state, layer), BLOCK_HOOK)
             hooks.add(attn1, FreeSwimSelfAttentionHook(state, layer), SELF_ATTENTION_HOOK)

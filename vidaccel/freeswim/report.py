@@ -25,6 +25,7 @@ def freeswim_report(pipe_or_transformer) -> list[dict]:
             "layers": state.num_layers, "counts": dict(state.counts),
             "cache_bytes": state.cache.nbytes(), "peak_cache_bytes": state.peak_cache_bytes,
             "cache_dtype": str(state.cache.key[1]) if state.cache.key else None,
+            "attention_path": state.attention_path.name, "attention_path_reason": state.attention_path.reason,
         })
     return out
 
@@ -61,6 +62,7 @@ def format_freeswim_report(reports: list[dict]) -> str:
                      f"{c['full_attention_dense']} dense calls")
         lines.append(f"  cache ({r['cache_dtype'] or 'empty'}): {_size(b['device'])} on device, {_size(b['host'])} "
                      f"pinned host (peak {_size(r['peak_cache_bytes'])})")
+        lines.append(f"  attention path: SDPA swap, eager under torch.compile ({r['attention_path_reason']})")
     return "\n".join(lines)
 
 

@@ -134,7 +134,7 @@ def sparse_attention(
         )
     if backend == "triton":
         raise ValueError(f"backend='triton' cannot run this input: {reason}. Use backend='auto' or 'reference'.")
-    if reason not in _logged_fallbacks:
+    if reason not in _logged_fallbacks and not torch.compiler.is_compiling():  # dynamo cannot trace a log call
         _logged_fallbacks.add(reason)
         logger.info("vidaccel sparse attention uses the reference implementation: %s", reason)
     return reference_sparse_attention(q, k, v, plan, text_len, text_position, attn_mask, scale)

@@ -341,6 +341,10 @@ class PlanCache:
             self._plans.popitem(last=False)
         return plan
 
+    def holds(self, plan: Plan) -> bool:
+        """Whether `plan` is still cached (the LRU may have dropped it)."""
+        return any(p is plan for p in self._plans.values())
+
     def find(self, pattern: Pattern, grid: Grid) -> Plan | None:
         """A cached plan of `pattern` at `grid` on any device, without building one (no stats change)."""
         for (pid, g, _, _), plan in self._plans.items():

@@ -59,10 +59,16 @@ def sparse_report(pipe_or_transformer, grid=None, blocks: bool = False) -> list[
             "sparse_calls": sum(state.sparse_calls.values()),
             "dense_calls": sum(state.dense_calls.values()),
             "plan_cache": state.plan_cache.stats(),
+            "attention_path": state.attention_path.name,  # "backend" or "sdpa_swap" (vidaccel.core.routing)
+            "attention_path_reason": state.attention_path.reason,
             "paths": {k: v for k, v in state.paths.items() if k != "reference_reason"},
             "reference_reason": state.paths.get("reference_reason"),
         })
     return out
+
+
+_PATH_TEXT = {"backend": "vidaccel attention backend in diffusers' dispatcher, traced by torch.compile",
+              "sdpa_swap": "SDPA swap, eager under torch.compile (a graph break per attention module)"}
 
 
 def _warmup_text(t: dict) -> str:
@@ -91,6 +97,7 @@ def format_sparse_report(reports: list[dict]) -> str:
             lines.append(f"  WARNING: the warm-up covered all {t['last_warmup'][1]} steps of the last run: nothing ran "
                          f"sparse. Use a fraction of the schedule (e.g. dense_steps=0.25) or fewer steps.")
         lines.append(f"  calls: {t['sparse_calls']} sparse, {t['dense_calls']} dense")
+        lines.append(f"  attention path: {_PATH_TEXT[t['attention_path']]} ({t['attention_path_reason']})")
         if t["paths"].get("reference"):
             lines.append(f"  SLOW PATH: {t['paths']['reference']} sparse calls ran the exact reference "
                          f"({t['reference_reason']}); it is slower than dense attention, not faster. The speed-up "
