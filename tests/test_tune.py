@@ -195,3 +195,89 @@ def test_candidates_scale_with_the_grid_and_default_sets_are_sparse():
         assert specs[-1] == {"kind": "dense"} and len({cand.name(s) for s in specs}) == len(specs)
         assert all(cand.pattern(s).density(grid) < 1.0 for s in specs[:-1])
     assert math.isclose(cand.pattern({"kind": "window", "kernel": [3, 4, 6]}).density(GRID), 1.0)
+
+
+# ---------------------------------------------------------------------------------------------- running a profile
+
+def _profile_with(profile, choose_layer):
+    """A copy of `profile` whose layer l chooses `choose_layer(l, heads)` (a list of candidate names per head)."""
+    data = json.loads(json.dumps(profile.to_dict()))
+    m = data["models"][0]
+    for layer in m["layers"]:
+        layer["choice"] = choose_layer(layer["index"], m["num_heads"])
+    return SparsityProfile.from_dict(data)
+
+
+def _latents(pipe, steps=2):
+    return pipe("a red ball", num_inference_steps=steps, output_type="latent",
+                generator=torch.Generator().manual_seed(0), **SIZE).frames
+
+
+def test_every_layer_dense_is_bit_identical_and_remove_exact(pipe, profile):
+    import vidaccel
+
+    reference = _latents(pipe)
+    dense = _profile_with(profile, lambda layer, heads: ["dense"] * heads)
+    vidaccel.accelerate(pipe, TunedAttentionConfig(profile=dense))
+    try:
+        assert torch.equal(_latents(pipe), reference)
+        assert vidaccel.summary(pipe)["transformers"][0]["sparse_calls"] == 0
+    finally:
+        vidaccel.remove(pipe)
+    assert torch.equal(_latents(pipe), reference)
+
+
+def test_one_window_for_every_head_equals_that_window(pipe, profile):
+    import vidaccel
+    from vidaccel.sparse.config import WindowAttentionConfig
+
+    name = cand.name(SPECS[1])
+    same = _profile_with(profile, lambda layer, heads: [name] * heads)
+    vidaccel.accelerate(pipe, WindowAttentionConfig(kernel=tuple(SPECS[1]["kernel"])))
+    try:
+        window = _latents(pipe)
+    finally:
+        vidaccel.remove(pipe)
+    vidaccel.accelerate(pipe, TunedAttentionConfig(profile=same))
+    try:
+        tuned = _latents(pipe)
+        report = vidaccel.summary(pipe)["transformers"][0]
+    finally:
+        vidaccel.remove(pipe)
+    assert torch.equal(tuned, window) and not torch.equal(tuned, _latents(pipe))
+    assert report["attention_path"] == "sdpa_swap" and report["sparse_calls"] > 0
+
+
+def test_head_groups_match_a_brute_force_per_head_mask():
+    from vidaccel.sparse.plan import build_plan
+    from vidaccel.sparse.route import HeadGroupRoute, PathRecord, SparseRoute
+
+    grid, heads = (3, 4, 6), 4
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(2, heads, 72, 8) for _ in range(3))
+    specs = {0: SPECS[0], 1: None, 2: SPECS[0], 3: SPECS[2]}  # heads 0 and 2 share a window; head 1 dense
+    routes = {}
+    for spec in (SPECS[0], SPECS[2]):
+        plan = build_plan(cand.pattern(spec), grid)
+        routes[cand.name(spec)] = SparseRoute(plan, "none", "reference", "test", PathRecord())
+    route = HeadGroupRoute(((((0, 2)), routes[cand.name(SPECS[0])]), ((1,), None), ((3,), routes[cand.name(SPECS[2])])),
+                           heads, "blocks.0")
+    out = route.attend(q, k, v, None, None)
+    for h, spec in specs.items():
+        mask = torch.ones(72, 72, dtype=torch.bool) if spec is None else cand.pattern(spec).dense_mask(grid)
+        expected = F.scaled_dot_product_attention(q[:, h], k[:, h], v[:, h], attn_mask=mask)
+        torch.testing.assert_close(out[:, h], expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="granularity='layer'"):
+        route.attend(q[:, :2], k[:, :2], v[:, :2], None, None)  # context parallelism hands a rank fewer heads
+
+
+def test_a_profile_of_another_model_is_refused_and_nothing_installed(profile):
+    import vidaccel
+    from tiny_models import wan_pipeline as build
+
+    other = build()
+    other.transformer = wan_transformer(layers=3)
+    with pytest.raises(ValueError, match="number of layers: sparsity profile 2, this model 3"):
+        vidaccel.accelerate(other, TunedAttentionConfig(profile=profile))
+    assert not hasattr(other.transformer, "_vidaccel_sparse_attention")
+    assert not any(getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in other.transformer.modules())

@@ -208,6 +208,17 @@ class TunedAttentionConfig:
         """The profile's dense warm-up where none was given."""
         return self if self.dense_steps is not None else replace(self, dense_steps=self.profile.dense_steps)
 
+    def __repr__(self) -> str:
+        p = self.profile
+        where = ", ".join(f"{m.attribute}: {m.num_layers} layers at grid {tuple(m.grid)}" for m in p.models)
+        return (f"TunedAttentionConfig(profile=<{p.granularity}s, budget {p.budget}, {where}>, "
+                f"dense_steps={self.dense_steps!r}, dense_layers={self.dense_layers}, backend={self.backend!r}, "
+                f"tile_size={self.tile_size!r})")
+
+    def build_pattern(self):
+        """None: a tuned profile has no one pattern (each layer's groups come from `layer_groups`)."""
+        return None
+
     def layer_groups(self, attribute: str, layer: int, grid) -> list[tuple[dict, list[int]]]:
         """[(spec at `grid`, heads)] for one layer of ``pipe.<attribute>``; dense groups have spec kind dense."""
         m = self.profile.model(attribute)

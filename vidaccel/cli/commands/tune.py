@@ -9,8 +9,7 @@ EXAMPLES = """examples:
   vidaccel tune "a fox in the snow" --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --height 720 --width 1280 \\
       --frames 81 --steps 50 --speedup 3 --dense-steps 12 --out wan13b_720p_sparsity.json
 
-then:
-  vidaccel generate "a fox in the snow" --accel '{type: tuned, profile: wan13b_720p_sparsity.json}' ...
+then, in Python:
   vidaccel.accelerate(pipe, vidaccel.TunedAttentionConfig(profile="wan13b_720p_sparsity.json"))
 
 Tune at the resolution and step count you generate with (windows scale to other grids); one or two prompts
