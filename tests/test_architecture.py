@@ -29,11 +29,12 @@ ALLOWED = {
     "api": {"core", "sparse", "freeswim", "caches"},
     "distributed": {"core", "sparse"},
     "support": {"core", "sparse"},
-    "vidaccel": {"api", "distributed", "caches", "freeswim", "sparse", "support", "core", "version"},
+    "tuning": {"core", "sparse", "version"},
+    "vidaccel": {"api", "distributed", "caches", "freeswim", "sparse", "support", "tuning", "core", "version"},
     "pipelines": {"freeswim", "report"},
     "tiny": {"vidaccel"},
     "cli": {"vidaccel", "api", "core", "sparse", "freeswim", "caches", "distributed", "metrics", "report", "tiny",
-            "pipelines", "version"},
+            "pipelines", "tuning", "version"},
 }
 
 

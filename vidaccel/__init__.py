@@ -6,7 +6,7 @@
     vidaccel.summary(pipe); vidaccel.remove(pipe)
 
 Layout (docs/architecture.md): `core` (the diffusers integration every method shares), one
-package per method (`sparse`, `freeswim`, `caches`), `api` (accelerate / remove / summary),
+package per method (`sparse`, `freeswim`, `caches`, `tuning`), `api` (accelerate / remove / summary),
 `distributed`, `support` (supported models, adapters), `metrics`, `report`, `tiny`, `cli`; kernels in `vidaccel.kernels`, pipeline
 wrappers in `vidaccel.pipelines`.
 """
@@ -27,6 +27,7 @@ _LAZY = {
     "RadialPattern": ".sparse", "WindowAttentionConfig": ".sparse", "WindowPattern": ".sparse",
     "TileWindowAttentionConfig": ".sparse", "TileAlignedWindowPattern": ".sparse",
     "build_plan": ".sparse", "sparse_attention": ".sparse",
+    "TunedAttentionConfig": ".sparse.tuned", "SparsityProfile": ".sparse.tuned", "tune": ".tuning",
     "supported_models": ".support", "unsupported_models": ".support", "register_adapter": ".support",
     "unregister_adapter": ".support", "ModelAdapter": ".core.adapters", "BlockStreams": ".core.adapters",
 }
@@ -60,6 +61,8 @@ __all__ = [
     "accelerate", "remove", "summary", "sparse_attention", "PRESETS", "RadialAttentionConfig",
     "WindowAttentionConfig", "TileWindowAttentionConfig", "RadialPattern", "WindowPattern", "TileAlignedWindowPattern",
     "Plan", "PlanCache", "build_plan",
+    # per-layer / per-head patterns measured on the model
+    "tune", "TunedAttentionConfig", "SparsityProfile",
     # FreeSwim
     "FreeSwimConfig", "enable_freeswim", "disable_freeswim", "set_freeswim_active",
     # caches

@@ -8,12 +8,13 @@ from .caches.api import cache_summary, format_cache_summary
 from .core.adapters import adapter_for
 from .core.context import refuse_fraction_without_pipeline, remember_pipeline
 from .core.features import SPARSE_ATTENTION, refuse_conflicts
-from .core.models import transformers
+from .core.models import named_transformers, transformers
 from .core.registry import install_states, remove_state
 from .core.validate import ints
 from .freeswim.report import format_freeswim_report, freeswim_report
 from .sparse.config import resolve_config
 from .sparse.hooks import SparseAttentionState, install, uninstall
+from .sparse.plan import PlanCache
 from .sparse.report import format_sparse_report, sparse_report
 
 logger = logging.getLogger(__name__)
@@ -25,8 +26,9 @@ def accelerate(pipe_or_transformer, config="radial"):
     Args:
         pipe_or_transformer: a pipeline with ``transformer`` (and ``transformer_2`` for Wan2.2, both
             accelerated), or a supported transformer module (`vidaccel.core.adapters.ADAPTERS`).
-        config: ``"window"``, ``"radial"``, a `WindowAttentionConfig` or a `RadialAttentionConfig`.
-            Unset radial fields take the model family's defaults.
+        config: ``"window"``, ``"radial"``, ``"tile_window"``, a `WindowAttentionConfig`,
+            `TileWindowAttentionConfig`, `RadialAttentionConfig`, or a `TunedAttentionConfig` (the per-layer and
+            per-head patterns of a `vidaccel.tune` profile). Unset radial fields take the model family's defaults.
 
     Returns the same object, so ``pipe = vidaccel.accelerate(pipe)`` works. Validation happens
     before anything is changed; call `vidaccel.remove` to restore the original exactly.
@@ -38,10 +40,12 @@ def accelerate(pipe_or_transformer, config="radial"):
         refuse_conflicts(model, SPARSE_ATTENTION)
     # one state per transformer, all sharing one resolved config and one pattern object
     resolved = config.resolved(adapters[0].radial_defaults)
-    pattern = resolved.build_pattern()
+    pattern = resolved.build_pattern()  # None for a tuned profile: each layer has its own (`TunedAttentionConfig`)
     refuse_fraction_without_pipeline(resolved.dense_steps, pipe_or_transformer, "dense_steps",
                                      "accelerate the pipeline instead")
-    states = [SparseAttentionState(config=resolved, pattern=pattern, adapter=a) for a in adapters]
+    states = [SparseAttentionState(config=resolved, pattern=pattern, adapter=a, attribute=name,
+                                   **({"plan_cache": PlanCache(max_entries=64)} if pattern is None else {}))
+              for (name, _), a in zip(named_transformers(pipe_or_transformer), adapters)]
     install_states(zip(models, states), SPARSE_ATTENTION.state_attr, install, uninstall)
     remember_pipeline(pipe_or_transformer)
     return pipe_or_transformer

@@ -18,14 +18,14 @@ Layout (``format: vidaccel-profile``, ``version: 1``)::
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..core.models import config_hash
+from ..core.json_file import (check_keys, check_model_identity, is_count, is_grid, is_number, is_numbers, read_json,
+                              nan_to_null, write_json)
 
 FORMAT, VERSION = "vidaccel-profile", 1
 MAKE_ONE = (
@@ -60,14 +60,9 @@ class ModelProfile:
 
     def check(self, model: torch.nn.Module, num_blocks: int, source: str = "the profile") -> None:
         """Raise ValueError naming every difference if this profile was made for another model."""
-        have = {"class": type(model).__name__, "config hash": config_hash(model), "number of blocks": num_blocks}
-        want = {"class": self.model_class, "config hash": self.config_hash, "number of blocks": self.num_blocks}
-        diff = [f"{k}: profile {want[k]!r}, this model {have[k]!r}" for k in want if want[k] != have[k]]
-        if diff:
-            raise ValueError(
-                f"{source} was made for another model ({'; '.join(diff)}). A profile only fits the model it was "
-                f"measured on. {MAKE_ONE}"
-            )
+        check_model_identity(model, {"class": self.model_class, "config hash": self.config_hash,
+                                     "number of blocks": self.num_blocks},
+                             {"number of blocks": num_blocks}, source, MAKE_ONE)
 
 
 @dataclass
@@ -98,9 +93,9 @@ class Profile:
         return Profile(self.run, self.foreground, info, models, self.created, self.versions)
 
     def to_dict(self) -> dict:
-        return _clean({"format": FORMAT, "version": VERSION, "created": self.created, "versions": self.versions,
-                       "run": self.run, "foreground": self.foreground, "tau": self.tau,
-                       "models": [asdict(m) for m in self.models]})
+        return nan_to_null({"format": FORMAT, "version": VERSION, "created": self.created, "versions": self.versions,
+                            "run": self.run, "foreground": self.foreground, "tau": self.tau,
+                            "models": [asdict(m) for m in self.models]})
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "profile") -> "Profile":
@@ -120,36 +115,14 @@ class Profile:
                    data.get("versions", {}))
 
     def save(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
+        return write_json(self.to_dict(), path)
 
     @classmethod
     def load(cls, path) -> "Profile":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"No block profile at {str(path)!r}. {MAKE_ONE}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON ({exc}). {MAKE_ONE}") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json(path, "block profile", MAKE_ONE), source=str(path))
 
 
 # ------------------------------------------------------------------------------ the file's layout
-
-def _number(v) -> bool:
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-
-
-def _count(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _numbers(v) -> bool:
-    return isinstance(v, list) and all(_number(x) for x in v)
-
 
 # key -> (required, test, what the test wants); the layout in the module docstring
 _TOP = {"format": (True, lambda v: v == FORMAT, repr(FORMAT)), "version": (True, lambda v: v == VERSION, str(VERSION)),
@@ -157,46 +130,31 @@ _TOP = {"format": (True, lambda v: v == FORMAT, repr(FORMAT)), "version": (True,
         "versions": (False, lambda v: isinstance(v, dict), "an object"),
         "run": (True, lambda v: isinstance(v, dict), "an object"),
         "foreground": (True, lambda v: isinstance(v, dict), "an object"),
-        "tau": (True, lambda v: isinstance(v, dict) and _number(v.get("value")) and "value" in v,
+        "tau": (True, lambda v: isinstance(v, dict) and is_number(v.get("value")) and "value" in v,
                 "an object with a numeric 'value'"),
         "models": (True, lambda v: isinstance(v, list) and v and all(isinstance(m, dict) for m in v),
                    "a non-empty list of objects")}
 _MODEL = {"attribute": (True, lambda v: isinstance(v, str), "a string such as 'transformer'"),
           "model_class": (True, lambda v: isinstance(v, str), "a string"),
           "config_hash": (True, lambda v: isinstance(v, str), "a string"),
-          "num_blocks": (True, _count, "an int >= 0"),
-          "grid": (False, lambda v: v is None or (isinstance(v, list) and len(v) == 3 and all(map(_count, v))),
+          "num_blocks": (True, is_count, "an int >= 0"),
+          "grid": (False, lambda v: v is None or is_grid(v),
                    "null or three ints [T, H, W]"),
           "blocks": (True, lambda v: isinstance(v, list) and all(isinstance(b, dict) for b in v), "a list of objects")}
-_BLOCK = {"index": (True, _count, "an int >= 0"), "name": (True, lambda v: isinstance(v, str), "a string"),
+_BLOCK = {"index": (True, is_count, "an int >= 0"), "name": (True, lambda v: isinstance(v, str), "a string"),
           "kind": (True, lambda v: v in ("foreground", "background"), "'foreground' or 'background'"),
-          "R": (True, _number, "a number or null"),
-          **{k: (False, _numbers, "a list of numbers or nulls")
+          "R": (True, is_number, "a number or null"),
+          **{k: (False, is_numbers, "a list of numbers or nulls")
              for k in ("R_per_step", "residual_change_per_step", "attention_entropy_per_step")}}
-
-
-def _check_keys(obj: dict, spec: dict, where: str, source: str) -> None:
-    for key in obj:
-        if key not in spec:
-            raise ValueError(f"{source}: unknown key '{where}{key}'; valid keys there: {', '.join(spec)}. Fix the "
-                             f"file or make a new one. {MAKE_ONE}")
-    for key, (required, test, wanted) in spec.items():
-        if key not in obj:
-            if required:
-                raise ValueError(f"{source}: missing key '{where}{key}' ({wanted}). Fix the file or make a new "
-                                 f"one. {MAKE_ONE}")
-        elif not test(obj[key]):
-            raise ValueError(f"{source}: key '{where}{key}' is {obj[key]!r}, expected {wanted}. Fix the file or "
-                             f"make a new one. {MAKE_ONE}")
 
 
 def check_layout(data: dict, source: str = "profile") -> None:
     """Raise ValueError naming the first key of `data` that does not fit the profile layout (and the fix)."""
-    _check_keys(data, _TOP, "", source)
+    check_keys(data, _TOP, "", source, MAKE_ONE)
     for i, m in enumerate(data["models"]):
-        _check_keys(m, _MODEL, f"models[{i}].", source)
+        check_keys(m, _MODEL, f"models[{i}].", source, MAKE_ONE)
         for j, b in enumerate(m["blocks"]):
-            _check_keys(b, _BLOCK, f"models[{i}].blocks[{j}].", source)
+            check_keys(b, _BLOCK, f"models[{i}].blocks[{j}].", source, MAKE_ONE)
 
 
 def classify(R: float, tau: float) -> str:
@@ -259,17 +217,6 @@ def choose_tau(mean_R: list[float], tau) -> dict:
         return {"value": float(finite.median()) if finite.numel() else float("nan"), "method": "median",
                 "detail": "median of the blocks' mean R (about half the blocks become background)"}
     raise ValueError(f"tau must be a number, 'otsu', 'median' or 'background:F' (0 <= F <= 1), not {tau!r}.")
-
-
-def _clean(obj):
-    """JSON has no NaN: write it as null."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 def _nan(obj):

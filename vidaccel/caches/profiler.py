@@ -32,8 +32,10 @@ from ..core.blocks import BlockIO
 from ..core.context import StepTracker
 from ..core.features import PROFILER, refuse_conflicts
 from ..core.hookset import HookSet
+from ..core.measure_runs import generate_each, measurement_call, prompt_list, run_record
 from ..core.models import config_hash, named_transformers
 from ..core.nocopy import VidaccelHook
+from ..core.sampled_attention import attention_rows
 from ..core.sdpa_swap import call_with_sdpa
 from ..core.validate import output_file, save_or_keep
 from ..version import __version__
@@ -52,21 +54,9 @@ def received_attention(query, key, rows: torch.Tensor, *, attn_mask=None, scale=
 
     Layout ``(B, heads, S, D)``; computes one head at a time, so memory is ``B x len(rows) x S_k``.
     """
-    B, h, _, D = query.shape
-    scale = scale if scale is not None else 1.0 / math.sqrt(D)
-    rows = rows.to(query.device)
-    mask = None
-    if attn_mask is not None:
-        mask = attn_mask.expand(B, h, query.shape[-2], key.shape[-2])
-    total = torch.zeros(B, key.shape[-2], device=query.device, dtype=torch.float32)
-    for head in range(h):
-        kh = key[:, head * key.shape[1] // h].float()  # grouped-query keys map heads onto fewer key heads
-        s = (query[:, head, rows].float() @ kh.transpose(-1, -2)) * scale
-        if mask is not None:
-            m = mask[:, head, rows]
-            s = s.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else s + m.float()
-        total += torch.softmax(s, dim=-1).mean(1)
-    return total / h
+    heads = query.shape[1]
+    total = sum(attention_rows(query, key, rows, h, attn_mask=attn_mask, scale=scale).mean(1) for h in range(heads))
+    return total / heads
 
 
 def normalized_entropy(received: torch.Tensor) -> float:
@@ -249,9 +239,7 @@ def profile(pipe, prompts, *, height: int | None = None, width: int | None = Non
 
     Returns the `Profile`; the pipeline is left exactly as it was.
     """
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not prompts:
-        raise ValueError("Give at least one prompt to profile with.")
+    prompts = prompt_list(prompts)
     if query_rows < 1:
         raise ValueError(f"query_rows must be >= 1, got {query_rows}.")
     if foreground not in ("pca", "motion"):
@@ -265,21 +253,20 @@ def profile(pipe, prompts, *, height: int | None = None, width: int | None = Non
         refuse_conflicts(model, PROFILER)
         names = [n for n, _ in adapter.blocks(model)]
         records.append(_Record(attribute, model, adapter, names, query_rows, num_inference_steps // 2, foreground))
-    call = dict(num_inference_steps=num_inference_steps, output_type="latent", **pipe_kwargs)
-    for k, v in (("height", height), ("width", width), ("num_frames", num_frames), ("guidance_scale", guidance_scale)):
-        if v is not None:
-            call[k] = v
+    call = measurement_call(num_inference_steps, pipe_kwargs, height=height, width=width, num_frames=num_frames,
+                            guidance_scale=guidance_scale)
     installed, fg_fractions = [], []
     try:
         for rec in records:
             _install(rec)
             installed.append(rec)
-        for i, prompt in enumerate(prompts):
-            pipe(prompt=prompt, generator=torch.Generator().manual_seed(seed + i), **call)
+        def finish(_):
             fg, grid = _generation_foreground(records)
             fg_fractions.append(float(fg.float().mean()))
             for rec in records:
                 rec.finish_generation(fg, grid)
+
+        generate_each(pipe, prompts, call, seed, finish)
     finally:
         for rec in installed:
             rec.hooks.remove()
@@ -304,8 +291,7 @@ def _build(records, prompts, call, seed, tau, path, fg_fractions) -> Profile:
     for m in models:
         for b in m.blocks:
             b.kind = classify(b.R, tau_info["value"])
-    run = {k: call.get(k) for k in ("height", "width", "num_frames", "num_inference_steps", "guidance_scale")}
-    run.update(prompts=prompts, seeds=[seed + i for i in range(len(prompts))], query_rows=records[0].query_rows)
+    run = {**run_record(call, prompts, seed), "query_rows": records[0].query_rows}
     fg = {"method": records[0].fg_method, "from_step": records[0].fg_start,
           "fraction": _nanmean(fg_fractions),
           "detail": "per-token score from the mean prediction of the later half of the steps (cond branch), "

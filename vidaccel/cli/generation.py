@@ -148,3 +148,24 @@ def generate(pipe, prompt: str, seed: int, *, height=None, width=None, num_frame
 
     step_s = (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) > 1 else None
     return RunResult(frames=to_uint8(frames), wall_s=wall, step_s=step_s, peak_memory=mem.result, steps_run=len(ends))
+
+
+def load_for_measurement(args, action: str):
+    """The pipeline and the call settings of `vidaccel profile` / `vidaccel tune` (the model's defaults where a
+    flag is not given): ``(pipe, prompts, settings)``; prints what runs."""
+    from . import loading
+
+    prompts = read_prompts(args.prompts, args.prompts_file)
+    loading.quiet_libraries()
+    pipe, info = loading.load_pipeline(args.model, args.device, args.dtype, args.offload)
+    defaults = loading.default_settings(args.model)
+    settings = dict(height=args.height or defaults["height"], width=args.width or defaults["width"],
+                    num_frames=args.frames or defaults["num_frames"],
+                    num_inference_steps=args.steps or defaults["steps"] or 50,
+                    guidance_scale=args.guidance if args.guidance is not None else defaults["guidance_scale"],
+                    seed=args.seed)
+    if args.negative_prompt:
+        settings["negative_prompt"] = args.negative_prompt
+    print(f"{action} {info['transformer']} ({info['model']}) on {info['device']} {info['dtype']} "
+          f"with {len(prompts)} prompt(s)")
+    return pipe, prompts, settings

@@ -36,6 +36,12 @@ class AttentionPath:
     reason: str
 
 
+# features whose route differs from layer to layer (the backend's per-call channel holds one route per call)
+_PER_LAYER = {
+    "tuned_attention": "a tuned sparsity profile runs its own head groups in each layer",
+}
+
+
 def choose_path(model, adapter, named_modules, feature: str) -> AttentionPath:
     """The path of `feature`'s self-attention on `model`, given its self-attention modules `named_modules`.
 
@@ -44,8 +50,8 @@ def choose_path(model, adapter, named_modules, feature: str) -> AttentionPath:
     (a processor shared with another module, as after ``set_attn_processor(one_instance)``, would carry the backend
     into cross-attention too).
     """
-    if feature in _OBSERVERS:
-        return AttentionPath(SDPA_SWAP, _OBSERVERS[feature])
+    if feature in _OBSERVERS or feature in _PER_LAYER:
+        return AttentionPath(SDPA_SWAP, _OBSERVERS.get(feature) or _PER_LAYER[feature])
     if not adapter.attention_dispatch:
         return AttentionPath(SDPA_SWAP, f"{adapter.class_name}'s attention processors call PyTorch SDPA directly")
     routed = {id(module) for _, module in named_modules}

@@ -60,17 +60,19 @@ def steps_or_fraction(name: str, value, *, optional: bool = False, hint: str = "
 
 
 def number(name: str, value, *, above: float | None = None, minimum: float | None = None,
-           optional: bool = False, hint: str = "") -> float | None:
-    """`value` as a finite float, ``> above`` and ``>= minimum`` when given; None passes when `optional`."""
+           maximum: float | None = None, optional: bool = False, hint: str = "") -> float | None:
+    """`value` as a finite float, ``> above``, ``>= minimum`` and ``<= maximum`` when given; None passes when
+    `optional`."""
     if value is None and optional:
         return None
     expected = "a finite number" + (f" > {above}" if above is not None else "") + (
-        f" >= {minimum}" if minimum is not None else "") + (" or None" if optional else "")
+        f" >= {minimum}" if minimum is not None else "") + (f" <= {maximum}" if maximum is not None else "") + (
+        " or None" if optional else "")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be {expected}, got {name}={value!r} ({type(value).__name__}){hint}.")
     value = float(value)
     if not math.isfinite(value) or (above is not None and not value > above) or (
-            minimum is not None and value < minimum):
+            minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise ValueError(f"{name} must be {expected}, got {name}={value!r}{hint}.")
     return value
 

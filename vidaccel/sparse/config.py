@@ -188,9 +188,12 @@ def resolve_config(config) -> AttentionConfig:
         if config not in PRESETS:
             raise ValueError(f"Unknown preset {config!r}. Available presets: {', '.join(sorted(PRESETS))}.")
         return PRESETS[config]()
-    if isinstance(config, (WindowAttentionConfig, RadialAttentionConfig, TileWindowAttentionConfig)):
+    from .tuned import TunedAttentionConfig  # tuned imports this module's configs
+
+    if isinstance(config, (WindowAttentionConfig, RadialAttentionConfig, TileWindowAttentionConfig,
+                           TunedAttentionConfig)):
         return config
     raise TypeError(
         f"config must be a preset name ({', '.join(sorted(PRESETS))}), a WindowAttentionConfig, "
-        f"TileWindowAttentionConfig or RadialAttentionConfig, got {type(config).__name__}."
+        f"TileWindowAttentionConfig, RadialAttentionConfig or TunedAttentionConfig, got {type(config).__name__}."
     )

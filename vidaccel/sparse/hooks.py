@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 
@@ -22,7 +23,8 @@ from ..core.nocopy import NotCopyable
 from ..core.routing import AttentionPath, install_path
 from .config import runs_dense
 from .plan import Plan, PlanCache
-from .route import PathRecord, SparseRoute, check_context_parallel, decide, path_counts
+from . import candidates
+from .route import HeadGroupRoute, PathRecord, SparseRoute, check_context_parallel, decide, path_counts
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,9 @@ class SparseAttentionState(NotCopyable):
     dense_calls: dict = field(default_factory=dict)
     logged_dense: set = field(default_factory=set)
     last_warmup: tuple | None = None  # (dense steps, steps) of the last run whose schedule was known
+    attribute: str = "transformer"  # the pipeline attribute (a tuned profile has one entry per transformer)
+    tuned_patterns: dict = field(default_factory=dict)  # candidate spec (JSON) -> its one Pattern object
+    tuned_routes: dict = field(default_factory=dict)  # (layer, grid, device) -> HeadGroupRoute or None
 
     def is_dense(self, layer: int, context: StepContext) -> bool:
         return runs_dense(self.config, layer, context.step, context.num_steps)
@@ -79,6 +84,30 @@ class SparseAttentionState(NotCopyable):
             register_route(route)
         return route
 
+    def tuned_route(self, layer: int, grid, device, model_name: str):
+        """Layer `layer`'s `HeadGroupRoute` at `grid` under the tuned profile (None when every head is dense);
+        built once per layer, grid and device, sharing each pattern's plan and route across layers."""
+        key = (layer, tuple(grid), str(device))
+        if key not in self.tuned_routes:
+            measured = tuple(self.config.profile.model(self.attribute).grid)
+            if layer == 0 and tuple(grid) != measured:
+                logger.info("vidaccel: the sparsity profile was measured at grid %s; at %s its windows scale with "
+                            "the grid (radial keeps its rule). Run vidaccel.tune at this size to measure it.",
+                            measured, tuple(grid))
+            groups, heads_total = [], 0
+            for spec, heads in self.config.layer_groups(self.attribute, layer, grid):
+                heads_total += len(heads)
+                text = json.dumps(spec, sort_keys=True)
+                if text not in self.tuned_patterns:
+                    self.tuned_patterns[text] = candidates.pattern(spec)
+                pattern = self.tuned_patterns[text]
+                route = None if pattern is None else self.route_for(
+                    self.plan_cache.get(pattern, grid, device, tile_size=self.config.tile_size), model_name)
+                groups.append((tuple(heads), route))
+            self.tuned_routes[key] = None if all(r is None for _, r in groups) else register_route(
+                HeadGroupRoute(tuple(groups), heads_total, self.layer_names[layer]))
+        return self.tuned_routes[key]
+
     def log_dense_once(self, layer: int) -> None:
         key = "layer" if layer < (self.config.dense_layers or 0) else "step"
         if key not in self.logged_dense:
@@ -105,7 +134,10 @@ def install(model: torch.nn.Module, state: SparseAttentionState) -> None:
     def register(hooks: HookSet) -> None:
         named = state.adapter.self_attention(model)
         state.layer_names.extend(name for name, _ in named)
-        state.attention_path, state.routed = install_path(hooks, model, state.adapter, named, _USER)
+        if state.pattern is None:  # tuned: the profile must describe this model
+            state.config.profile.model(state.attribute).check(model, len(named))
+        feature = _USER if state.pattern is not None else "tuned_attention"
+        state.attention_path, state.routed = install_path(hooks, model, state.adapter, named, feature)
         hooks.on_context(lambda module, args, kwargs, context: decide(state, module, args, kwargs, context))
 
     state.hooks = HookSet(model, state.adapter, _USER)

@@ -42,17 +42,27 @@ def sparse_report(pipe_or_transformer, grid=None, blocks: bool = False) -> list[
         state = state_of(model, SPARSE_ATTENTION)
         if state is None:
             continue
-        grid_info = _grid_info(model, state, grid, blocks)
-        pattern_text = state.pattern.name + (f" ({grid_info['density']:.1%} dense)" if grid_info else "")
         n_layers = len(state.layer_names)
+        if state.pattern is None:  # a tuned profile: each layer's head groups
+            tuned = state.config.profile.model(state.attribute)
+            grid_info, name = None, (f"tuned (mean recall {tuned.recall:.3f}, {tuned.cost:.1%} of dense attention "
+                                     f"work at grid {tuple(tuned.grid)})")
+            groups = [{"layers": str(layer.index), "mode": ", ".join(
+                f"{choice} x{len(heads)}" for choice, heads in tuned.head_groups(layer.index).items())}
+                for layer in tuned.layers]
+        else:
+            grid_info = _grid_info(model, state, grid, blocks)
+            name = state.pattern.name
+            pattern_text = name + (f" ({grid_info['density']:.1%} dense)" if grid_info else "")
+            groups = _layer_groups(n_layers, state.config.dense_layers or 0, pattern_text)
         out.append({
             "class": type(model).__name__,
             "family": state.adapter.family,
-            "pattern": state.pattern.name,
+            "pattern": name,
             "config": repr(state.config),
             "grid": grid_info,
             "layers": n_layers,
-            "layer_groups": _layer_groups(n_layers, state.config.dense_layers or 0, pattern_text),
+            "layer_groups": groups,
             "dense_steps": state.config.dense_steps or 0,
             "last_warmup": list(state.last_warmup) if state.last_warmup else None,  # [dense steps, steps]
             "dense_layers": state.config.dense_layers or 0,

@@ -60,6 +60,35 @@ class SparseRoute(AttentionRoute):
             backend=self.backend)
 
 
+@dataclass(frozen=True, eq=False)
+class HeadGroupRoute(AttentionRoute):
+    """One layer of a tuned profile: each group of heads runs its own route (None: dense SDPA); outputs go back
+    in head order. Heads that share a pattern share one call."""
+
+    groups: tuple  # ((heads tuple, SparseRoute or None), ...)
+    num_heads: int
+    layer_name: str
+
+    def attend(self, query, key, value, attn_mask, scale):
+        if query.shape[1] != self.num_heads:
+            raise ValueError(
+                f"{self.layer_name} has {query.shape[1]} heads in this call, the sparsity profile chose patterns for "
+                f"{self.num_heads} (context parallelism splits heads): tune with granularity='layer' to run it there.")
+        out = torch.empty_like(query)
+        for heads, route in self.groups:
+            index = torch.tensor(heads, device=query.device)
+            q, k, v = (x.index_select(1, index) for x in (query, key, value))
+            mask = attn_mask
+            if mask is not None and mask.ndim == 4 and mask.shape[1] > 1:
+                mask = mask.index_select(1, index)
+            if route is None:
+                o = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+            else:
+                o = route.attend(q, k, v, mask, scale)
+            out.index_copy_(1, index, o)
+        return out
+
+
 def call_device(args, kwargs) -> torch.device:
     """Where this transformer call computes: the device of its first tensor argument (the latents)."""
     for value in (*args, *kwargs.values()):
@@ -86,20 +115,30 @@ def decide(state, model, args, kwargs, context) -> None:
         state.check_warmup(context)
     layers = len(state.layer_names)
     dense = [state.is_dense(layer, context) for layer in range(layers)]
-    route = None
-    if not all(dense):
-        plan = state.plan_cache.get(state.pattern, context.grid, call_device(args, kwargs),
-                                    tile_size=state.config.tile_size)
-        route = state.route_for(plan, type(model).__name__)
+    if state.pattern is None:  # a tuned profile: a route per layer (None where every head chose dense)
+        routes = [None if is_dense else state.tuned_route(layer, context.grid, call_device(args, kwargs),
+                                                          type(model).__name__)
+                  for layer, is_dense in enumerate(dense)]
+        dense = [route is None for route in routes]
+        for route in routes:
+            for _, group in (route.groups if route is not None else ()):
+                if group is not None:
+                    group.record.calls += 1
+    else:
+        route = None
+        if not all(dense):
+            plan = state.plan_cache.get(state.pattern, context.grid, call_device(args, kwargs),
+                                        tile_size=state.config.tile_size)
+            route = state.route_for(plan, type(model).__name__)
+            route.record.calls += dense.count(False)
+        routes = [None if is_dense else route for is_dense in dense]
     for layer, is_dense in enumerate(dense):
         calls = state.dense_calls if is_dense else state.sparse_calls
         calls[layer] = calls.get(layer, 0) + 1
     for layer in (0, state.config.dense_layers or 0):  # the first layer dense by layer, the first dense by step
         if layer < layers and dense[layer]:
             state.log_dense_once(layer)
-    if route is not None:
-        route.record.calls += dense.count(False)
-    state.routed.set_routes([None if is_dense else route for is_dense in dense])
+    state.routed.set_routes(routes)
 
 
 def path_counts(routes) -> tuple[dict, str | None]:
@@ -113,4 +152,4 @@ def path_counts(routes) -> tuple[dict, str | None]:
     return counts, reason
 
 
-__all__ = ["SparseRoute", "PathRecord", "decide", "path_counts", "check_context_parallel", "call_device"]
+__all__ = ["SparseRoute", "HeadGroupRoute", "PathRecord", "decide", "path_counts", "check_context_parallel", "call_device"]

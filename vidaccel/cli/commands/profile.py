@@ -16,7 +16,7 @@ Profile at the resolution, frame count and step count you generate with; one or 
 
 
 def run(args) -> int:
-    from .. import generation, loading
+    from .. import generation
     from ...caches import profile
     from ...core.validate import output_file
 
@@ -29,20 +29,9 @@ def run(args) -> int:
             tau = float(tau)
         except ValueError:
             raise ValueError(f"--tau {args.tau!r}: give a number, 'otsu', 'median' or 'background:F'") from None
-    prompts = generation.read_prompts(args.prompts, args.prompts_file)
-    loading.quiet_libraries()
-    pipe, info = loading.load_pipeline(args.model, args.device, args.dtype, args.offload)
-    defaults = loading.default_settings(args.model)
-    extra = {"negative_prompt": args.negative_prompt} if args.negative_prompt else {}
-    guidance = args.guidance if args.guidance is not None else defaults["guidance_scale"]
-    print(f"profiling {info['transformer']} ({info['model']}) on {info['device']} {info['dtype']} "
-          f"with {len(prompts)} prompt(s)")
-    result = profile(
-        pipe, prompts, height=args.height or defaults["height"], width=args.width or defaults["width"],
-        num_frames=args.frames or defaults["num_frames"], num_inference_steps=args.steps or defaults["steps"] or 50,
-        guidance_scale=guidance, seed=args.seed, query_rows=args.query_rows, foreground=args.foreground,
-        tau=tau, path=args.out, **extra,
-    )
+    pipe, prompts, settings = generation.load_for_measurement(args, "profiling")
+    result = profile(pipe, prompts, query_rows=args.query_rows, foreground=args.foreground, tau=tau, path=args.out,
+                     **settings)
     t = result.tau
     print(f"foreground ({result.foreground['method']}): {result.foreground['fraction']:.1%} of tokens; "
           f"tau = {t['value']:.3f} ({t['method']})")

@@ -1,0 +1,41 @@
+"""How measuring tools run a pipeline: the call's arguments and one seeded generation per prompt.
+
+`vidaccel.profile` and `vidaccel.tune` both generate latents only (no VAE decode), seed prompt ``i`` with
+``seed + i``, and record the run settings next to what they measured.
+"""
+
+from __future__ import annotations
+
+import torch
+
+RUN_KEYS = ("height", "width", "num_frames", "num_inference_steps", "guidance_scale")
+
+
+def prompt_list(prompts) -> list[str]:
+    """One prompt or a few, as a non-empty list (ValueError otherwise)."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise ValueError("Give at least one prompt to measure with.")
+    return prompts
+
+
+def measurement_call(num_inference_steps: int, pipe_kwargs: dict, **settings) -> dict:
+    """The pipeline arguments: latents out, the settings given (None keeps the pipeline's default)."""
+    call = dict(num_inference_steps=num_inference_steps, output_type="latent", **pipe_kwargs)
+    call.update({k: v for k, v in settings.items() if v is not None})
+    return call
+
+
+def run_record(call: dict, prompts: list, seed: int) -> dict:
+    """The run settings a measurement file records."""
+    run = {k: call.get(k) for k in RUN_KEYS}
+    run.update(prompts=prompts, seeds=[seed + i for i in range(len(prompts))])
+    return run
+
+
+def generate_each(pipe, prompts: list, call: dict, seed: int, after=None) -> None:
+    """Run the pipeline once per prompt (seed ``seed + i``); `after(i)` after each."""
+    for i, prompt in enumerate(prompts):
+        pipe(prompt=prompt, generator=torch.Generator().manual_seed(seed + i), **call)
+        if after is not None:
+            after(i)
