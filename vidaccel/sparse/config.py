@@ -19,6 +19,12 @@ from .patterns.window import odd_multiple
 from .plan import check_tile_size
 
 
+class AttentionConfigBase:
+    """What every sparse-attention config is (`resolve_config` accepts these): ``resolved(family)`` fills family
+    defaults, ``build_pattern()`` gives the one pattern (None when each layer has its own), and the fields
+    ``dense_steps``, ``dense_layers``, ``backend``, ``tile_size``."""
+
+
 def _check_common(dense_steps, dense_layers, backend, tile_size):
     steps_or_fraction("dense_steps", dense_steps, optional=True,
                       hint=" (the first N steps, or that share of them, stay dense)")
@@ -28,7 +34,7 @@ def _check_common(dense_steps, dense_layers, backend, tile_size):
 
 
 @dataclass(frozen=True)
-class WindowAttentionConfig:
+class WindowAttentionConfig(AttentionConfigBase):
     """3D inward sliding-window attention (NATTEN semantics).
 
     Args:
@@ -83,7 +89,7 @@ def choose_tile(kernel) -> tuple[int, int, int]:
 
 
 @dataclass(frozen=True)
-class TileWindowAttentionConfig:
+class TileWindowAttentionConfig(AttentionConfigBase):
     """Tile-aligned window attention (STA / GNA "strided" semantics): the queries of one tile share one window
     made of whole tiles, so the kernel visits full blocks only (where the grid divides by the tile).
 
@@ -129,7 +135,7 @@ RADIAL_DEFAULTS = {
 
 
 @dataclass(frozen=True)
-class RadialAttentionConfig:
+class RadialAttentionConfig(AttentionConfigBase):
     """Radial attention (O(n log n) spatiotemporal decay).
 
     Args:
@@ -188,10 +194,7 @@ def resolve_config(config) -> AttentionConfig:
         if config not in PRESETS:
             raise ValueError(f"Unknown preset {config!r}. Available presets: {', '.join(sorted(PRESETS))}.")
         return PRESETS[config]()
-    from .tuned import TunedAttentionConfig  # tuned imports this module's configs
-
-    if isinstance(config, (WindowAttentionConfig, RadialAttentionConfig, TileWindowAttentionConfig,
-                           TunedAttentionConfig)):
+    if isinstance(config, AttentionConfigBase):
         return config
     raise TypeError(
         f"config must be a preset name ({', '.join(sorted(PRESETS))}), a WindowAttentionConfig, "

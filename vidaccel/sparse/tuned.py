@@ -33,6 +33,7 @@ from ..core.json_file import (check_keys, check_model_identity, is_count, is_gri
 from ..core.validate import integer, steps_or_fraction
 from . import candidates as cand
 from .attention import check_backend
+from .config import AttentionConfigBase
 from .plan import check_tile_size
 
 FORMAT, VERSION = "vidaccel-sparsity-profile", 1
@@ -174,7 +175,7 @@ def _check_layout(data: dict, source: str) -> None:
 
 
 @dataclass(frozen=True, eq=False)  # the profile is mutable data: one config object is one identity
-class TunedAttentionConfig:
+class TunedAttentionConfig(AttentionConfigBase):
     """Sparse attention with the per-layer (and per-head) patterns of a sparsity profile (`vidaccel.tune`).
 
     Args:
