@@ -78,6 +78,8 @@ def test_pipeline_runs_dense_whole_window_small_window_and_remove_is_exact(spec)
     kwargs = spec.call_kwargs()
     dense = generate(pipe, kwargs)
     assert torch.isfinite(dense).all()
+    if spec.pipeline == "SkyReelsV2DiffusionForcingPipeline":
+        assert pipe.transformer.config.num_frame_per_block == 2  # the causal frame-block mask is on
     if spec.output == "pt":
         assert dense.shape[-2:] == spec.size[:2]
     before = {name: dict(module.__dict__) for name, module in pipe.components.items() if isinstance(module, torch.nn.Module)}

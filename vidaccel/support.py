@@ -40,6 +40,7 @@ def _row(adapter: ModelAdapter, builtin: bool) -> dict:
         "text_position": adapter.text_position,
         "features": {feature.key: bool(answer(adapter)) for feature, answer in _FEATURE_COLUMNS},
         "notes": adapter.notes,
+        "freeswim_refusal": adapter.freeswim_refusal(),
         "builtin": builtin,
     }
 
@@ -51,8 +52,9 @@ def supported_models(include_registered: bool = True) -> list[dict]:
     ``"joint, prefix"`` or ``"joint, suffix"``), ``text_position`` (where non-grid tokens - joint-attention text,
     Helios' history - sit in self-attention: ``"none"``, ``"prefix"``, ``"suffix"``), ``features``
     (feature key -> bool: ``sparse_attention``, ``block_reuse``, ``profiler``, ``kv_cache``, ``freeswim``,
-    ``context_parallel``), ``notes`` and ``builtin`` (False for adapters added with `register_adapter`;
-    left out with ``include_registered=False``).
+    ``context_parallel``), ``notes``, ``freeswim_refusal`` (why `enable_freeswim` refuses the class; empty where
+    FreeSwim runs) and ``builtin`` (False for adapters added with `register_adapter`; left out with
+    ``include_registered=False``).
     """
     rows = [_row(a, a.class_name in _adapters.BUILTIN_CLASSES) for a in _adapters.ADAPTERS.values()]
     return sorted((r for r in rows if include_registered or r["builtin"]), key=lambda r: r["class"])
@@ -103,6 +105,12 @@ def support_table_markdown() -> str:
                      + " | ".join(cells) + " |")
     lines += ["", "Notes per class:", ""]
     lines += [f"- `{r['class']}`: {r['notes']}" for r in supported_models(include_registered=False) if r["notes"]]
+    refusals: dict[str, list[str]] = {}
+    for r in supported_models(include_registered=False):
+        if r["freeswim_refusal"]:
+            refusals.setdefault(r["freeswim_refusal"], []).append(f"`{r['class']}`")
+    lines += ["", "FreeSwim (`enable_freeswim`) raises a TypeError with the reason on the other classes:", ""]
+    lines += [f"- {', '.join(names)}: {reason}." for reason, names in refusals.items()]
     lines += ["", "Not supported (`accelerate` raises a TypeError with the reason):", ""]
     lines += [f"- `{name}`: {reason}." for name, reason in unsupported_models().items()]
     lines += ["", TABLE_END]

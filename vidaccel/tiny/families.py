@@ -453,9 +453,10 @@ TINY_PIPELINES: tuple[TinyPipeline, ...] = (
     TinyPipeline("SkyReelsV2Transformer3DModel", "SkyReelsV2Pipeline",
                  _wan_components("SkyReelsV2Transformer3DModel", scheduler=_unipc_flow), _embeds, (2, 4, 4)),
     TinyPipeline("SkyReelsV2Transformer3DModel", "SkyReelsV2DiffusionForcingPipeline",
-                 _wan_components("SkyReelsV2Transformer3DModel", scheduler=_unipc_flow), _embeds, (3, 4, 4),
-                 size=(64, 64, 9), call=dict(prompt=None, base_num_frames=9, ar_step=1, causal_block_size=1),
-                 note="asynchronous diffusion forcing (ar_step=1): a causal frame-block mask in self-attention"),
+                 _wan_components("SkyReelsV2Transformer3DModel", scheduler=_unipc_flow), _embeds, (4, 4, 4),
+                 size=(64, 64, 13), call=dict(prompt=None, base_num_frames=13, ar_step=1, causal_block_size=2),
+                 note="asynchronous diffusion forcing (ar_step=1) in blocks of 2 latent frames: a causal frame-block "
+                      "mask in self-attention"),
     TinyPipeline("ChronoEditTransformer3DModel", "ChronoEditPipeline",
                  _wan_components("ChronoEditTransformer3DModel", image_encoder=True, **_I2V), _embeds, (2, 4, 4),
                  extra=_image_input),
