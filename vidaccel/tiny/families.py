@@ -207,7 +207,8 @@ class TinyPipeline:
 
         missing = [name for name in self.requires if name not in components]
         if missing:
-            raise ValueError(f"The tiny {self.pipeline} needs {', '.join(missing)} passed to build(): {self.note}")
+            raise ValueError(f"The tiny {self.pipeline} needs {', '.join(missing)} passed to build(): {self.note} (the "
+                             f"tests pass a pass-through one, as diffusers' own tests do).")
         pipe = getattr(diffusers, self.pipeline)(**{**self.components(seed), **components})
         pipe.set_progress_bar_config(disable=True)
         return pipe
@@ -223,6 +224,20 @@ class TinyPipeline:
         if self.guidance is not None:
             kwargs[self.guidance] = guidance_scale
         return kwargs
+
+    def prompted(self, call: Callable) -> Callable:
+        """`call` (the pipeline, or what generates with it) behind the usual text keywords: the returned callable
+        takes ``prompt``, ``negative_prompt``, ``height``, ``width``, ``num_frames``, ``num_inference_steps``,
+        ``guidance_scale`` and ``output_type`` and passes `call_kwargs` of them (embeddings, conditioning) plus
+        every other keyword (``generator``, ``callback_on_step_end``) to `call`."""
+
+        def run(prompt="", negative_prompt=None, *, height=None, width=None, num_frames=None, num_inference_steps=2,
+                guidance_scale=5.0, output_type=None, **kwargs):
+            return call(**self.call_kwargs(prompt or "", negative_prompt or "", steps=num_inference_steps,
+                                           guidance_scale=guidance_scale, height=height, width=width,
+                                           num_frames=num_frames, output_type=output_type), **kwargs)
+
+        return run
 
 
 def _flow(shift: float = 3.0):
@@ -440,8 +455,7 @@ def _masked(prompt, negative_prompt, tokens=5):
 
 
 _COSMOS_GUARD = ("diffusers' Cosmos pipelines refuse to run without NVIDIA's cosmos_guardrail safety checker (a "
-                 "separate package that downloads its own models); vidaccel does not ship a stand-in for it, so pass "
-                 "safety_checker= (the tests pass a pass-through one, as diffusers' own tests do)")
+                 "separate package that downloads its own models), and vidaccel ships no stand-in for it")
 
 TINY_PIPELINES: tuple[TinyPipeline, ...] = (
     TinyPipeline("WanTransformer3DModel", "WanPipeline", _wan_components("WanTransformer3DModel"), _embeds, (2, 4, 4)),
