@@ -56,7 +56,7 @@ def test_attention_mode_takes_the_radial_defaults_of_the_family_or_class(capsys,
     assert densities["mochi"] == densities["wan"]  # Mochi has no radial defaults of its own: Wan's
 
 
-@pytest.mark.parametrize("family", BUILDS + ["WanVACETransformer3DModel"])
+@pytest.mark.parametrize("family", BUILDS + ["WanVACETransformer3DModel", "LTX2VideoTransformer3DModel"])
 def test_pipeline_mode_builds_the_tiny_pipeline_of_the_family(capsys, tmp_path, family):
     spec = tiny_pipeline(family)
     out = tmp_path / "bench.json"
@@ -73,8 +73,5 @@ def test_pipeline_mode_builds_the_tiny_pipeline_of_the_family(capsys, tmp_path, 
 def test_tiny_random_errors_name_the_reason(capsys):
     code, _, err = _main(capsys, "bench", "pipeline", "x", "--model", "tiny-random", "--family", "cosmos")
     assert code == 2 and "cosmos_guardrail" in err and "Benchmark another family" in err
-    code, _, err = _main(capsys, "bench", "pipeline", "x", "--model", "tiny-random", "--family",
-                         "LTX2VideoTransformer3DModel")
-    assert code == 2 and "LTX2Pipeline also needs" in err
     code, _, err = _main(capsys, "bench", "attention", "--model", "tiny-random")
     assert code == 2 and "attention mode builds no model" in err
