@@ -147,12 +147,11 @@ def image(size: int | tuple = 64, seed: int = 0):
     return Image.fromarray((rng.random((h, w, 3)) * 255).astype("uint8"))
 
 
-def embeddings(prompt: str, tokens: int = 5, dim: int = TEXT_DIM, batch: int | None = 1) -> torch.Tensor:
-    """Random prompt embeddings ``(batch, tokens, dim)`` (or ``(tokens, dim)`` with ``batch=None``), seeded by the
-    prompt text: the same prompt gives the same embeddings, a different one others."""
+def embeddings(prompt: str, tokens: int = 5, dim: int = TEXT_DIM) -> torch.Tensor:
+    """Random prompt embeddings ``(1, tokens, dim)`` seeded by the prompt text: the same prompt gives the same
+    embeddings, a different one others."""
     g = torch.Generator().manual_seed(zlib.crc32(prompt.encode()))
-    shape = (tokens, dim) if batch is None else (batch, tokens, dim)
-    return torch.randn(*shape, generator=g)
+    return torch.randn(1, tokens, dim, generator=g)
 
 
 def _embeds(prompt, negative_prompt, *, tokens=5, mask=None, names=("prompt_embeds", "negative_prompt_embeds")):
