@@ -10,6 +10,7 @@ the target grid reproduces the plain pipeline at the target size. Every other cl
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -128,3 +129,23 @@ def test_freeswim_pipeline_whole_target_window_equals_the_plain_pipeline(which):
     fs.remove()
     with torch.no_grad():
         assert torch.equal(pipe(**call, generator=torch.Generator().manual_seed(0)).frames, reference)
+
+
+def test_a_registered_adapter_claiming_freeswim_without_cross_attention_is_refused_with_the_fix():
+    from diffusers import WanTransformer3DModel
+
+    class NoCrossTransformer3DModel(WanTransformer3DModel):
+        pass
+
+    adapter = dataclasses.replace(ADAPTERS["WanTransformer3DModel"], class_name="NoCrossTransformer3DModel",
+                                  cross_attention=None, text_inputs=())
+    vidaccel.register_adapter(adapter)
+    try:
+        torch.manual_seed(0)
+        model = NoCrossTransformer3DModel(**{k: v for k, v in FAMILIES["WanTransformer3DModel"].build(0).config.items()
+                                             if not k.startswith("_")})
+        with pytest.raises(ValueError, match="has no module in its cross_attention list"):
+            enable_freeswim(model)
+        assert not hasattr(model, "_vidaccel_freeswim")
+    finally:
+        vidaccel.unregister_adapter("NoCrossTransformer3DModel")

@@ -272,7 +272,12 @@ class FreeSwimBlockHook(VidaccelHook):
 def blocks(model, adapter) -> list[tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]]:
     """(block, self-attention, cross-attention) per treated block (`ModelAdapter.blocks`), matched by block name."""
     selfs = {block_of(name): attn for name, attn in adapter.self_attention(model)}
-    crosses = {block_of(name): attn for name, attn in adapter.cross_attention(model)}
+    crosses = {block_of(name): attn for name, attn in (adapter.cross_attention or (lambda m: []))(model)}
+    missing = [name for name, _ in adapter.blocks(model) if name not in crosses]
+    if missing:
+        raise ValueError(f"The ModelAdapter of {adapter.class_name} has freeswim=True, but block {missing[0]} has no "
+                         f"module in its cross_attention list: FreeSwim needs a cross-attention module in every block "
+                         f"(or set freeswim=False).")
     return [(block, selfs[name], crosses[name]) for name, block in adapter.blocks(model)]
 
 
