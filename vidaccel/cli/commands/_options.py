@@ -42,9 +42,9 @@ def positive_float(text: str) -> float:
 
 def family_names() -> tuple[list[str], list[str]]:
     """(family labels, transformer classes) of `vidaccel.supported_models()` (imports torch: call it lazily)."""
-    from ...support import supported_models
+    import vidaccel
 
-    rows = supported_models()
+    rows = vidaccel.supported_models()
     return sorted({r["family"] for r in rows}), [r["class"] for r in rows]
 
 
