@@ -460,11 +460,12 @@ def _ltx2_components(seed):
         audio_connector_num_learnable_registers=None, connector_rope_base_seq_len=32, rope_double_precision=False,
         rope_type="split", video_hidden_dim=16, audio_hidden_dim=16)
     torch.manual_seed(0)
-    vae = AutoencoderKLLTX2Video(
-        latent_channels=4, block_out_channels=(8,), decoder_block_out_channels=(8,), layers_per_block=(1,),
-        decoder_layers_per_block=(1, 1), spatio_temporal_scaling=(True,), decoder_spatio_temporal_scaling=(True,),
-        decoder_inject_noise=(False, False), downsample_type=("spatial",), upsample_residual=(False,),
-        upsample_factor=(1,), timestep_conditioning=False, patch_size=1, patch_size_t=1, decoder_causal=False)
+    vae = AutoencoderKLLTX2Video(  # 4x spatial, 2x temporal: 5 frames of 32x32 are a (2, 8, 8) token grid
+        latent_channels=4, block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), layers_per_block=(1, 1),
+        decoder_layers_per_block=(1, 1, 1), spatio_temporal_scaling=(True, True),
+        decoder_spatio_temporal_scaling=(True, True), decoder_inject_noise=(False, False, False),
+        downsample_type=("spatial", "spatial"), upsample_residual=(False, False), upsample_factor=(1, 1),
+        timestep_conditioning=False, patch_size=1, patch_size_t=1, decoder_causal=False)
     vae.use_framewise_encoding = vae.use_framewise_decoding = False
     torch.manual_seed(0)
     audio_vae = AutoencoderKLLTX2Audio(base_channels=4, ch_mult=(1,), num_res_blocks=1, resolution=32, latent_channels=2,
@@ -523,7 +524,7 @@ TINY_PIPELINES: tuple[TinyPipeline, ...] = (
     TinyPipeline("LTXVideoTransformer3DModel", "LTXPipeline", _ltx_components, _masked, (3, 8, 8), size=(32, 32, 9)),
     TinyPipeline("LTX2VideoTransformer3DModel", "LTX2Pipeline", _ltx2_components,
                  lambda p, n: {k: v.repeat(1, 1, 2) if v.is_floating_point() else v for k, v in _masked(p, n).items()},
-                 (3, 16, 16), size=(32, 32, 5), call=dict(frame_rate=25.0),
+                 (2, 8, 8), size=(32, 32, 5), call=dict(frame_rate=25.0),
                  note="video and audio: the audio stream runs through its own VAE and vocoder"),
     TinyPipeline("MochiTransformer3DModel", "MochiPipeline", _mochi_components, lambda p, n: _masked(p, n, 6),
                  (2, 4, 4), size=(64, 64, 7)),
