@@ -17,8 +17,12 @@ Stages (docs/methods.md section 2):
    (`vidaccel.freeswim`), by calling the wrapped pipeline with those latents and a private
    copy of its scheduler whose schedule starts at that step.
 
-Works with `WanPipeline` and `WanImageToVideoPipeline` (pass ``image=`` as usual; extra keyword
-arguments go to the wrapped pipeline in both stages), Wan2.1 and Wan2.2 (both transformers).
+Works with the pipelines of the transformer classes FreeSwim runs on (`vidaccel.supported_models()`, feature
+``freeswim``), with a flow-matching scheduler: tested on `WanPipeline` (Wan2.1, and Wan2.2 with both
+transformers), `WanImageToVideoPipeline` (pass ``image=`` as usual), `SkyReelsV2Pipeline` and `WanVACEPipeline`.
+Extra keyword arguments go to the wrapped pipeline in both stages; `WanVACEPipeline`'s control ``video`` cannot
+(``video`` here is the clip to upscale): for controlled generation call `vidaccel.enable_freeswim` on the VACE
+pipeline and drive the stages yourself.
 The prompt is encoded once with the pipeline's own `encode_prompt`.
 """
 
@@ -127,10 +131,11 @@ def refinement_scheduler(scheduler, start: int, flow_shift: float | None = None)
 
 
 class FreeSwimPipeline:
-    """FreeSwim around a diffusers Wan pipeline: base generation (or a user's clip) -> hi-res refinement.
+    """FreeSwim around a diffusers Wan-like pipeline: base generation (or a user's clip) -> hi-res refinement.
 
     Args:
-        pipe: a `WanPipeline` or `WanImageToVideoPipeline` (Wan2.1 or Wan2.2).
+        pipe: a `WanPipeline` or `WanImageToVideoPipeline` (Wan2.1 or Wan2.2), `SkyReelsV2Pipeline`, `WanVACEPipeline`
+            (see the module docstring), or another pipeline of a class with FreeSwim and a flow-matching scheduler.
         config: `vidaccel.FreeSwimConfig`; ``base_size`` is both the stage-1 resolution and the
             window's source (default 480x832, Wan2.1's training size).
 

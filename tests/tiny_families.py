@@ -1,6 +1,7 @@
 """Tiny random-weight builders and forward inputs for every supported transformer class.
 
-One `Family` row per class: `build(seed)` makes a tiny model of the real diffusers class and
+One `Family` row per class: `build(seed)` makes a tiny model of the real diffusers class (the configs are
+`vidaccel.tiny.families.TRANSFORMERS`, which the tiny pipelines of tests/test_family_pipelines.py share) and
 `inputs(grid, batch, seed, timestep)` the forward keywords that give token grid ``(T, H, W)``.
 The per-family tests (tests/test_families.py) are parametrized over `FAMILIES`.
 """
@@ -13,6 +14,7 @@ from typing import Callable
 import torch
 
 import tiny_models
+from vidaccel.tiny.families import tiny_transformer
 
 
 @dataclass(frozen=True)
@@ -36,17 +38,9 @@ def _old(family):
 # ----------------------------------------------------------------------------------------- Wan-like
 
 
-def _wan_like(cls_name, **extra):
-    def build(seed=0):
-        import diffusers
-
-        torch.manual_seed(seed)
-        kw = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
-                  text_dim=16, freq_dim=16, ffn_dim=32, num_layers=2, cross_attn_norm=True, rope_max_seq_len=32)
-        kw.update(extra)
-        kw = {k: v for k, v in kw.items() if v is not None}
-        return getattr(diffusers, cls_name)(**kw).eval()
-    return build
+def _tiny(class_name, **overrides):
+    """The builder of `class_name`'s tiny model (vidaccel.tiny.families.TRANSFORMERS, shared with the pipelines)."""
+    return lambda seed=0: tiny_transformer(class_name, seed, **overrides)
 
 
 def _wan_inputs(grid, batch, seed, timestep, channels=4, **extra):
@@ -84,27 +78,18 @@ FAMILIES = {
     "LTXVideoTransformer3DModel": Family("LTXVideoTransformer3DModel",
                                          lambda seed=0: tiny_models.ltx_transformer(seed), _old("ltx")),
     "WanVACETransformer3DModel": Family("WanVACETransformer3DModel",
-                                        _wan_like("WanVACETransformer3DModel", num_layers=2, vace_layers=[0, 1],
-                                                  vace_in_channels=6, qk_norm="rms_norm_across_heads"),
-                                        _vace_inputs),
+                                        _tiny("WanVACETransformer3DModel"), _vace_inputs),
     "SkyReelsV2Transformer3DModel": Family("SkyReelsV2Transformer3DModel",
-                                           _wan_like("SkyReelsV2Transformer3DModel", qk_norm="rms_norm_across_heads"),
+                                           _tiny("SkyReelsV2Transformer3DModel"),
                                            lambda grid, batch, seed, timestep: _wan_inputs(grid, batch, seed, timestep)),
     "ChronoEditTransformer3DModel": Family("ChronoEditTransformer3DModel",
-                                           _wan_like("ChronoEditTransformer3DModel", qk_norm="rms_norm_across_heads"),
+                                           _tiny("ChronoEditTransformer3DModel"),
                                            lambda grid, batch, seed, timestep: _wan_inputs(grid, batch, seed, timestep)),
-    "AnyFlowTransformer3DModel": Family("AnyFlowTransformer3DModel", _wan_like("AnyFlowTransformer3DModel"),
+    "AnyFlowTransformer3DModel": Family("AnyFlowTransformer3DModel", _tiny("AnyFlowTransformer3DModel"),
                                         _anyflow_inputs),
     "HeliosTransformer3DModel": Family("HeliosTransformer3DModel",
-                                       _wan_like("HeliosTransformer3DModel", rope_dim=(4, 2, 2), rope_max_seq_len=None,
-                                                 has_multi_term_memory_patch=False),
-                                       _helios_inputs),
+                                       _tiny("HeliosTransformer3DModel"), _helios_inputs),
 }
-
-
-def _helios_history_build(seed=0):
-    return _wan_like("HeliosTransformer3DModel", rope_dim=(4, 2, 2), rope_max_seq_len=None,
-                     has_multi_term_memory_patch=True)(seed)
 
 
 def _helios_history_inputs(grid, batch, seed, timestep):
@@ -119,21 +104,6 @@ def _helios_history_inputs(grid, batch, seed, timestep):
 
 
 # ------------------------------------------------------------------------------ other families
-
-
-def _build(cls_name, unzero: bool = False, **kw):
-    def build(seed=0):
-        import diffusers
-
-        torch.manual_seed(seed)
-        model = getattr(diffusers, cls_name)(**kw).eval()
-        if unzero:  # zero-initialised modulation would make the blocks' output vanish: give it random weights
-            with torch.no_grad():
-                for name, p in model.named_parameters():
-                    if "modulation" in name and not p.any():
-                        p.normal_(0, 0.2)
-        return model
-    return build
 
 
 def _hunyuan15_inputs(grid, batch, seed, timestep):
@@ -214,46 +184,14 @@ def _animate_inputs(grid, batch, seed, timestep):
 
 
 FAMILIES.update({
-    "HeliosTransformer3DModel+history": Family("HeliosTransformer3DModel", _helios_history_build,
+    "HeliosTransformer3DModel+history": Family("HeliosTransformer3DModel",
+                                               _tiny("HeliosTransformer3DModel", has_multi_term_memory_patch=True),
                                                _helios_history_inputs),
-    "HunyuanVideo15Transformer3DModel": Family("HunyuanVideo15Transformer3DModel", _build(
-        "HunyuanVideo15Transformer3DModel", in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10,
-        num_layers=2, num_refiner_layers=1, text_embed_dim=16, text_embed_2_dim=8, image_embed_dim=8,
-        rope_axes_dim=(2, 4, 4)), _hunyuan15_inputs),
-    "MochiTransformer3DModel": Family("MochiTransformer3DModel", _build(
-        "MochiTransformer3DModel", patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=2,
-        pooled_projection_dim=16, in_channels=4, text_embed_dim=16, time_embed_dim=4, max_sequence_length=16),
-        _mochi_inputs),
-    "CosmosTransformer3DModel": Family("CosmosTransformer3DModel", _build(
-        "CosmosTransformer3DModel", in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=12,
-        num_layers=2, mlp_ratio=2, text_embed_dim=16, adaln_lora_dim=4, max_size=(8, 32, 32),
-        patch_size=(1, 2, 2), rope_scale=(2.0, 1.0, 1.0), concat_padding_mask=False,  # True needs torchvision
-        extra_pos_embed_type="learnable"), _cosmos_inputs),
-    "AllegroTransformer3DModel": Family("AllegroTransformer3DModel", _build(
-        "AllegroTransformer3DModel", patch_size=2, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
-        in_channels=4, out_channels=4, num_layers=2, cross_attention_dim=16, sample_height=16, sample_width=16,
-        sample_frames=8, caption_channels=16), _allegro_inputs),
-    "EasyAnimateTransformer3DModel": Family("EasyAnimateTransformer3DModel", _build(
-        "EasyAnimateTransformer3DModel", num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
-        patch_size=2, sample_width=16, sample_height=16, num_layers=2, mmdit_layers=2, time_embed_dim=4,
-        text_embed_dim=16), _easyanimate_inputs),
-    "MotifVideoTransformer3DModel": Family("MotifVideoTransformer3DModel", _build(
-        "MotifVideoTransformer3DModel", in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10,
-        num_layers=1, num_single_layers=2, num_decoder_layers=1, patch_size=2, patch_size_t=1, text_embed_dim=16,
-        rope_axes_dim=(2, 4, 4)), _motif_inputs),
-    "Kandinsky5Transformer3DModel": Family("Kandinsky5Transformer3DModel", _build(
-        "Kandinsky5Transformer3DModel", unzero=True, in_visual_dim=4, in_text_dim=16, in_text_dim2=8, time_dim=16,
-        out_visual_dim=4, patch_size=(1, 2, 2), model_dim=32, ff_dim=64, num_text_blocks=1, num_visual_blocks=2,
-        axes_dims=(4, 6, 6)), _kandinsky5_inputs),
-    "LTX2VideoTransformer3DModel": Family("LTX2VideoTransformer3DModel", _build(
-        "LTX2VideoTransformer3DModel", in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8,
-        cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
-        audio_attention_head_dim=8, audio_cross_attention_dim=16, num_layers=2, caption_channels=16,
-        use_prompt_embeddings=False), _ltx2_inputs),
-    "WanAnimateTransformer3DModel": Family("WanAnimateTransformer3DModel", _build(
-        "WanAnimateTransformer3DModel", patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8,
-        in_channels=12, latent_channels=4, out_channels=4, text_dim=16, freq_dim=16, ffn_dim=32, num_layers=2,
-        image_dim=8, rope_max_seq_len=32, motion_encoder_size=16, motion_style_dim=8, motion_dim=4,
-        motion_encoder_dim=8, face_encoder_hidden_dim=8, face_encoder_num_heads=2, inject_face_latents_blocks=1,
-        motion_encoder_batch_size=4, motion_encoder_channel_sizes={"4": 8, "8": 8, "16": 8}), _animate_inputs),
 })
+FAMILIES.update({name: Family(name, _tiny(name), inputs) for name, inputs in (
+    ("HunyuanVideo15Transformer3DModel", _hunyuan15_inputs), ("MochiTransformer3DModel", _mochi_inputs),
+    ("CosmosTransformer3DModel", _cosmos_inputs), ("AllegroTransformer3DModel", _allegro_inputs),
+    ("EasyAnimateTransformer3DModel", _easyanimate_inputs), ("MotifVideoTransformer3DModel", _motif_inputs),
+    ("Kandinsky5Transformer3DModel", _kandinsky5_inputs), ("LTX2VideoTransformer3DModel", _ltx2_inputs),
+    ("WanAnimateTransformer3DModel", _animate_inputs),
+)})

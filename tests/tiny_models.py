@@ -4,48 +4,23 @@ from __future__ import annotations
 
 import torch
 
+from vidaccel.tiny.families import tiny_transformer  # the tiny configs, shared with the tiny pipelines
+
 
 def wan_transformer(seed: int = 0, layers: int = 2, image_dim: int | None = None):
-    from diffusers import WanTransformer3DModel
-
-    torch.manual_seed(seed)
-    return WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
-        text_dim=16, freq_dim=16, ffn_dim=32, num_layers=layers, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, image_dim=image_dim,
-    ).eval()
+    return tiny_transformer("WanTransformer3DModel", seed, num_layers=layers, image_dim=image_dim)
 
 
 def hunyuan_transformer(seed: int = 0):
-    from diffusers import HunyuanVideoTransformer3DModel
-
-    torch.manual_seed(seed)
-    return HunyuanVideoTransformer3DModel(
-        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=1,
-        num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1, guidance_embeds=True,
-        text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4),
-    ).eval()
+    return tiny_transformer("HunyuanVideoTransformer3DModel", seed)
 
 
 def cogvideox_transformer(seed: int = 0):
-    from diffusers import CogVideoXTransformer3DModel
-
-    torch.manual_seed(seed)
-    return CogVideoXTransformer3DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=2,
-        text_embed_dim=16, num_layers=2, sample_width=16, sample_height=16, sample_frames=9, patch_size=2,
-        temporal_compression_ratio=4, max_text_seq_length=8,
-    ).eval()
+    return tiny_transformer("CogVideoXTransformer3DModel", seed)
 
 
 def ltx_transformer(seed: int = 0):
-    from diffusers import LTXVideoTransformer3DModel
-
-    torch.manual_seed(seed)
-    return LTXVideoTransformer3DModel(
-        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2,
-        attention_head_dim=8, cross_attention_dim=16, num_layers=2, caption_channels=16,
-    ).eval()
+    return tiny_transformer("LTXVideoTransformer3DModel", seed)
 
 
 def family_inputs(family: str, grid=(3, 4, 6), batch: int = 2, seed: int = 0, timestep: float = 500.0):

@@ -41,6 +41,7 @@ def _row(adapter: ModelAdapter, builtin: bool) -> dict:
         "features": {feature.key: bool(answer(adapter)) for feature, answer in _FEATURE_COLUMNS},
         "attention_path": "backend" if adapter.attention_dispatch else "sdpa_swap",
         "notes": adapter.notes,
+        "freeswim_refusal": adapter.freeswim_refusal(),
         "builtin": builtin,
     }
 
@@ -55,8 +56,8 @@ def supported_models(include_registered: bool = True) -> list[dict]:
     ``context_parallel``), ``attention_path`` (how sparse attention is routed, `vidaccel.core.routing`:
     ``"backend"``, vidaccel's attention backend in diffusers' dispatcher, which ``torch.compile`` traces without a
     graph break; ``"sdpa_swap"`` where the processors call SDPA directly, a graph break per attention module),
-    ``notes`` and ``builtin`` (False for adapters added with `register_adapter`;
-    left out with ``include_registered=False``).
+    ``notes``, ``freeswim_refusal`` (why `enable_freeswim` refuses the class; empty where FreeSwim runs) and
+    ``builtin`` (False for adapters added with `register_adapter`; left out with ``include_registered=False``).
     """
     rows = [_row(a, a.class_name in _adapters.BUILTIN_CLASSES) for a in _adapters.ADAPTERS.values()]
     return sorted((r for r in rows if include_registered or r["builtin"]), key=lambda r: r["class"])
@@ -109,6 +110,12 @@ def support_table_markdown() -> str:
                      + " | ".join(cells) + " |")
     lines += ["", "Notes per class:", ""]
     lines += [f"- `{r['class']}`: {r['notes']}" for r in supported_models(include_registered=False) if r["notes"]]
+    refusals: dict[str, list[str]] = {}
+    for r in supported_models(include_registered=False):
+        if r["freeswim_refusal"]:
+            refusals.setdefault(r["freeswim_refusal"], []).append(f"`{r['class']}`")
+    lines += ["", "FreeSwim (`enable_freeswim`) raises a TypeError with the reason on the other classes:", ""]
+    lines += [f"- {', '.join(names)}: {reason}." for reason, names in refusals.items()]
     lines += ["", "Not supported (`accelerate` raises a TypeError with the reason):", ""]
     lines += [f"- `{name}`: {reason}." for name, reason in unsupported_models().items()]
     lines += ["", TABLE_END]

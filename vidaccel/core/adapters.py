@@ -156,7 +156,9 @@ class ModelAdapter:
             (VACE's control hints, Wan-Animate's face adapter): a reused run of blocks ends there.
         radial_defaults: the family whose radial-attention defaults (decay, warm-up) apply
             (`vidaccel.sparse.config.RADIAL_DEFAULTS`).
-        freeswim: FreeSwim's dual path is validated on this class.
+        freeswim: FreeSwim's dual path runs on this class (tested: a window covering the grid reproduces dense).
+        freeswim_reason: why `enable_freeswim` refuses this class, where `freeswim` is False (`freeswim_refusal`
+            words the common cases when this is empty).
         attention_dispatch: its self-attention processors call diffusers' ``dispatch_attention_fn`` with a backend
             per processor (``_attention_backend``), so sparse attention runs as vidaccel's attention backend there
             (`vidaccel.core.routing`: compiles without graph breaks); False where they call PyTorch SDPA directly
@@ -180,6 +182,7 @@ class ModelAdapter:
     radial_defaults: str = "wan"
     freeswim: bool = False
     attention_dispatch: bool = True
+    freeswim_reason: str = ""
     notes: str = ""
 
     def __post_init__(self):
@@ -205,6 +208,18 @@ class ModelAdapter:
 
     def breaks(self, model: torch.nn.Module) -> set:
         return set(self.run_breaks(model)) if self.run_breaks is not None else set()
+
+    def freeswim_refusal(self) -> str:
+        """Why FreeSwim's dual path does not apply to this class ('' where it does)."""
+        if self.freeswim:
+            return ""
+        if self.freeswim_reason:
+            return self.freeswim_reason
+        if self.cross_attention is None and self.text_position != "none":
+            return ("its text is attended jointly in self-attention, so there is no separate cross-attention output "
+                    "for FreeSwim's full branch to hand to the window branch")
+        return ("it is not Wan-like (vidaccel implements FreeSwim only for Wan-like flow-matching transformers: blocks "
+                "of self- and cross-attention over a Wan VAE's latent grid)")
 
     @property
     def kv_cache(self) -> bool:
@@ -273,25 +288,33 @@ _BUILTIN = (
               "reused run ends at each control-hint layer",
               self_attention=_blocks("vace_blocks", "blocks", attr="attn1"),
               cross=_blocks("vace_blocks", "blocks", attr="attn2"), block_attention=_wan_self,
-              run_breaks=_every("vace_layers", "")),
+              run_breaks=_every("vace_layers", ""), freeswim=True),
     _wan_like("WanAnimateTransformer3DModel", ("WanAnimatePipeline",),
               "the reference frame is latent frame 0 of the grid; a reused run ends at each face-adapter block",
-              run_breaks=_every("blocks", "inject_face_latents_blocks")),
+              run_breaks=_every("blocks", "inject_face_latents_blocks"),
+              freeswim_reason="its face adapter adds, after every few blocks, an attention output computed from the "
+                              "hidden states themselves, which FreeSwim's full branch (run block by block beside the "
+                              "window branch) would need a pass of its own for"),
     _wan_like("SkyReelsV2Transformer3DModel", ("SkyReelsV2Pipeline", "SkyReelsV2ImageToVideoPipeline",
                                                "SkyReelsV2DiffusionForcingPipeline",
                                                "SkyReelsV2DiffusionForcingImageToVideoPipeline",
                                                "SkyReelsV2DiffusionForcingVideoToVideoPipeline"),
-              "diffusion forcing's causal frame-block mask is combined with the sparse pattern"),
-    _wan_like("ChronoEditTransformer3DModel", ("ChronoEditPipeline",)),
+              "diffusion forcing's causal frame-block mask is combined with the sparse pattern", freeswim=True),
+    _wan_like("ChronoEditTransformer3DModel", ("ChronoEditPipeline",), freeswim=True),
     ModelAdapter("wan", "AnyFlowTransformer3DModel", "none", grid_from_latents(1), _wan_self, 1,
                  cross_attention=_wan_cross,
                  text_inputs=(("encoder_hidden_states", 3), ("encoder_hidden_states_image", 4)),
                  prediction_layout="bfchw", pipelines=("AnyFlowPipeline",),
-                 notes="latents as (B, F, C, H, W); AnyFlowFARTransformer3DModel (causal) is not supported"),
+                 notes="latents as (B, F, C, H, W); AnyFlowFARTransformer3DModel (causal) is not supported",
+                 freeswim_reason="it is a flow-map model: each step jumps between two noise levels (timestep and "
+                                 "r_timestep), while FreeSwim's refinement re-noises along a flow-matching path and its "
+                                 "cache reuses the full branch across neighbouring steps of one"),
     ModelAdapter("wan", "HeliosTransformer3DModel", "prefix", _wan_grid, _wan_self, 1, cross_attention=_wan_cross,
                  text_inputs=(("encoder_hidden_states", 2),), pipelines=("HeliosPipeline", "HeliosPyramidPipeline"),
                  notes="the history tokens (short/mid/long memory) are a dense prefix of self-attention; the grid is "
-                       "the frames being denoised"),
+                       "the frames being denoised",
+                 freeswim_reason="its self-attention also attends the history tokens (a prefix outside the grid), for "
+                                 "which FreeSwim's window branch has no rule"),
     ModelAdapter("hunyuan", "HunyuanVideo15Transformer3DModel", "suffix", grid_from_latents(2),
                  _blocks("transformer_blocks", attr="attn"), 1, block_io=_JOINT_BLOCK,
                  pipelines=("HunyuanVideo15Pipeline", "HunyuanVideo15ImageToVideoPipeline"),

@@ -14,14 +14,14 @@ import logging
 
 import torch
 
-from ..core.adapters import adapter_for
+from ..core.adapters import ADAPTERS, adapter_for
 from ..core.context import refuse_fraction_without_pipeline, remember_pipeline
 from ..core.features import FREESWIM, refuse_conflicts, state_of
 from ..core.models import transformers
 from ..core.registry import install_states, remove_state
 from .cache import CrossAttentionCache
 from .config import FreeSwimConfig
-from .hooks import FreeSwimState, install, uninstall
+from .hooks import FreeSwimState, blocks, install, uninstall
 
 logger = logging.getLogger(__name__)
 
@@ -32,20 +32,25 @@ def _spatial_factor(pipe_or_transformer, model) -> int:
 
 
 def enable_freeswim(pipe_or_transformer, config: FreeSwimConfig | None = None):
-    """Install FreeSwim's dual path on a Wan pipeline (both transformers of Wan2.2) or transformer.
+    """Install FreeSwim's dual path on a pipeline (every transformer: Wan2.2's ``transformer_2`` too) or transformer.
 
-    Every later call at any resolution runs the dual path until `disable_freeswim`; toggle it
-    without removing the hooks with `set_freeswim_active`. Validation happens before anything is
-    changed. Returns the same object.
+    It runs on the classes whose ``freeswim`` feature `vidaccel.supported_models()` reports: the Wan-like
+    flow-matching ones (Wan, Wan-VACE, whose control blocks run window attention and whose hints reach both
+    branches, SkyReels-V2, whose diffusion-forcing mask applies in both branches, and ChronoEdit). Any other class
+    raises a TypeError with its reason (`ModelAdapter.freeswim_refusal`).
+    Every later call at any resolution runs the dual path until `disable_freeswim`; toggle it without removing
+    the hooks with `set_freeswim_active`. Validation happens before anything is changed. Returns the same object.
     """
     config = config or FreeSwimConfig()
     if not isinstance(config, FreeSwimConfig):
         raise TypeError(f"config must be a vidaccel.FreeSwimConfig, got {type(config).__name__}.")
     models = transformers(pipe_or_transformer)
     for model in models:
-        if not adapter_for(model).freeswim:
-            raise TypeError(f"FreeSwim supports Wan transformers (WanTransformer3DModel), got {type(model).__name__} "
-                            f"(vidaccel.supported_models() lists where each feature applies).")
+        adapter = adapter_for(model)
+        if not adapter.freeswim:
+            supported = sorted(name for name, a in ADAPTERS.items() if a.freeswim)
+            raise TypeError(f"FreeSwim does not run on {type(model).__name__}: {adapter.freeswim_refusal()}. It runs on "
+                            f"{', '.join(supported)} (vidaccel.supported_models() lists where each feature applies).")
         refuse_conflicts(model, FREESWIM)
     states = []
     for model in models:
@@ -53,7 +58,8 @@ def enable_freeswim(pipe_or_transformer, config: FreeSwimConfig | None = None):
         spatial = _spatial_factor(pipe_or_transformer, model)
         full_config = config.full_attention_config()
         states.append(FreeSwimState(config=config, adapter=adapter, window=config.window_tokens(spatial),
-                                    num_layers=len(adapter.self_attention(model)), full_config=full_config,
+                                    num_layers=len(blocks(model, adapter)), breaks=frozenset(adapter.breaks(model)),
+                                    full_config=full_config,
                                     full_pattern=full_config.build_pattern() if full_config else None,
                                     cache=CrossAttentionCache(offload=config.offload_cache)))
     full = states[0].full_config if states else None

@@ -1,4 +1,7 @@
-"""FreeSwim's dual path inside a Wan transformer, through diffusers hooks (docs/methods.md section 2).
+"""FreeSwim's dual path inside a Wan-like transformer, through diffusers hooks (docs/methods.md section 2).
+
+The classes whose adapter has ``freeswim=True`` (Wan, Wan-VACE, SkyReels-V2, ChronoEdit): blocks of self- and
+cross-attention (`ModelAdapter.blocks`, matched with their ``attn1`` / ``attn2`` by block name).
 
 How one transformer call runs (hooks only, no model code copied):
 
@@ -14,6 +17,13 @@ How one transformer call runs (hooks only, no model code copied):
 * **Conditional pass, other steps**: only the window branch runs (batch 1, no full-branch MLP
   work); every block's cross-attention returns the output stored at the last guide step.
 * **Unconditional pass**: only the window branch, with its own cross-attention.
+* **Self-attention outside the blocks** (Wan-VACE's control blocks, which turn the control video into hints):
+  runs once per call, window attention when the dual path is active; both branches use its output.
+* **Between blocks** (`ModelAdapter.run_breaks`, e.g. VACE adding a control hint after its ``vace_layers``):
+  the model adds something to the window branch's hidden states that the full branch, run inside the block
+  hooks, never sees; the next block's hook adds the same difference to the full branch. That is exact where
+  the addition does not depend on the hidden states (VACE's hints come from the control blocks); classes whose
+  additions do (Wan-Animate's face adapter) are refused by their adapter.
 
 The paper replaces the cross-attention output *before* the output projection ``attn2.to_out``.
 The projection is the same linear layer in both branches, so projecting the full branch's
@@ -39,7 +49,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..core.adapters import ModelAdapter
+from ..core.adapters import ModelAdapter, block_of
 from ..core.context import StepTracker
 from ..core.hookset import HookSet
 from ..core.nocopy import NotCopyable, VidaccelHook
@@ -81,9 +91,12 @@ class FreeSwimState(NotCopyable):
     guide: bool = False  # the current conditional call runs the full branch
     full_hidden: torch.Tensor | None = None
     hooks: HookSet | None = None
+    breaks: frozenset = frozenset()  # block indices after which the model adds to the hidden states
+    window_out: torch.Tensor | None = None  # the window branch's output of the last block in `breaks`
     counts: dict = field(default_factory=lambda: {"guide_calls": 0, "reuse_calls": 0, "window_calls": 0,
                                                   "cross_attention_computed": 0, "cross_attention_reused": 0,
-                                                  "full_attention_dense": 0, "full_attention_sparse": 0})
+                                                  "full_attention_dense": 0, "full_attention_sparse": 0,
+                                                  "control_window_calls": 0})
     peak_cache_bytes: int = 0
     last_grid: tuple | None = None
     attention_path: AttentionPath | None = None  # always the SDPA swap (`vidaccel.core.routing` says why)
@@ -99,30 +112,39 @@ class FreeSwimState(NotCopyable):
     def reset(self) -> None:
         """End of a generation: drop the cache entries and the full branch's hidden states."""
         self.cache.clear()
-        self.full_hidden, self.mode, self.guide = None, None, False
+        self.full_hidden, self.window_out, self.mode, self.guide = None, None, None, False
 
 
 class FreeSwimSelfAttentionHook(VidaccelHook):
-    """`new_forward` on a block's self-attention: window (sparse) or full (dense) by the state's mode."""
+    """`new_forward` on a block's self-attention: window (sparse) or full (dense) by the state's mode.
 
-    def __init__(self, state: FreeSwimState, layer: int):
+    ``control=True``: a self-attention module outside the treated blocks (VACE's control blocks), window attention
+    whenever the dual path is active."""
+
+    def __init__(self, state: FreeSwimState, layer: int, control: bool = False):
         super().__init__()
-        self.state, self.layer = state, layer
+        self.state, self.layer, self.control = state, layer, control
 
     def new_forward(self, module, *args, **kwargs):
         state = self.state
         original = self.fn_ref.original_forward
+        where = f"Self-attention of {'control block' if self.control else 'block'} {self.layer}"
+        if self.control:
+            if not state.active or state.tracker.current is None:
+                return original(*args, **kwargs)
+            state.counts["control_window_calls"] += 1
+            return call_with_sdpa(self._window, original, args, kwargs, where)
         if state.mode is None:
             return original(*args, **kwargs)
         route = self._full if state.mode == "full" else self._window
-        return call_with_sdpa(route, original, args, kwargs, f"Self-attention of block {self.layer}")
+        return call_with_sdpa(route, original, args, kwargs, where)
 
     def _check(self, query, key, grid):
         n = math.prod(grid)
         if query.shape[-2] != n or key.shape[-2] != n:
             raise ValueError(
                 f"Self-attention of block {self.layer} has {query.shape[-2]} queries and {key.shape[-2]} keys, but the "
-                f"token grid {grid} has {n} tokens; FreeSwim supports Wan transformers with visual tokens only."
+                f"token grid {grid} has {n} tokens; FreeSwim supports self-attention over the video tokens only."
             )
 
     def _full(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
@@ -228,9 +250,14 @@ class FreeSwimBlockHook(VidaccelHook):
         if state.guide:
             if state.full_hidden is None:
                 raise RuntimeError("FreeSwim full branch lost its hidden states; blocks must run in order from block 0.")
+            if self.layer - 1 in state.breaks and state.window_out is not None:
+                # what the model added between the blocks (VACE's control hint), added to the full branch too
+                state.full_hidden = state.full_hidden + (hidden_states - state.window_out)
             full = self._run(original, "full", state.full_hidden, *args, **kwargs)
             state.full_hidden = full if self.layer + 1 < state.num_layers else None
-        return self._run(original, "window_override", hidden_states, *args, **kwargs)
+        out = self._run(original, "window_override", hidden_states, *args, **kwargs)
+        state.window_out = out if state.guide and self.layer in state.breaks else None
+        return out
 
     def _run(self, original, mode, hidden_states, *args, **kwargs):
         self.state.mode = mode
@@ -244,11 +271,22 @@ class FreeSwimBlockHook(VidaccelHook):
         return module
 
 
-def _blocks(model, adapter) -> list[tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]]:
-    """(block, self-attention, cross-attention) per layer, from the adapter's module lists."""
-    blocks = [block for _, block in adapter.blocks(model)]
-    selfs, crosses = adapter.self_attention(model), adapter.cross_attention(model)
-    return [(block, attn1, attn2) for block, (_, attn1), (_, attn2) in zip(blocks, selfs, crosses)]
+def blocks(model, adapter) -> list[tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]]:
+    """(block, self-attention, cross-attention) per treated block (`ModelAdapter.blocks`), matched by block name."""
+    selfs = {block_of(name): attn for name, attn in adapter.self_attention(model)}
+    crosses = {block_of(name): attn for name, attn in (adapter.cross_attention or (lambda m: []))(model)}
+    missing = [name for name, _ in adapter.blocks(model) if name not in crosses]
+    if missing:
+        raise ValueError(f"The ModelAdapter of {adapter.class_name} has freeswim=True, but block {missing[0]} has no "
+                         f"module in its cross_attention list: FreeSwim needs a cross-attention module in every block "
+                         f"(or set freeswim=False).")
+    return [(block, selfs[name], crosses[name]) for name, block in adapter.blocks(model)]
+
+
+def control_attention(model, adapter) -> list[torch.nn.Module]:
+    """Self-attention modules outside the treated blocks (VACE's control blocks), in execution order."""
+    inside = {block_of(name) for name, _ in adapter.blocks(model)}
+    return [attn for name, attn in adapter.self_attention(model) if block_of(name) not in inside]
 
 
 def install(model, state: FreeSwimState) -> None:
@@ -256,7 +294,9 @@ def install(model, state: FreeSwimState) -> None:
 
     def register(hooks: HookSet) -> None:
         state.attention_path = choose_path(model, state.adapter, state.adapter.self_attention(model), _USER)
-        for layer, (block, attn1, attn2) in enumerate(_blocks(model, state.adapter)):
+        for layer, attn in enumerate(control_attention(model, state.adapter)):
+            hooks.add(attn, FreeSwimSelfAttentionHook(state, layer, control=True), SELF_ATTENTION_HOOK)
+        for layer, (block, attn1, attn2) in enumerate(blocks(model, state.adapter)):
             hooks.add(block, FreeSwimBlockHook(state, layer), BLOCK_HOOK)
             hooks.add(attn1, FreeSwimSelfAttentionHook(state, layer), SELF_ATTENTION_HOOK)
             hooks.add(attn2, FreeSwimCrossAttentionHook(state, layer), CROSS_ATTENTION_HOOK)

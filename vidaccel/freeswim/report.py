@@ -60,6 +60,9 @@ def format_freeswim_report(reports: list[dict]) -> str:
                      f"replayed from the full branch")
         lines.append(f"  full branch self-attention: {r['full_attention']}; {c['full_attention_sparse']} sparse, "
                      f"{c['full_attention_dense']} dense calls")
+        if c.get("control_window_calls"):
+            lines.append(f"  control blocks (outside the dual path, shared by both branches): "
+                         f"{c['control_window_calls']} window self-attention calls")
         lines.append(f"  cache ({r['cache_dtype'] or 'empty'}): {_size(b['device'])} on device, {_size(b['host'])} "
                      f"pinned host (peak {_size(r['peak_cache_bytes'])})")
         lines.append(f"  attention path: SDPA swap, eager under torch.compile ({r['attention_path_reason']})")

@@ -23,7 +23,8 @@ pans, objects that leave and come back.
 Modules: `model` (finding, loading and running them), `palette` (the training colours), `captions` (the
 caption grammar, written and parsed), `check` (pixel checks: colour, count, direction, re-entry,
 background, and the repetition count of high-resolution output), `demo` (a tiny *random-weight* Wan pipeline for `vidaccel
-demo` and CPU tries of the CLI).
+demo` and CPU tries of the CLI), `families` (tiny random-weight transformers and diffusers pipelines of every
+supported class, built offline: the tests' models and `vidaccel bench pipeline --model tiny-random --family NAME`).
 """
 
 from .model import (ENV_VAR, GUIDANCE_SCALE, HEIGHT, LAB_ENV_VAR, LAB_HEIGHT, LAB_NUM_FRAMES, LAB_WIDTH,

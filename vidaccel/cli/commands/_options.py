@@ -40,6 +40,26 @@ def positive_float(text: str) -> float:
     return _number(float, text, "a finite number > 0", lambda v: math.isfinite(v) and v > 0)
 
 
+def family_names() -> tuple[list[str], list[str]]:
+    """(family labels, transformer classes) of `vidaccel.supported_models()` (imports torch: call it lazily)."""
+    import vidaccel
+
+    rows = vidaccel.supported_models()
+    return sorted({r["family"] for r in rows}), [r["class"] for r in rows]
+
+
+def family_name(text: str) -> str:
+    """argparse type for --family: a family label or a transformer class of `vidaccel.supported_models()`.
+
+    The names come from the adapters, not a list kept here; they are read only when --family is given, so
+    that --help imports neither torch nor diffusers."""
+    families, classes = family_names()
+    if text not in families and text not in classes:
+        raise argparse.ArgumentTypeError(f"unknown family {text!r}: use a family ({', '.join(families)}) or a "
+                                         f"transformer class ({', '.join(classes)}) of vidaccel.supported_models()")
+    return text
+
+
 def formatter(prog):
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 

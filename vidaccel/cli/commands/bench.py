@@ -12,13 +12,17 @@ import statistics
 import time
 from pathlib import Path
 
-from ._options import (add_accel_option, add_generation_options, add_model_options, formatter,
+from ._options import (add_accel_option, add_generation_options, add_model_options, family_name, formatter,
                        positive_int, print_table)
+
+TINY_RANDOM = "tiny-random"  # --model value: a tiny random-weight pipeline of --family, built offline
 
 EXAMPLES = """examples:
   vidaccel bench attention                                   # every preset at a small grid, CPU or GPU
   vidaccel bench attention --grid 21 45 80 --heads 12 --head-dim 128 --dtype bfloat16 --out bench.json
+  vidaccel bench attention --family hunyuan --accel radial   # HunyuanVideo's radial defaults
   vidaccel bench pipeline "a red circle moving right" --accel radial --repeats 3     # tiny model
+  vidaccel bench pipeline "a cat" --model tiny-random --family mochi --repeats 1     # tiny random MochiPipeline
   vidaccel bench pipeline "a fox" --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --frames 81 --accel my.yaml"""
 
 
@@ -38,6 +42,17 @@ def _median_s(fn, repeats: int, device) -> list[float]:
         sync()
         times.append(time.perf_counter() - start)
     return times
+
+
+def radial_family(name: str) -> str:
+    """The radial-defaults family (`RadialAttentionConfig.resolved`) of a --family value: its adapter's."""
+    from ...core.adapters import ADAPTERS
+
+    defaults = {a.radial_defaults for a in ADAPTERS.values() if name in (a.class_name, a.family)}
+    if len(defaults) != 1:  # a family label whose classes disagree would be ambiguous: name the class instead
+        raise ValueError(f"--family {name}: its classes take different radial defaults ({', '.join(sorted(defaults))}); "
+                         f"pass one transformer class")
+    return defaults.pop()
 
 
 def _bench_attention(args, configs, device) -> list[dict]:
@@ -61,7 +76,7 @@ def _bench_attention(args, configs, device) -> list[dict]:
             if named.config is None:
                 print(f"{named.name}: no sparse attention in this configuration (caches only): not an attention row")
                 continue
-            config = named.config.resolved(args.family)
+            config = named.config.resolved(radial_family(args.family))
             start = time.perf_counter()
             plan = build_plan(config.build_pattern(), grid, tile_size=config.tile_size, device=device)
             plan_s = time.perf_counter() - start
@@ -73,14 +88,38 @@ def _bench_attention(args, configs, device) -> list[dict]:
     return rows
 
 
+def _tiny_random(args, device_arg):
+    """`--model tiny-random`: the tiny random-weight pipeline of --family (`vidaccel.tiny.families`), its default
+    sizes, and `wrap(runner)`: the runner called with that pipeline's prompt embeddings and conditioning."""
+    from ...tiny.families import tiny_pipeline
+    from .. import loading
+
+    if args.offload != "none" or args.dtype not in ("auto", "float32"):
+        raise ValueError("--model tiny-random runs in float32 without offloading: drop --offload and --dtype")
+    spec = tiny_pipeline(args.family)
+    if spec.requires:
+        raise ValueError(f"--model tiny-random cannot build {spec.pipeline} for --family {args.family}: {spec.note}. "
+                         f"Benchmark another family, or a real pipeline with --model")
+    device = loading.resolve_device(device_arg)
+    pipe = spec.build(0).to(device)
+    info = {"model": TINY_RANDOM, "pipeline": spec.pipeline, "transformer": spec.transformer, "device": str(device),
+            "dtype": "float32", "offload": "none", "tiny_model": False, "family": args.family}
+    height, width, frames = spec.size
+    defaults = dict(height=height, width=width, num_frames=frames, steps=2, guidance_scale=5.0)
+    return pipe, info, defaults, spec.prompted
+
+
 def _bench_pipeline(args, configs, device_arg) -> tuple[list[dict], dict]:
     from .. import config_files, generation, loading
 
     prompts = generation.read_prompts(args.prompts or ["a red circle moving right on a blue background"],
                                   args.prompts_file)
     loading.quiet_libraries()
-    pipe, info = loading.load_pipeline(args.model, device_arg, args.dtype, args.offload)
-    d = loading.default_settings(args.model)
+    if args.model == TINY_RANDOM:
+        pipe, info, d, wrap = _tiny_random(args, device_arg)
+    else:
+        pipe, info = loading.load_pipeline(args.model, device_arg, args.dtype, args.offload)
+        d, wrap = loading.default_settings(args.model), (lambda runner: runner)
     gen = dict(height=args.height or d["height"], width=args.width or d["width"],
                num_frames=args.frames or d["num_frames"], steps=args.steps or d["steps"],
                guidance_scale=args.guidance if args.guidance is not None else d["guidance_scale"],
@@ -89,9 +128,9 @@ def _bench_pipeline(args, configs, device_arg) -> tuple[list[dict], dict]:
     steps = gen["steps"] or generation.pipeline_default(pipe, "num_inference_steps")
     for named in [config_files.NamedConfig(config_files.BASELINE, None, "dense"), *configs]:
         named = config_files.calibrated(pipe, named, steps, lambda runner: generation.generate(
-            pipe, prompts[0], 0, desc=f"{named.name} calibration", runner=runner, **gen))
+            pipe, prompts[0], 0, desc=f"{named.name} calibration", runner=wrap(runner), **gen))
         with config_files.applied(pipe, named, steps=steps) as runner:
-            results = [generation.generate(pipe, prompts[0], 0, desc=f"{named.name} {i}", runner=runner, **gen)
+            results = [generation.generate(pipe, prompts[0], 0, desc=f"{named.name} {i}", runner=wrap(runner), **gen)
                        for i in range(args.repeats + 1)][1:]  # the first is the warm-up
         steps = [r.step_s for r in results if r.step_s]
         rows.append({"config": named.name, "median_s": statistics.median(r.wall_s for r in results),
@@ -109,6 +148,9 @@ def run(args) -> int:
     from ...core.validate import output_file, save_or_keep
 
     out = output_file(args.out, "--out") if args.out else None  # before anything runs
+    args.family = args.family or "wan"
+    if args.model == TINY_RANDOM and args.mode != "pipeline":
+        raise ValueError("--model tiny-random is for 'vidaccel bench pipeline'; attention mode builds no model")
     configs = config_files.accel_configs(args.accel or sorted(config_files._presets()))
     config_files.compare_only(configs, "bench")
     if args.mode == "attention":
@@ -163,8 +205,10 @@ def add_parser(subparsers) -> None:
                    help="token grid T H W (default: 5 16 16; Wan 720p 81 frames is 21 45 80)")
     a.add_argument("--heads", type=positive_int, default=4, help="attention heads (default: 4)")
     a.add_argument("--head-dim", type=positive_int, default=64, help="head dimension (default: 64)")
-    a.add_argument("--family", default="wan", choices=["wan", "hunyuan", "cogvideox", "ltx"],
-                   help="model family whose radial defaults apply (default: wan)")
+    p.add_argument("--family", type=family_name, metavar="NAME",
+                   help="a model family or transformer class of vidaccel.supported_models() (e.g. wan, hunyuan, "
+                        "mochi, WanVACETransformer3DModel; a wrong name lists them): attention mode takes its radial "
+                        "defaults, --model tiny-random builds its tiny pipeline (default: wan)")
     add_model_options(p)
     add_generation_options(p, seeds=False)
     p.set_defaults(func=run)
