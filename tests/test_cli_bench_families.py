@@ -56,7 +56,12 @@ def test_attention_mode_takes_the_radial_defaults_of_the_family_or_class(capsys,
     assert densities["mochi"] == densities["wan"]  # Mochi has no radial defaults of its own: Wan's
 
 
-@pytest.mark.parametrize("family", BUILDS + ["WanVACETransformer3DModel", "LTX2VideoTransformer3DModel"])
+DEFAULT = {"wan", "mochi", "WanVACETransformer3DModel", "LTX2VideoTransformer3DModel"}  # the rest: -m slow (CLI
+# runs of 4 generations with VAE decoding each, 1-12 s apiece on 2 shared cores)
+
+
+@pytest.mark.parametrize("family", [f if f in DEFAULT else pytest.param(f, marks=pytest.mark.slow)
+                                    for f in BUILDS + ["WanVACETransformer3DModel", "LTX2VideoTransformer3DModel"]])
 def test_pipeline_mode_builds_the_tiny_pipeline_of_the_family(capsys, tmp_path, family):
     spec = tiny_pipeline(family)
     out = tmp_path / "bench.json"
