@@ -25,7 +25,6 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from ..core.adapters import ModelAdapter, adapter_for
 from ..core.blocks import BlockIO
@@ -36,7 +35,7 @@ from ..core.measure_runs import generate_each, measurement_call, prompt_list, ru
 from ..core.models import config_hash, named_transformers
 from ..core.nocopy import VidaccelHook
 from ..core.sampled_attention import attention_rows
-from ..core.sdpa_swap import call_with_sdpa
+from ..core.sdpa_swap import ObserveSDPAHook
 from ..core.validate import output_file, save_or_keep
 from ..version import __version__
 from .foreground import foreground_mask, foreground_ratio, prediction_tokens
@@ -140,22 +139,17 @@ class _ResidualHook(VidaccelHook):
         return output
 
 
-class _AttentionHook(VidaccelHook):
+class _AttentionHook(ObserveSDPAHook):
     """Self-attention module: received attention from sampled query rows, inside its own SDPA call."""
 
     def __init__(self, record: _Record, index: int):
         super().__init__()
         self.record, self.index = record, index
 
-    def new_forward(self, module, *args, **kwargs):
-        return call_with_sdpa(self._observe_then_attend, self.fn_ref.original_forward, args, kwargs,
-                              f"{self.record.block_names[self.index]}'s self-attention")
+    def where(self) -> str:
+        return f"{self.record.block_names[self.index]}'s self-attention"
 
-    def _observe_then_attend(self, *args, **kwargs):
-        self._observe(*args, **kwargs)
-        return F.scaled_dot_product_attention(*args, **kwargs)
-
-    def _observe(self, query, key, value=None, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
+    def observe(self, query, key, value=None, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
         rec, context = self.record, self.record.tracker.current
         slot = (self.index, context.step, context.branch)
         if slot in rec.received:

@@ -57,6 +57,28 @@ def call_with_sdpa(fn, forward, args, kwargs, where: str):
     return output
 
 
+class ObserveSDPAHook(VidaccelHook):
+    """``new_forward`` on a self-attention module: its processor runs unchanged, and each SDPA call is first shown
+    to `observe` (SDPA's arguments) - the template of the measuring tools (the profiler, `vidaccel.tune`)."""
+
+    def new_forward(self, module, *args, **kwargs):
+        self.before_call(module)
+        return call_with_sdpa(self._observe_then_attend, self.fn_ref.original_forward, args, kwargs, self.where())
+
+    def before_call(self, module) -> None:
+        """A check on the module before its call (default: none)."""
+
+    def where(self) -> str:
+        raise NotImplementedError
+
+    def observe(self, query, key, value=None, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
+        raise NotImplementedError
+
+    def _observe_then_attend(self, *args, **kwargs):
+        self.observe(*args, **kwargs)
+        return F.scaled_dot_product_attention(*args, **kwargs)
+
+
 def sdpa_for(route):
     """A stand-in for ``F.scaled_dot_product_attention`` that runs `route.attend` (an `AttentionRoute`)."""
 

@@ -15,15 +15,13 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from ..core.adapters import ModelAdapter, adapter_for
 from ..core.features import PROFILER, refuse_conflicts
 from ..core.hookset import HookSet
 from ..core.measure_runs import generate_each, measurement_call, prompt_list, run_record
 from ..core.models import config_hash, named_transformers
-from ..core.nocopy import VidaccelHook
-from ..core.sdpa_swap import call_with_sdpa
+from ..core.sdpa_swap import ObserveSDPAHook
 from ..core.validate import integer, number, output_file, save_or_keep
 from ..sparse import candidates as cand
 from ..sparse.plan import build_plan
@@ -80,26 +78,23 @@ class _Record:
         return self.masks[device]
 
 
-class _RecallHook(VidaccelHook):
+class _RecallHook(ObserveSDPAHook):
     """Self-attention module: candidates' kept softmax mass per head, inside its own SDPA call."""
 
     def __init__(self, record: _Record, index: int):
         super().__init__()
         self.record, self.index = record, index
 
-    def new_forward(self, module, *args, **kwargs):
+    def before_call(self, module) -> None:
         parallel = getattr(getattr(module, "processor", None), "_parallel_config", None)
         if parallel is not None and parallel.context_parallel_config is not None:
             raise RuntimeError("vidaccel.tune measures whole sequences on one process: run it without context "
                                "parallelism (the profile it writes then works with it).")
-        return call_with_sdpa(self._observe_then_attend, self.fn_ref.original_forward, args, kwargs,
-                              f"{self.record.layer_names[self.index]}'s self-attention")
 
-    def _observe_then_attend(self, *args, **kwargs):
-        self._observe(*args, **kwargs)
-        return F.scaled_dot_product_attention(*args, **kwargs)
+    def where(self) -> str:
+        return f"{self.record.layer_names[self.index]}'s self-attention"
 
-    def _observe(self, query, key, value=None, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
+    def observe(self, query, key, value=None, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
         rec, context = self.record, self.record.tracker.current
         if context is None or not rec.wants(context.step):
             return
