@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..core.adapters import ModelAdapter, adapter_for
+from ..core.adapters import ModelAdapter
 from ..core.blocks import BlockIO
 from ..core.context import StepTracker
-from ..core.features import PROFILER, refuse_conflicts
+from ..core.features import PROFILER
 from ..core.hookset import HookSet
-from ..core.measure_runs import generate_each, measurement_call, prompt_list, run_record
-from ..core.models import config_hash, named_transformers
+from ..core.measure_runs import (generate_installed, measured_transformers, measurement_call, prompt_list,
+                                 run_record)
+from ..core.models import config_hash
 from ..core.nocopy import VidaccelHook
 from ..core.sampled_attention import attention_rows
 from ..core.sdpa_swap import ObserveSDPAHook
@@ -241,29 +242,19 @@ def profile(pipe, prompts, *, height: int | None = None, width: int | None = Non
     choose_tau([0.0], tau)  # validate before running anything
     if path is not None:
         output_file(path, "path")
-    records = []
-    for attribute, model in named_transformers(pipe):
-        adapter = adapter_for(model)
-        refuse_conflicts(model, PROFILER)
-        names = [n for n, _ in adapter.blocks(model)]
-        records.append(_Record(attribute, model, adapter, names, query_rows, num_inference_steps // 2, foreground))
+    records = [_Record(attribute, model, adapter, names, query_rows, num_inference_steps // 2, foreground)
+               for attribute, model, adapter, names in measured_transformers(pipe, PROFILER)]
     call = measurement_call(num_inference_steps, pipe_kwargs, height=height, width=width, num_frames=num_frames,
                             guidance_scale=guidance_scale)
-    installed, fg_fractions = [], []
-    try:
-        for rec in records:
-            _install(rec)
-            installed.append(rec)
-        def finish(_):
-            fg, grid = _generation_foreground(records)
-            fg_fractions.append(float(fg.float().mean()))
-            for rec in records:
-                rec.finish_generation(fg, grid)
+    fg_fractions = []
 
-        generate_each(pipe, prompts, call, seed, finish)
-    finally:
-        for rec in installed:
-            rec.hooks.remove()
+    def finish(_):
+        fg, grid = _generation_foreground(records)
+        fg_fractions.append(float(fg.float().mean()))
+        for rec in records:
+            rec.finish_generation(fg, grid)
+
+    generate_installed(records, _install, pipe, prompts, call, seed, finish)
     return _build(records, prompts, call, seed, tau, path, fg_fractions)
 
 

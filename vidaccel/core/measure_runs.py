@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import torch
 
+from .adapters import adapter_for
+from .features import refuse_conflicts
+from .models import named_transformers
+
 RUN_KEYS = ("height", "width", "num_frames", "num_inference_steps", "guidance_scale")
 
 
@@ -39,3 +43,28 @@ def generate_each(pipe, prompts: list, call: dict, seed: int, after=None) -> Non
         pipe(prompt=prompt, generator=torch.Generator().manual_seed(seed + i), **call)
         if after is not None:
             after(i)
+
+
+def measured_transformers(pipe, feature) -> list[tuple]:
+    """``(attribute, model, adapter, block names)`` per transformer of `pipe`, each checked against the feature
+    table for `feature` before anything is installed."""
+    out = []
+    for attribute, model in named_transformers(pipe):
+        adapter = adapter_for(model)
+        refuse_conflicts(model, feature)
+        out.append((attribute, model, adapter, [n for n, _ in adapter.blocks(model)]))
+    return out
+
+
+def generate_installed(records, install, pipe, prompts: list, call: dict, seed: int, after=None) -> None:
+    """`install(record)` for every record, `generate_each`, then remove each installed record's ``hooks`` (also
+    when anything fails), so the pipeline is left exactly as it was."""
+    installed = []
+    try:
+        for rec in records:
+            install(rec)
+            installed.append(rec)
+        generate_each(pipe, prompts, call, seed, after)
+    finally:
+        for rec in installed:
+            rec.hooks.remove()

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..core.adapters import ModelAdapter, adapter_for
-from ..core.features import PROFILER, refuse_conflicts
+from ..core.adapters import ModelAdapter
+from ..core.features import PROFILER
 from ..core.hookset import HookSet
-from ..core.measure_runs import generate_each, measurement_call, prompt_list, run_record
-from ..core.models import config_hash, named_transformers
+from ..core.measure_runs import (generate_installed, measured_transformers, measurement_call, prompt_list,
+                                 run_record)
+from ..core.models import config_hash
 from ..core.sdpa_swap import ObserveSDPAHook
 from ..core.validate import integer, number, output_file, save_or_keep
 from ..sparse import candidates as cand
@@ -179,23 +180,11 @@ def tune(pipe, prompts, *, recall: float | None = None, speedup: float | None = 
         specs = [*specs, {"kind": "dense"}]
     if path is not None:
         output_file(path, "path")
-    records = []
-    for attribute, model in named_transformers(pipe):
-        adapter = adapter_for(model)
-        refuse_conflicts(model, PROFILER)
-        names = [n for n, _ in adapter.blocks(model)]
-        records.append(_Record(attribute, model, adapter, names, specs, query_rows, step_set, dense_steps))
+    records = [_Record(attribute, model, adapter, names, specs, query_rows, step_set, dense_steps)
+               for attribute, model, adapter, names in measured_transformers(pipe, PROFILER)]
     call = measurement_call(num_inference_steps, pipe_kwargs, height=height, width=width, num_frames=num_frames,
                             guidance_scale=guidance_scale)
-    installed = []
-    try:
-        for rec in records:
-            _install(rec)
-            installed.append(rec)
-        generate_each(pipe, prompts, call, seed)
-    finally:
-        for rec in installed:
-            rec.hooks.remove()
+    generate_installed(records, _install, pipe, prompts, call, seed)
     return _build(records, budget, granularity, dense_steps, call, prompts, seed, path)
 
 
