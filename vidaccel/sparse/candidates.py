@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import warnings
 
-from .config import RadialAttentionConfig, TileWindowAttentionConfig, WindowAttentionConfig
+from .config import RadialAttentionConfig, TileWindowAttentionConfig, WindowAttentionConfig, choose_tile
 from .patterns import Pattern
 from .patterns.window import odd_multiple
 
@@ -82,7 +82,7 @@ def default_candidates(grid) -> list[dict]:
     for fraction in (0.25, 0.375, 0.5, 0.75):
         kernel = [_window_size(fraction * n, n) for n in grid]
         specs.append({"kind": "window", "kernel": kernel})
-        tile = TileWindowAttentionConfig(kernel=tuple(kernel)).resolved_tile()
+        tile = choose_tile(kernel)  # what TileWindowAttentionConfig's tile="auto" picks
         rounded = [odd_multiple(k, t) for k, t in zip(kernel, tile)]
         if all(r <= n for r, n in zip(rounded, grid)):  # a tile window wider than the grid is dense
             specs.append({"kind": "tile_window", "kernel": rounded, "tile": list(tile)})  # canonical: the rounded size

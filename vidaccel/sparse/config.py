@@ -25,10 +25,12 @@ class AttentionConfigBase:
     ``dense_steps``, ``dense_layers``, ``backend``, ``tile_size``."""
 
 
-def _check_common(dense_steps, dense_layers, backend, tile_size):
+def check_common_fields(dense_steps, dense_layers, backend, tile_size, *, dense_layers_optional: bool = True):
+    """The fields every attention config has: warm-up (steps, layers) and the performance knobs."""
     steps_or_fraction("dense_steps", dense_steps, optional=True,
                       hint=" (the first N steps, or that share of them, stay dense)")
-    integer("dense_layers", dense_layers, minimum=0, optional=True, hint=" (the first N layers stay dense)")
+    integer("dense_layers", dense_layers, minimum=0, optional=dense_layers_optional,
+            hint=" (the first N layers stay dense)")
     check_backend(backend)
     check_tile_size(tile_size)
 
@@ -60,7 +62,7 @@ class WindowAttentionConfig(AttentionConfigBase):
     tile_size: int | str = "auto"
 
     def __post_init__(self):
-        _check_common(self.dense_steps, self.dense_layers, self.backend, self.tile_size)
+        check_common_fields(self.dense_steps, self.dense_layers, self.backend, self.tile_size)
         self.build_pattern()  # validates kernel, dilation, stride
 
     def build_pattern(self) -> Pattern:
@@ -110,7 +112,7 @@ class TileWindowAttentionConfig(AttentionConfigBase):
     tile_size = "auto"  # not a field: the pattern brings its tile (`Pattern.aligned_tile`)
 
     def __post_init__(self):
-        _check_common(self.dense_steps, self.dense_layers, self.backend, "auto")
+        check_common_fields(self.dense_steps, self.dense_layers, self.backend, "auto")
         if self.tile != "auto" and isinstance(self.tile, str):
             raise ValueError(f"tile must be 'auto' or three ints (t, h, w), got tile={self.tile!r}.")
         self.build_pattern()  # validates kernel and tile
@@ -158,7 +160,7 @@ class RadialAttentionConfig(AttentionConfigBase):
     tile_size: int | str = "auto"
 
     def __post_init__(self):
-        _check_common(self.dense_steps, self.dense_layers, self.backend, self.tile_size)
+        check_common_fields(self.dense_steps, self.dense_layers, self.backend, self.tile_size)
         # every field now, even with the family's decay factor still to fill in (a config file's block_size: "8")
         RadialPattern(self.decay_factor if self.decay_factor is not None else 1.0, self.sink, self.block_size)
 

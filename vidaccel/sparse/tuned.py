@@ -30,11 +30,8 @@ import torch
 
 from ..core.json_file import (check_keys, check_model_identity, is_count, is_grid, is_number, read_json,
                               write_json)
-from ..core.validate import integer, steps_or_fraction
 from . import candidates as cand
-from .attention import check_backend
-from .config import AttentionConfigBase
-from .plan import check_tile_size
+from .config import AttentionConfigBase, check_common_fields
 
 FORMAT, VERSION = "vidaccel-sparsity-profile", 1
 MAKE_ONE = ('Make one with `vidaccel tune "<prompt>" --model <pipeline id or folder> --out sparsity.json` or '
@@ -199,11 +196,8 @@ class TunedAttentionConfig(AttentionConfigBase):
             raise ValueError(f"TunedAttentionConfig needs profile=<sparsity profile or its path>. {MAKE_ONE}")
         if not isinstance(self.profile, SparsityProfile):
             object.__setattr__(self, "profile", SparsityProfile.load(self.profile))
-        steps_or_fraction("dense_steps", self.dense_steps, optional=True,
-                          hint=" (the first N steps, or that share of them, stay dense)")
-        integer("dense_layers", self.dense_layers, minimum=0, hint=" (the first N layers stay dense)")
-        check_backend(self.backend)
-        check_tile_size(self.tile_size)
+        check_common_fields(self.dense_steps, self.dense_layers, self.backend, self.tile_size,
+                            dense_layers_optional=False)
 
     def resolved(self, family: str) -> "TunedAttentionConfig":
         """The profile's dense warm-up where none was given."""
