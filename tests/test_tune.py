@@ -260,8 +260,8 @@ def test_head_groups_match_a_brute_force_per_head_mask():
     for spec in (SPECS[0], SPECS[2]):
         plan = build_plan(cand.pattern(spec), grid)
         routes[cand.name(spec)] = SparseRoute(plan, "none", "reference", "test", PathRecord())
-    route = HeadGroupRoute(((((0, 2)), routes[cand.name(SPECS[0])]), ((1,), None), ((3,), routes[cand.name(SPECS[2])])),
-                           heads, "blocks.0")
+    groups = (((0, 2), routes[cand.name(SPECS[0])]), ((1,), None), ((3,), routes[cand.name(SPECS[2])]))
+    route = HeadGroupRoute(tuple((h, torch.tensor(h), r) for h, r in groups), heads, "blocks.0")
     out = route.attend(q, k, v, None, None)
     for h, spec in specs.items():
         mask = torch.ones(72, 72, dtype=torch.bool) if spec is None else cand.pattern(spec).dense_mask(grid)

@@ -103,8 +103,8 @@ class SparseAttentionState(NotCopyable):
                 pattern = self.tuned_patterns[text]
                 route = None if pattern is None else self.route_for(
                     self.plan_cache.get(pattern, grid, device, tile_size=self.config.tile_size), model_name)
-                groups.append((tuple(heads), route))
-            self.tuned_routes[key] = None if all(r is None for _, r in groups) else register_route(
+                groups.append((tuple(heads), torch.tensor(heads, device=device), route))
+            self.tuned_routes[key] = None if all(r is None for _, _, r in groups) else register_route(
                 HeadGroupRoute(tuple(groups), heads_total, self.layer_names[layer]))
         return self.tuned_routes[key]
 

@@ -65,7 +65,7 @@ class HeadGroupRoute(AttentionRoute):
     """One layer of a tuned profile: each group of heads runs its own route (None: dense SDPA); outputs go back
     in head order. Heads that share a pattern share one call."""
 
-    groups: tuple  # ((heads tuple, SparseRoute or None), ...)
+    groups: tuple  # ((heads tuple, the heads as an index tensor on the route's device, SparseRoute or None), ...)
     num_heads: int
     layer_name: str
 
@@ -75,8 +75,7 @@ class HeadGroupRoute(AttentionRoute):
                 f"{self.layer_name} has {query.shape[1]} heads in this call, the sparsity profile chose patterns for "
                 f"{self.num_heads} (context parallelism splits heads): tune with granularity='layer' to run it there.")
         out = torch.empty_like(query)
-        for heads, route in self.groups:
-            index = torch.tensor(heads, device=query.device)
+        for _, index, route in self.groups:
             q, k, v = (x.index_select(1, index) for x in (query, key, value))
             mask = attn_mask
             if mask is not None and mask.ndim == 4 and mask.shape[1] > 1:
@@ -121,7 +120,7 @@ def decide(state, model, args, kwargs, context) -> None:
                   for layer, is_dense in enumerate(dense)]
         dense = [route is None for route in routes]
         for route in routes:
-            for _, group in (route.groups if route is not None else ()):
+            for _, _, group in (route.groups if route is not None else ()):
                 if group is not None:
                     group.record.calls += 1
     else:

@@ -11,6 +11,7 @@ head of a layer, or a whole layer) follows `choose`.
 from __future__ import annotations
 
 import datetime
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -191,14 +192,14 @@ def tune(pipe, prompts, *, recall: float | None = None, speedup: float | None = 
 def _build(records, budget, granularity, dense_steps, call, prompts, seed, path) -> SparsityProfile:
     import diffusers
 
-    models, all_candidates = [], None
+    models, costs_at = [], {}  # (grid, specs) -> candidate costs: Wan2.2's two transformers share them
     for rec in records:
         if not rec.mass:
             raise RuntimeError(f"vidaccel.tune measured no step on pipe.{rec.attribute}: steps "
                                f"{sorted(rec.steps) if rec.steps else 'all'} from dense_steps={dense_steps} on did not "
                                f"occur in {call['num_inference_steps']} steps. Measure steps that run.")
-        costs = candidate_costs(rec.specs, rec.grid)
-        all_candidates = all_candidates or costs
+        at = (tuple(rec.grid), json.dumps(rec.specs))
+        costs = costs_at[at] = costs_at.get(at) or candidate_costs(rec.specs, rec.grid)
         names = [c["name"] for c in costs]
         cost = torch.tensor([c["cost"] for c in costs], dtype=torch.float64)
         dense = names.index("dense")
@@ -228,7 +229,7 @@ def _build(records, budget, granularity, dense_steps, call, prompts, seed, path)
     run = {**run_record(call, prompts, seed), "query_rows": records[0].query_rows,
            "measured_steps": sorted(set().union(*(r.measured_steps for r in records)))}
     profile = SparsityProfile(run=run, budget=budget, granularity=granularity, dense_steps=dense_steps,
-                              candidates=all_candidates, models=models,
+                              candidates=next(iter(costs_at.values())), models=models,
                               created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                               versions={"vidaccel": __version__, "diffusers": diffusers.__version__,
                                         "torch": torch.__version__})
