@@ -19,7 +19,6 @@ caches must be off so that the statistics describe the dense model.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import math
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from ..core.blocks import BlockIO
 from ..core.context import StepTracker
 from ..core.features import PROFILER
 from ..core.hookset import HookSet
-from ..core.measure_runs import (generate_installed, measured_transformers, measurement_call, prompt_list,
+from ..core.measure_runs import (file_stamp, generate_installed, measured_transformers, measurement_call, prompt_list,
                                  run_record)
 from ..core.models import config_hash
 from ..core.nocopy import VidaccelHook
@@ -259,8 +258,6 @@ def profile(pipe, prompts, *, height: int | None = None, width: int | None = Non
 
 
 def _build(records, prompts, call, seed, tau, path, fg_fractions) -> Profile:
-    import diffusers
-
     models, all_R = [], []
     steps = max(rec.steps for rec in records)  # per-step lists span the pipeline's steps (Wan2.2 splits them)
     for rec in records:
@@ -281,10 +278,7 @@ def _build(records, prompts, call, seed, tau, path, fg_fractions) -> Profile:
           "fraction": _nanmean(fg_fractions),
           "detail": "per-token score from the mean prediction of the later half of the steps (cond branch), "
                     "3x3 spatial smoothing, Otsu threshold; see vidaccel.caches.foreground"}
-    profile = Profile(run=run, foreground=fg, tau=tau_info, models=models,
-                      created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                      versions={"vidaccel": __version__, "diffusers": diffusers.__version__,
-                                "torch": torch.__version__})
+    profile = Profile(run=run, foreground=fg, tau=tau_info, models=models, **file_stamp(__version__))
     if path is not None:
         save_or_keep(profile.save, path)
     return profile

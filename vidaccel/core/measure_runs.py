@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import torch
 
 from .adapters import adapter_for
@@ -68,3 +70,11 @@ def generate_installed(records, install, pipe, prompts: list, call: dict, seed: 
     finally:
         for rec in installed:
             rec.hooks.remove()
+
+
+def file_stamp(vidaccel_version: str) -> dict:
+    """``created`` (UTC, seconds) and ``versions`` (vidaccel, diffusers, torch): what a measurement file records."""
+    import diffusers
+
+    return {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "versions": {"vidaccel": vidaccel_version, "diffusers": diffusers.__version__, "torch": torch.__version__}}

@@ -10,7 +10,6 @@ head of a layer, or a whole layer) follows `choose`.
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import torch
 from ..core.adapters import ModelAdapter
 from ..core.features import PROFILER
 from ..core.hookset import HookSet
-from ..core.measure_runs import (generate_installed, measured_transformers, measurement_call, prompt_list,
+from ..core.measure_runs import (file_stamp, generate_installed, measured_transformers, measurement_call, prompt_list,
                                  run_record)
 from ..core.models import config_hash
 from ..core.sdpa_swap import ObserveSDPAHook
@@ -190,8 +189,6 @@ def tune(pipe, prompts, *, recall: float | None = None, speedup: float | None = 
 
 
 def _build(records, budget, granularity, dense_steps, call, prompts, seed, path) -> SparsityProfile:
-    import diffusers
-
     models, costs_at = [], {}  # (grid, specs) -> candidate costs: Wan2.2's two transformers share them
     for rec in records:
         if not rec.mass:
@@ -229,10 +226,7 @@ def _build(records, budget, granularity, dense_steps, call, prompts, seed, path)
     run = {**run_record(call, prompts, seed), "query_rows": records[0].query_rows,
            "measured_steps": sorted(set().union(*(r.measured_steps for r in records)))}
     profile = SparsityProfile(run=run, budget=budget, granularity=granularity, dense_steps=dense_steps,
-                              candidates=next(iter(costs_at.values())), models=models,
-                              created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                              versions={"vidaccel": __version__, "diffusers": diffusers.__version__,
-                                        "torch": torch.__version__})
+                              candidates=next(iter(costs_at.values())), models=models, **file_stamp(__version__))
     if path is not None:
         save_or_keep(profile.save, path)
     return profile
