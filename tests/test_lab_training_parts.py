@@ -1,4 +1,5 @@
-"""Parts of the lab-model training: the latent pool's reuse rule and the VAE sweep script end to end (CPU)."""
+"""Parts of the lab-model training: the latent pool's reuse rule, the per-phase scene mix and the VAE sweep
+script end to end (CPU)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-from tiny_training.stages import LatentPool  # noqa: E402
+from tiny_training.stages import LatentPool, scene_mix  # noqa: E402
 
 
 def _batch(tag: int, n: int = 4):
@@ -44,6 +45,24 @@ def test_reuse_one_returns_the_fresh_batch_in_order():
         pool.add(*_batch(step), [5, 8, 8])
         x0, caps, _ = pool.draw(4, torch.Generator())
         assert caps == [f"{step}-{i}" for i in range(4)]
+
+
+def test_scene_mix_per_phase_command_line_first_then_phase_then_recipe():
+    import types
+
+    import lab_data
+    from tiny_training.config import LAB
+
+    no_args = types.SimpleNamespace(dit_objects=None, dit_straight=None)
+    (obj0, mot0), (obj1, mot1) = (scene_mix(no_args, LAB, p, lab_data) for p in LAB["dit_phases"])
+    assert obj0 == tuple(LAB["dit_phases"][0]["objects"]) and obj1 == tuple(LAB["dit_objects"])
+    for mot, straight in ((mot0, LAB["dit_phases"][0]["straight"]), (mot1, LAB["dit_straight"])):
+        assert abs(sum(mot) - 1) < 1e-9
+        assert abs(sum(p for m, p in zip(lab_data.MOTIONS, mot) if m in lab_data.STRAIGHT) - straight) < 1e-9
+    forced = types.SimpleNamespace(dit_objects=["1", "0", "0"], dit_straight=1.0)
+    obj, mot = scene_mix(forced, LAB, LAB["dit_phases"][0], lab_data)
+    assert obj == (1.0, 0.0, 0.0)
+    assert all(p == 0 for m, p in zip(lab_data.MOTIONS, mot) if m not in lab_data.STRAIGHT)
 
 
 def test_vae_sweep_script_writes_measured_rows(tmp_path):

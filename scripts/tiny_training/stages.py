@@ -228,12 +228,8 @@ def train_dit(args, C, device, work: Path):
     if step == 0:  # a resumed run already logged its start
         gap_log.log(step=step, **gap_start)
     print(f"[dit] direction gap at step {step}: {gap_start}")
-    p_objects = tuple(float(x) for x in (args.dit_objects or C["dit_objects"]))
-    straight = args.dit_straight if args.dit_straight is not None else C["dit_straight"]
-    k = len(data.STRAIGHT)  # share of straight moves; the rest split evenly
-    rest = (1 - straight) / (len(data.MOTIONS) - k)
-    p_motions = [straight / k if m in data.STRAIGHT else rest for m in data.MOTIONS]
     phases = C["dit_phases"]
+    mixes = [scene_mix(args, C, phase, data) for phase in phases]  # (p_objects, p_motions) per phase
     t0 = time.time() - elapsed
     # losses summed on the device and read once per log line: a .item() per step would stall the CPU
     # (which launches the next step's kernels) on every step
@@ -247,7 +243,8 @@ def train_dit(args, C, device, work: Path):
         # the phase (clip size, batch) by the share of the stage's time spent; encoded clips go to a pool
         # that serves `latent_reuse` steps per clip on average (fresh noise, timesteps and caption drop)
         spent = (time.time() - t0) / time_limit if math.isfinite(time_limit) else step / total
-        phase = next((p for p in phases if spent < p["until"]), phases[-1])
+        i_phase = next((i for i, p in enumerate(phases) if spent < p["until"]), len(phases) - 1)
+        phase, (p_objects, p_motions) = phases[i_phase], mixes[i_phase]
         B = phase["batch"]
         data_timer.start()
         if pool.wants_batch(step, phase["spec"]):
@@ -327,10 +324,21 @@ def train_dit(args, C, device, work: Path):
                 **({"parse_head": parse_head.state_dict()} if parse_head is not None else {})}, light)
     finished = step >= total or time.time() - t0 > time_limit
     info = {"steps": step, "seconds": round(time.time() - t0, 1), "finished": finished,
-            "p_objects": p_objects, "p_motions": p_motions,
+            "scene_mix_per_phase": [{"p_objects": o, "p_motions": m} for o, m in mixes],
             "direction_gap_call_start": gap_start, "direction_gap_end": gap_last}
     (work / "dit_done.json").write_text(json.dumps(info, indent=1))
     return finished
+
+
+def scene_mix(args, C, phase: dict, data):
+    """``(p_objects, p_motions)`` of one dit phase: the command line's ``--dit-objects``/``--dit-straight``,
+    else the phase's ``objects``/``straight``, else the recipe's ``dit_objects``/``dit_straight``. The
+    straight moves (left/right/up/down) share ``straight`` evenly; the other motions split the rest."""
+    p_objects = tuple(float(x) for x in (args.dit_objects or phase.get("objects") or C["dit_objects"]))
+    straight = next(v for v in (args.dit_straight, phase.get("straight"), C["dit_straight"]) if v is not None)
+    k = len(data.STRAIGHT)
+    rest = (1 - straight) / (len(data.MOTIONS) - k)
+    return p_objects, [straight / k if m in data.STRAIGHT else rest for m in data.MOTIONS]
 
 
 class LatentPool:
