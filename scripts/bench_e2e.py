@@ -135,9 +135,11 @@ def main(argv=None):
         text = torch.randn(1, 512, 4096, device=dev, dtype=torch.bfloat16)
         grid = (frames, h // 16, w // 16)
         dense_ms = {}  # compile mode -> ms
-        for name in args.variants.split(","):
-            config, warmup = all_variants[name]
-            for mode in args.compile:
+        # mode-major: a run cut at its time limit (max-autotune compiles for minutes) still holds every
+        # variant of the modes before, dense and sparse side by side; the file is rewritten after each row
+        for mode in args.compile:
+            for name in args.variants.split(","):
+                config, warmup = all_variants[name]
                 row = measure(model, config, mode, args, dev, latents, text)
                 row = {"res": res, "grid": grid, "variant": name, "compile": mode, **row}
                 if "ms" in row:
@@ -155,9 +157,15 @@ def main(argv=None):
                     row["pipeline_speedup_vs_eager_dense"] = round(eager_dense / row["pipeline_ms"], 3)
                 results["rows"].append(row)
                 print(json.dumps(row), flush=True)
+                benchlib.write_results(args.out, args.tag, results, report_lines(results, args, n_params))
                 benchlib.release_memory(dev)
         del latents, text
 
+    print("\n".join(report_lines(results, args, n_params)))
+
+
+def report_lines(results: dict, args, n_params: int) -> list[str]:
+    """The Markdown report of the rows so far."""
     meta = results["meta"]
     lines = [f"# End-to-end step benchmark ({meta['gpu']})", "",
              f"{benchlib.md_stamp(meta, 'torch', 'triton', 'diffusers')}. "
@@ -178,8 +186,7 @@ def main(argv=None):
             f"{head} {r['ms']:.1f} | {r.get('speedup_vs_dense', '-')} | {pipeline} | {graphs} | {r['peak_mem_gib']} | "
             f"{r.get('density', 1.0)} | {r.get('block_density', '-')} | {r.get('tile', '-')} | "
             f"{r.get('sparse_calls', '-')}/{r.get('dense_calls', '-')} |")
-    benchlib.write_results(args.out, args.tag, results, lines)
-    print("\n".join(lines))
+    return lines
 
 
 def measure(model, config, mode: str, args, dev, latents, text) -> dict:
