@@ -125,7 +125,7 @@ def test_delta_arithmetic_on_real_blocks_per_branch(family):
             assert torch.equal(out_ehs, in_ehs + (c_eout - c_ein))
     # the two branches stored different deltas: mixing them would have changed the output
     state = model._vidaccel_block_reuse
-    deltas = [state.branches[b].deltas[0][0] for b in ("cond", "uncond")]
+    deltas = [state.branches[(b, None)].deltas[0][0] for b in ("cond", "uncond")]  # (CFG branch, FreeSwim branch)
     assert not torch.equal(*deltas)
     vidaccel.disable_caches(model)
 

@@ -103,7 +103,6 @@ def test_invalid_upscale_entries_name_the_key(tmp_path, text, expected):
 @pytest.mark.parametrize("text, pair", [
     ("{upscale: freeswim, type: radial}", {"sparse_attention", "freeswim"}),
     ("{upscale: refine, type: window}", {"sparse_attention", "freeswim"}),
-    ("{upscale: freeswim, block_reuse: {background_blocks: [1]}}", {"freeswim", "block_reuse"}),
 ])
 def test_upscale_combinations_the_feature_table_refuses_fail_at_parse_time(tmp_path, text, pair):
     from vidaccel.core import features
@@ -111,6 +110,13 @@ def test_upscale_combinations_the_feature_table_refuses_fail_at_parse_time(tmp_p
     with pytest.raises(features.FeatureConflictError) as err:
         _parse(tmp_path, text + "\n")
     assert features.CONFLICTS[frozenset(pair)] in str(err.value)
+
+
+def test_freeswim_with_block_reuse_parses_as_one_stacked_entry(tmp_path):
+    (entry,) = _parse(tmp_path, "{name: fs-reuse, upscale: freeswim, cache_steps: 2, "
+                                "block_reuse: {background_blocks: [1], interval: 3}}\n")
+    assert entry.upscale.mode == "freeswim" and entry.block_reuse.background_blocks == (1,)
+    assert entry.block_reuse.interval == 3
 
 
 def test_commands_that_run_at_one_size_refuse_upscale_entries_before_loading(capsys, tmp_path):

@@ -168,12 +168,13 @@ def test_remove_is_exact_when_diffusers_created_the_hook_registry_first():
     assert model._diffusers_hook is before["_diffusers_hook"] and not model._diffusers_hook.hooks
 
 
-def test_accelerate_and_block_reuse_refuse_a_freeswim_model():
+def test_accelerate_refuses_a_freeswim_model_and_block_reuse_stacks_on_it():
     model = wan_transformer()
     vidaccel.enable_freeswim(model)
     with pytest.raises(RuntimeError, match="disable_freeswim"):
         vidaccel.accelerate(model, "window")
-    with pytest.raises(RuntimeError, match="disable_freeswim"):
-        vidaccel.enable_block_reuse(model, vidaccel.BlockReuseConfig(background_blocks=[0]))
+    assert not hasattr(model, "_vidaccel_sparse_attention")
+    vidaccel.enable_block_reuse(model, vidaccel.BlockReuseConfig(background_blocks=[0]))  # tests/test_freeswim_reuse.py
     vidaccel.disable_freeswim(model)
-    assert not hasattr(model, "_vidaccel_sparse_attention") and "_vidaccel_block_reuse" not in model.__dict__
+    vidaccel.disable_block_reuse(model)
+    assert "_vidaccel_block_reuse" not in model.__dict__ and "_vidaccel_freeswim" not in model.__dict__

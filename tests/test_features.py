@@ -28,16 +28,20 @@ def test_conflict_error_is_both_runtime_and_value_error():
 
 def test_refusals_hold_in_both_orders_and_change_nothing():
     model = wan_transformer()
-    vidaccel.enable_block_reuse(model, vidaccel.BlockReuseConfig(background_blocks=[0]))
+    vidaccel.enable_kv_cache(model)  # a feature that stacks with both, so the refusal must leave it alone
+    vidaccel.accelerate(model, "window")
     before = dict(model.__dict__)
-    with pytest.raises(FeatureConflictError, match=r"Block reuse is active.*vidaccel.disable_block_reuse\(pipe\)"):
+    with pytest.raises(FeatureConflictError, match=r"vidaccel sparse attention is active.*vidaccel.remove\(pipe\)"):
         vidaccel.enable_freeswim(model)
     assert model.__dict__ == before
-    vidaccel.disable_block_reuse(model)
+    vidaccel.remove(model)
     vidaccel.enable_freeswim(model)
+    before = dict(model.__dict__)
     with pytest.raises(FeatureConflictError, match=r"FreeSwim is active.*vidaccel.disable_freeswim\(pipe\)"):
-        vidaccel.enable_block_reuse(model, vidaccel.BlockReuseConfig(background_blocks=[0]))
+        vidaccel.accelerate(model, "window")
+    assert model.__dict__ == before
     vidaccel.disable_freeswim(model)
+    vidaccel.disable_kv_cache(model)
     assert features.active(model) == []
 
 

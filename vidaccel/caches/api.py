@@ -131,6 +131,7 @@ def cache_summary(pipe_or_transformer) -> list[dict]:
                 "min_interval": c.min_interval, "adaptive": c.adaptive, "drift_threshold": c.drift_threshold,
                 "computed_steps": reuse.computed_steps, "reused_steps": reuse.reused_steps,
                 "drift_recomputes": reuse.drift_recomputes, "reused_block_calls": reuse.reused_block_calls,
+                "freeswim_branches": {path: {"computed": n[0], "reused": n[1]} for path, n in reuse.path_calls.items()},
             }
         out.append(entry)
     return out
@@ -151,4 +152,6 @@ def format_cache_summary(entries: list[dict]) -> list[str]:
                          f"blocks in runs {r['runs']}; warm-up {r['warmup_steps']}, interval {r['interval']}; "
                          f"transformer calls: {r['computed_steps']} computed, {r['reused_steps']} reused "
                          f"({r['drift_recomputes']} recomputed on drift)")
+            for path, n in r.get("freeswim_branches", {}).items():
+                lines.append(f"  FreeSwim {path} branch: {n['computed']} calls computed, {n['reused']} reused")
     return lines

@@ -6,7 +6,9 @@ Background blocks (from a `vidaccel.profile` profile, or given explicitly) are g
 text stream too). On a reuse step foreground blocks run, and each background run returns
 ``in + delta`` without running; its later blocks pass their input through. Deltas are kept per
 CFG branch (diffusers ``cache_context`` name via the shared step tracker), so conditional and
-unconditional passes never mix, and are dropped at the end of every pipeline call.
+unconditional passes never mix, and are dropped at the end of every pipeline call. Under FreeSwim's dual
+path they are kept per FreeSwim branch too (the tracker's ``path``): FreeSwim's block hooks wrap these and
+run each branch through them.
 
 Schedule: warm-up steps, then a compute step every ``interval`` steps (optionally decreasing,
 `schedule.interval_at`). Adaptive mode measures, on every candidate reuse step, the drift of an
@@ -34,6 +36,7 @@ from .schedule import scheduled_compute
 logger = logging.getLogger(__name__)
 
 REUSE_HOOK = "vidaccel_block_reuse"
+FREESWIM_BRANCHES = frozenset({"window", "full"})  # the tracker's `path` inside FreeSwim's dual path
 _USER = "block_reuse"
 
 
@@ -56,6 +59,11 @@ class BlockReuseConfig:
             ``drift_threshold`` (relative L1) since the last compute step.
         probe_block: the always-computed block measured in adaptive mode (default 0); background
             blocks before and at it are computed.
+        freeswim_branches: with FreeSwim's dual path running (`vidaccel.enable_freeswim`, enabled before or
+            after), the branches whose background blocks are reused: ``"window"`` (every step's window
+            branch) and ``"full"`` (the full branch on guide steps). Each branch keeps its own deltas and
+            schedule per CFG pass; its steps count from the hi-res call's first step. Default both; calls
+            outside the dual path reuse as without FreeSwim.
     """
 
     profile: object = None
@@ -67,6 +75,7 @@ class BlockReuseConfig:
     adaptive: bool = False
     drift_threshold: float = 0.1
     probe_block: int = 0
+    freeswim_branches: tuple = ("window", "full")
 
     def __post_init__(self):
         if self.background_blocks is not None:
@@ -79,6 +88,11 @@ class BlockReuseConfig:
                               ("probe_block", 0)):
             optional = name not in ("warmup_steps", "probe_block")
             object.__setattr__(self, name, integer(name, getattr(self, name), minimum=minimum, optional=optional))
+        branches = self.freeswim_branches
+        if isinstance(branches, str) or not hasattr(branches, "__iter__") or not set(branches) <= FREESWIM_BRANCHES:
+            raise ValueError(f"freeswim_branches must be a tuple of {sorted(FREESWIM_BRANCHES)} (FreeSwim's branches "
+                             f"whose blocks are reused), got {branches!r}; () reuses none of them.")
+        object.__setattr__(self, "freeswim_branches", tuple(branches))
         flag("adaptive", self.adaptive)
         number("drift_threshold", self.drift_threshold)
         if self.interval is None and not self.adaptive:
@@ -168,6 +182,7 @@ class BlockReuseState(NotCopyable):
     reused_steps: int = 0
     drift_recomputes: int = 0
     reused_block_calls: int = 0
+    path_calls: dict = field(default_factory=dict)  # FreeSwim branch -> [computed, reused] transformer calls
     logged_grid: bool = False
 
     def reset(self) -> None:
@@ -177,11 +192,20 @@ class BlockReuseState(NotCopyable):
     def reused_blocks(self) -> list[int]:
         return [i for run in self.runs for i in run]
 
+    def reuses_path(self) -> bool:
+        """False inside a FreeSwim branch that `BlockReuseConfig.freeswim_branches` leaves out."""
+        path = self.tracker.path
+        return path is None or path in self.config.freeswim_branches
+
     def decide(self, context: StepContext) -> _Branch:
-        """The branch cache with this call's decision (made once per transformer call)."""
-        b = self.branches.setdefault(context.branch, _Branch())
+        """The cache of this call's CFG branch (and FreeSwim branch, the tracker's ``path``) with the call's
+        decision, made once per transformer call and branch."""
+        path = self.tracker.path
+        b = self.branches.setdefault((context.branch, path), _Branch())
         if b.context is context:
             return b
+        if path is not None:
+            self.path_calls.setdefault(path, [0, 0])
         b.context, b.skipping = context, set()
         c, step = self.config, context.step
         if c.adaptive:
@@ -195,6 +219,8 @@ class BlockReuseState(NotCopyable):
             b.last_compute = step
         self.computed_steps += compute
         self.reused_steps += not compute
+        if path is not None:
+            self.path_calls[path][0 if compute else 1] += 1
         self._log_grid_once(context.grid)
         return b
 
@@ -204,6 +230,10 @@ class BlockReuseState(NotCopyable):
         self.drift_recomputes += 1
         self.computed_steps += 1
         self.reused_steps -= 1
+        path = self.tracker.path
+        if path is not None:
+            self.path_calls[path][0] += 1
+            self.path_calls[path][1] -= 1
 
     def _log_grid_once(self, grid) -> None:
         if self.profile_grid is not None and not self.logged_grid and tuple(grid) != tuple(self.profile_grid):
@@ -231,7 +261,7 @@ class RunHook(VidaccelHook):
     def new_forward(self, module, *args, **kwargs):
         original = self.fn_ref.original_forward
         context = self.state.tracker.current
-        if context is None or torch.is_grad_enabled():
+        if context is None or torch.is_grad_enabled() or not self.state.reuses_path():
             return original(*args, **kwargs)
         b = self.state.decide(context)
         hs, ehs = self.io.inputs(args, kwargs)
@@ -266,7 +296,7 @@ class ProbeHook(VidaccelHook):
     def new_forward(self, module, *args, **kwargs):
         output = self.fn_ref.original_forward(*args, **kwargs)
         context = self.state.tracker.current
-        if context is None or torch.is_grad_enabled():
+        if context is None or torch.is_grad_enabled() or not self.state.reuses_path():
             return output
         b = self.state.decide(context)
         residual = self.io.outputs(output)[0] - self.io.inputs(args, kwargs)[0]

@@ -64,9 +64,12 @@ class StepTracker(NotCopyable):
     pipeline: weakref.ref | None = None  # set by `remember_pipeline`
     num_steps: int | None = None
     listeners: dict = field(default_factory=dict)  # user -> fn(model, args, kwargs, context), called per call
+    # the branch of a multi-branch transformer call while it runs (FreeSwim: "full" or "window"), else None;
+    # features that keep state per call (block reuse) keep it per path too
+    path: str | None = None
 
     def new_generation(self) -> None:
-        self.current, self.last_timestep, self.step = None, None, 0
+        self.current, self.last_timestep, self.step, self.path = None, None, 0, None
 
     def schedule_length(self) -> int | None:
         """Steps of the pipeline's current schedule (``len(scheduler.timesteps)``, set before the denoising

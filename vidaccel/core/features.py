@@ -30,17 +30,21 @@ class Feature:
         label: how messages name it.
         state_attr: where its state lives on a transformer (None: nothing stays installed).
         turn_off: the call (or advice) that removes it, quoted in error messages.
+        outermost: its block hooks must wrap every other feature's on the same modules (FreeSwim runs each
+            block once per branch, and what it wraps - block reuse - must see each branch's call). Installing
+            another feature later re-installs such a feature's hooks on top (`core.registry.install_states`).
     """
 
     key: str
     label: str
     state_attr: str | None
     turn_off: str
+    outermost: bool = False
 
 
 SPARSE_ATTENTION = Feature("sparse_attention", "vidaccel sparse attention", "_vidaccel_sparse_attention",
                            "vidaccel.remove(pipe)")
-FREESWIM = Feature("freeswim", "FreeSwim", "_vidaccel_freeswim", "vidaccel.disable_freeswim(pipe)")
+FREESWIM = Feature("freeswim", "FreeSwim", "_vidaccel_freeswim", "vidaccel.disable_freeswim(pipe)", outermost=True)
 KV_CACHE = Feature("kv_cache", "The K/V cache", "_vidaccel_kv_cache", "vidaccel.disable_kv_cache(pipe)")
 BLOCK_REUSE = Feature("block_reuse", "Block reuse", "_vidaccel_block_reuse", "vidaccel.disable_block_reuse(pipe)")
 PROFILER = Feature("profiler", "vidaccel.profile", None, "run it without profiling")
@@ -59,8 +63,6 @@ _UNMODIFIED = "profiling must see the unmodified model, or its statistics descri
 CONFLICTS: dict[frozenset, str] = {
     frozenset({"sparse_attention", "freeswim"}):
         "both replace self-attention (FreeSwim brings its own window attention; use it alone)",
-    frozenset({"freeswim", "block_reuse"}):
-        "block reuse skips blocks that FreeSwim's two branches both run",
     frozenset({"freeswim", "context_parallel"}):
         "FreeSwim does not run under context parallelism (its window and full branches and the block-wise "
         "cross-attention cache assume the whole sequence on one rank)",

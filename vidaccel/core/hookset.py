@@ -31,6 +31,7 @@ class HookSet:
         self.model, self.adapter, self.user = model, adapter, user
         self.entries: list = []  # undo functions, in the order of the changes
         self.tracker: StepTracker | None = None
+        self.register = None  # the function `install` called (`attach_hooks` calls it again)
 
     def add(self, module: torch.nn.Module, hook: VidaccelHook, name: str) -> None:
         if not isinstance(hook, VidaccelHook):  # a developer error: copies would share the hook
@@ -57,6 +58,7 @@ class HookSet:
         self.tracker.listeners[self.user] = listener
 
     def install(self, register) -> StepTracker:
+        self.register = register
         try:
             self.tracker = attach_step_tracker(self.model, self.adapter, self.user)
             register(self)
@@ -65,6 +67,22 @@ class HookSet:
             raise
         invalidate_hook_caches(self.model)
         return self.tracker
+
+    def detach_hooks(self) -> None:
+        """Undo the hooks and attributes only (the tracker share stays): `attach_hooks` adds them again on top of
+        whatever was added meanwhile. diffusers' registry unlinks a hook cleanly only from the top of a module's
+        chain, so a feature that must stay outermost steps aside this way while others install or remove."""
+        while self.entries:
+            self.entries.pop()()
+
+    def attach_hooks(self) -> None:
+        """Register the same hooks again (after `detach_hooks`); on failure remove everything, as `install`."""
+        try:
+            self.register(self)
+        except BaseException:
+            self.remove()
+            raise
+        invalidate_hook_caches(self.model)
 
     def remove(self) -> None:
         while self.entries:

@@ -7,6 +7,8 @@ transformers of a pipeline.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
@@ -46,12 +48,14 @@ def install_states(pairs, attr: str, install, uninstall) -> None:
     """``install(model, state)`` for each ``(model, state)`` and keep the state at ``model.<attr>``.
 
     All or nothing: on any failure the installs already done are undone (`remove_state`) and the
-    error re-raised, so a pipeline with two transformers is never left half-changed.
+    error re-raised, so a pipeline with two transformers is never left half-changed. The hooks of a feature
+    that must stay outermost (`Feature.outermost`) stay on top whatever the order of the ``enable_*`` calls.
     """
     done = []
     try:
         for model, state in pairs:
-            install(model, state)
+            with beneath_outermost(model, attr):
+                install(model, state)
             model.__dict__[attr] = state
             done.append(model)
     except BaseException:
@@ -65,5 +69,24 @@ def remove_state(model: torch.nn.Module, attr: str, uninstall) -> bool:
     state = model.__dict__.pop(attr, None)
     if state is None:
         return False
-    uninstall(model, state)
+    with beneath_outermost(model, attr):
+        uninstall(model, state)
     return True
+
+
+@contextlib.contextmanager
+def beneath_outermost(model: torch.nn.Module, attr: str):
+    """Run an install or uninstall of the feature at `attr` with the hooks of the outermost features (FreeSwim)
+    taken off and put back on top afterwards: diffusers' registry only unlinks a hook cleanly from the top of
+    a module's chain, and FreeSwim's block hook must wrap what runs inside each of its branches."""
+    from .features import FEATURES
+
+    outer = [model.__dict__[f.state_attr] for f in FEATURES
+             if f.outermost and f.state_attr != attr and model.__dict__.get(f.state_attr) is not None]
+    for state in outer:
+        state.hooks.detach_hooks()
+    try:
+        yield
+    finally:
+        for state in reversed(outer):
+            state.hooks.attach_hooks()

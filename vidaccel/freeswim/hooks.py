@@ -17,6 +17,10 @@ How one transformer call runs (hooks only, no model code copied):
 * **Conditional pass, other steps**: only the window branch runs (batch 1, no full-branch MLP
   work); every block's cross-attention returns the output stored at the last guide step.
 * **Unconditional pass**: only the window branch, with its own cross-attention.
+* **Block reuse inside** (`vidaccel.enable_block_reuse`, either order): the block hooks here wrap block reuse's,
+  and each branch's block call runs with the tracker's ``path`` set to ``"full"`` or ``"window"``, so reuse keeps
+  its deltas and its compute/reuse schedule per branch and per CFG pass (``BlockReuseConfig.freeswim_branches``
+  says which branches reuse).
 * **Self-attention outside the blocks** (Wan-VACE's control blocks, which turn the control video into hints):
   runs once per call, window attention when the dual path is active; both branches use its output.
 * **Between blocks** (`ModelAdapter.run_breaks`, e.g. VACE adding a control hint after its ``vace_layers``):
@@ -260,11 +264,13 @@ class FreeSwimBlockHook(VidaccelHook):
         return out
 
     def _run(self, original, mode, hidden_states, *args, **kwargs):
-        self.state.mode = mode
+        state = self.state
+        # the branch is published on the tracker: what runs inside the block (block reuse) keeps state per branch
+        state.mode, state.tracker.path = mode, ("full" if mode == "full" else "window")
         try:
             return original(hidden_states, *args, **kwargs)
         finally:
-            self.state.mode = None
+            state.mode, state.tracker.path = None, None
 
     def reset_state(self, module):
         self.state.reset()
