@@ -11,6 +11,7 @@ import torch
 import vidaccel
 from tiny_models import family_inputs, wan_pipeline, wan_transformer
 from vidaccel import BlockReuseConfig, FreeSwimConfig
+from vidaccel.caches.api import format_cache_summary
 from vidaccel.pipelines import FreeSwimPipeline
 
 GRID = (3, 4, 6)
@@ -98,9 +99,14 @@ def test_blocks_run_per_branch_and_step_as_scheduled(order, branches):
     assert ran == expected
     assert any(v == [0, 3] for v in expected.values())  # the schedule does reuse somewhere
 
-    summary = vidaccel.summary(model, print_summary=False)
-    text = "\n".join(vidaccel.caches.api.format_cache_summary(vidaccel.cache_summary(model)))
-    assert "FreeSwim window branch" in text and summary is not None
+    entries = vidaccel.cache_summary(model)
+    counted = entries[0]["block_reuse"]["freeswim_branches"]
+    for path in ("window",) + (("full",) if "full" in branches else ()):
+        runs = [v for k, v in expected.items() if k[2] == path]
+        assert counted[path] == {"computed": runs.count([0, 1, 2, 3]), "reused": runs.count([0, 3])}
+    assert ("full" in counted) == ("full" in branches)  # a branch left out never decides
+    text = "\n".join(format_cache_summary(entries))
+    assert f"FreeSwim window branch: {counted['window']['computed']} calls computed" in text
     vidaccel.disable_freeswim(model)
     vidaccel.disable_block_reuse(model)
 

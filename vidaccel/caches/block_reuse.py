@@ -178,11 +178,10 @@ class BlockReuseState(NotCopyable):
     tracker: StepTracker | None = None
     branches: dict = field(default_factory=dict)
     hooks: HookSet | None = None
-    computed_steps: int = 0
-    reused_steps: int = 0
+    # [computed, reused] transformer calls per FreeSwim branch (the tracker's ``path``; None outside the dual path)
+    calls: dict = field(default_factory=dict)
     drift_recomputes: int = 0
     reused_block_calls: int = 0
-    path_calls: dict = field(default_factory=dict)  # FreeSwim branch -> [computed, reused] transformer calls
     logged_grid: bool = False
 
     def reset(self) -> None:
@@ -192,10 +191,26 @@ class BlockReuseState(NotCopyable):
     def reused_blocks(self) -> list[int]:
         return [i for run in self.runs for i in run]
 
-    def reuses_path(self) -> bool:
-        """False inside a FreeSwim branch that `BlockReuseConfig.freeswim_branches` leaves out."""
+    @property
+    def computed_steps(self) -> int:
+        return sum(n[0] for n in self.calls.values())
+
+    @property
+    def reused_steps(self) -> int:
+        return sum(n[1] for n in self.calls.values())
+
+    @property
+    def path_calls(self) -> dict:
+        """FreeSwim branch -> [computed, reused] transformer calls (empty without FreeSwim's dual path)."""
+        return {path: n for path, n in self.calls.items() if path is not None}
+
+    def call_context(self) -> StepContext | None:
+        """The step context when this block call takes part in reuse: a tracked call without gradients, outside
+        FreeSwim's branches or in one that `BlockReuseConfig.freeswim_branches` names; else None."""
         path = self.tracker.path
-        return path is None or path in self.config.freeswim_branches
+        if torch.is_grad_enabled() or not (path is None or path in self.config.freeswim_branches):
+            return None
+        return self.tracker.current
 
     def decide(self, context: StepContext) -> _Branch:
         """The cache of this call's CFG branch (and FreeSwim branch, the tracker's ``path``) with the call's
@@ -204,8 +219,6 @@ class BlockReuseState(NotCopyable):
         b = self.branches.setdefault((context.branch, path), _Branch())
         if b.context is context:
             return b
-        if path is not None:
-            self.path_calls.setdefault(path, [0, 0])
         b.context, b.skipping = context, set()
         c, step = self.config, context.step
         if c.adaptive:
@@ -217,10 +230,7 @@ class BlockReuseState(NotCopyable):
         b.reuse = not compute
         if compute:
             b.last_compute = step
-        self.computed_steps += compute
-        self.reused_steps += not compute
-        if path is not None:
-            self.path_calls[path][0 if compute else 1] += 1
+        self.calls.setdefault(path, [0, 0])[0 if compute else 1] += 1
         self._log_grid_once(context.grid)
         return b
 
@@ -228,12 +238,8 @@ class BlockReuseState(NotCopyable):
         """Adaptive mode: the probe drifted, so this call computes after all."""
         b.reuse, b.last_compute = False, b.context.step
         self.drift_recomputes += 1
-        self.computed_steps += 1
-        self.reused_steps -= 1
-        path = self.tracker.path
-        if path is not None:
-            self.path_calls[path][0] += 1
-            self.path_calls[path][1] -= 1
+        n = self.calls[self.tracker.path]  # the probe runs inside the branch it decides for
+        n[0], n[1] = n[0] + 1, n[1] - 1
 
     def _log_grid_once(self, grid) -> None:
         if self.profile_grid is not None and not self.logged_grid and tuple(grid) != tuple(self.profile_grid):
@@ -260,8 +266,8 @@ class RunHook(VidaccelHook):
 
     def new_forward(self, module, *args, **kwargs):
         original = self.fn_ref.original_forward
-        context = self.state.tracker.current
-        if context is None or torch.is_grad_enabled() or not self.state.reuses_path():
+        context = self.state.call_context()
+        if context is None:
             return original(*args, **kwargs)
         b = self.state.decide(context)
         hs, ehs = self.io.inputs(args, kwargs)
@@ -295,8 +301,8 @@ class ProbeHook(VidaccelHook):
 
     def new_forward(self, module, *args, **kwargs):
         output = self.fn_ref.original_forward(*args, **kwargs)
-        context = self.state.tracker.current
-        if context is None or torch.is_grad_enabled() or not self.state.reuses_path():
+        context = self.state.call_context()
+        if context is None:
             return output
         b = self.state.decide(context)
         residual = self.io.outputs(output)[0] - self.io.inputs(args, kwargs)[0]

@@ -31,8 +31,9 @@ class Feature:
         state_attr: where its state lives on a transformer (None: nothing stays installed).
         turn_off: the call (or advice) that removes it, quoted in error messages.
         outermost: its block hooks must wrap every other feature's on the same modules (FreeSwim runs each
-            block once per branch, and what it wraps - block reuse - must see each branch's call). Installing
-            another feature later re-installs such a feature's hooks on top (`core.registry.install_states`).
+            block once per branch, and what it wraps - block reuse - must see each branch's call). Another
+            feature's install or removal takes such a feature's hooks off and puts them back on top
+            (`core.registry.beneath_outermost`).
     """
 
     key: str

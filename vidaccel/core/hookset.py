@@ -85,6 +85,5 @@ class HookSet:
         invalidate_hook_caches(self.model)
 
     def remove(self) -> None:
-        while self.entries:
-            self.entries.pop()()
+        self.detach_hooks()
         detach_step_tracker(self.model, self.user)
