@@ -4,10 +4,17 @@
 (`partial_mask_table`, kernel or box key order), the kernel-position -> sequence-row map (`sequence_rows`),
 the box geometry of power-of-two tiles (`box_tile`, `box_geometry`) and the Gluon kernel's per-CTA
 item lists (`hopper_item_lists`). Pure tensor code: it runs (and is tested) on the CPU.
+
+On a CUDA device every table is built on a worker thread (`built_outside_graph_pools`): tables live as long as
+their plan, and under ``torch.compile(mode="reduce-overhead")`` the first call of a graph runs with every
+allocation of the calling thread routed into the CUDA-graph pool, which refuses tensors that outlive the call
+without being its outputs (and would reuse their memory).
 """
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import torch
@@ -16,6 +23,38 @@ from .options import OPTIONS
 
 # Partial tiles read a precomputed int8 mask block per (query tile, partial key tile) pair when the
 # table fits this budget (bytes); above it the kernel evaluates the pattern's rule in place.
+
+
+_BUILDING = threading.local()
+
+
+def built_outside_graph_pools(device: torch.device, build, *args):
+    """``build(*args)``; on a CUDA device on a worker thread (its allocations come from the caching allocator's own
+    pool, see the module docstring), after the calling stream's work and with the result's work finished. Nested
+    builds run inline."""
+    if device.type != "cuda" or getattr(_BUILDING, "active", False):
+        return build(*args)
+    if torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(
+            "vidaccel's plan tables cannot be built while a CUDA graph is being captured: run one call of the "
+            "accelerated model (or of the kernel on this plan) before capturing; torch.compile's "
+            "mode='reduce-overhead' does this itself in its warm-up run.")
+    ready = torch.cuda.Event()
+    ready.record(torch.cuda.current_stream(device))
+
+    def run():
+        _BUILDING.active = True
+        try:
+            with torch.cuda.device(device):
+                torch.cuda.current_stream(device).wait_event(ready)
+                out = build(*args)
+                torch.cuda.current_stream(device).synchronize()
+            return out
+        finally:
+            _BUILDING.active = False
+
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        return worker.submit(run).result()
 
 
 def kernel_block(tile_offsets: torch.Tensor) -> int:
@@ -28,6 +67,10 @@ def kernel_tables(plan) -> dict:
     cached = plan._device_cache.get("kernel_tables")
     if cached is not None:
         return cached
+    return built_outside_graph_pools(plan.perm.device, _build_kernel_tables, plan)
+
+
+def _build_kernel_tables(plan) -> dict:
     device = plan.perm.device
     T, H, W = plan.grid
     rule = plan.pattern.kernel_rule(plan.grid)  # CPU tensors: policy lives in the pattern
@@ -76,19 +119,22 @@ def box_tile(plan, tables: dict) -> Optional[tuple[int, int, int]]:
 
 def box_geometry(plan, tables: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """int64 [num_tiles, 3] each: every tile's box origin (t, h, w) and its in-grid extent."""
-    key = "box_geometry"
-    if key not in tables:
-        T, H, W = plan.grid
-        tt, th, tw = plan.tile
-        n_w = -(-W // tw)
-        n_s = -(-H // th) * n_w
-        tile = torch.arange(plan.num_tiles, device=plan.perm.device)
-        spatial = tile % n_s
-        origin = torch.stack([tile // n_s * tt, spatial // n_w * th, spatial % n_w * tw], 1)
-        extent = torch.minimum(torch.tensor([tt, th, tw], device=tile.device),
-                               torch.tensor([T, H, W], device=tile.device) - origin)
-        tables[key] = (origin, extent)
-    return tables[key]
+    if "box_geometry" not in tables:
+        tables["box_geometry"] = built_outside_graph_pools(plan.perm.device, _build_box_geometry, plan)
+    return tables["box_geometry"]
+
+
+def _build_box_geometry(plan) -> tuple[torch.Tensor, torch.Tensor]:
+    T, H, W = plan.grid
+    tt, th, tw = plan.tile
+    n_w = -(-W // tw)
+    n_s = -(-H // th) * n_w
+    tile = torch.arange(plan.num_tiles, device=plan.perm.device)
+    spatial = tile % n_s
+    origin = torch.stack([tile // n_s * tt, spatial // n_w * th, spatial % n_w * tw], 1)
+    extent = torch.minimum(torch.tensor([tt, th, tw], device=tile.device),
+                           torch.tensor([T, H, W], device=tile.device) - origin)
+    return origin, extent
 
 
 def _tile_rows(plan, tables: dict, tiles: torch.Tensor, box: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,12 +166,16 @@ def partial_mask_table(plan, tables: dict, box: bool = False) -> Optional[torch.
     masked (ragged rows/columns are masked): the kernel turns -1 into an additive -1.7e38. Built
     once on the plan's device from the same `KernelRule` the in-kernel path evaluates; None when it
     would exceed `OPTIONS.mask_table_bytes()`."""
-    block, P = tables["block"], tables["num_partial"]
     if not mask_table_fits(tables):
         return None
     key = "partial_masks_box" if box else "partial_masks"
-    if key in tables:
-        return tables[key]
+    if key not in tables:
+        tables[key] = built_outside_graph_pools(plan.perm.device, _build_partial_masks, plan, tables, box)
+    return tables[key]
+
+
+def _build_partial_masks(plan, tables: dict, box: bool) -> torch.Tensor:
+    block, P = tables["block"], tables["num_partial"]
     device = plan.perm.device
     T, H, W = plan.grid
     HW = H * W
@@ -154,7 +204,6 @@ def partial_mask_table(plan, tables: dict, box: bool = False) -> Optional[torch.
                 ok &= (wk - lw) % dil_w == 0
         ok &= qv[:, :, None] & kv[:, None, :]
         out[c0 : c0 + chunk] = ok.to(torch.int8) - 1
-    tables[key] = out
     return out
 
 
@@ -162,17 +211,21 @@ def sequence_rows(plan, tables: dict, text_len: int, text_position: str) -> tupl
     """int32 [S]: kernel position -> sequence row (visual tokens in tiled order, then text), and
     whether that is the identity (raster-chunk tiles, no text prefix): then K/V need no gather."""
     key = (text_len, text_position)
-    rows = tables["rows"].get(key)
-    if rows is None:
-        n = plan.num_tokens
-        perm = tables["perm"]
-        vis_start = text_len if text_position == "prefix" else 0
-        text_start = 0 if text_position == "prefix" else n
-        text = torch.arange(text_start, text_start + text_len, device=perm.device, dtype=torch.int32)
-        rows = torch.cat([perm + vis_start, text]).contiguous()
-        identity = bool(torch.equal(rows, torch.arange(rows.numel(), device=rows.device, dtype=rows.dtype)))
-        rows = tables["rows"][key] = (rows, identity)  # one host sync per plan and text layout
-    return rows
+    if key not in tables["rows"]:
+        tables["rows"][key] = built_outside_graph_pools(plan.perm.device, _build_rows, plan, tables, text_len,
+                                                        text_position)
+    return tables["rows"][key]
+
+
+def _build_rows(plan, tables: dict, text_len: int, text_position: str) -> tuple[torch.Tensor, bool]:
+    n = plan.num_tokens
+    perm = tables["perm"]
+    vis_start = text_len if text_position == "prefix" else 0
+    text_start = 0 if text_position == "prefix" else n
+    text = torch.arange(text_start, text_start + text_len, device=perm.device, dtype=torch.int32)
+    rows = torch.cat([perm + vis_start, text]).contiguous()
+    identity = bool(torch.equal(rows, torch.arange(rows.numel(), device=rows.device, dtype=rows.dtype)))
+    return rows, identity  # one host sync per plan and text layout
 
 
 def hopper_item_lists(tables: dict, plan=None, consumers: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,10 +240,14 @@ def hopper_item_lists(tables: dict, plan=None, consumers: int = 2) -> tuple[torc
     kernel can prefetch one item ahead) and int32 ``[CTAs]`` item counts. Given `plan` (box K/V,
     see `box_tile`), the two key fields are the box origin packed as ``t << 20 | h << 10 | w`` and
     its in-grid extent as ``t << 16 | h << 8 | w``, and partial codes index the box-order table."""
-    block = tables["block"]
     key = ("hopper_items", plan is not None, consumers)
-    if key in tables:
-        return tables[key]
+    if key not in tables:
+        tables[key] = built_outside_graph_pools(tables["full_kv"].device, _build_items, tables, plan, consumers)
+    return tables[key]
+
+
+def _build_items(tables: dict, plan, consumers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    block = tables["block"]
     fk, pk = tables["full_kv"].long(), tables["partial_kv"].long()
     nt = fk.shape[0]
     dev = fk.device
@@ -235,5 +292,4 @@ def hopper_item_lists(tables: dict, plan=None, consumers: int = 2) -> tuple[torc
                   extent[:, 0] << 16 | extent[:, 1] << 8 | extent[:, 2]]
     items = torch.zeros((n_ctas, int(counts.max()) + 1, 2 + nc), dtype=torch.int32, device=dev)
     items[item_cta, pos] = torch.cat([torch.stack(fields, 1), codes], 1).to(torch.int32)
-    tables[key] = (items, counts.to(torch.int32))
-    return tables[key]
+    return items, counts.to(torch.int32)

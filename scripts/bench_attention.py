@@ -37,6 +37,7 @@ MODELS = {"wan1.3b": 12, "wan14b": 40}
 PATTERNS = {
     "freeswim_window_21x30x52": lambda: WindowPattern((21, 30, 52)),
     "window_9x15x15": lambda: WindowPattern((9, 15, 15)),
+    "window_5x13x17": lambda: WindowPattern((5, 13, 17)),
     "radial_wan": lambda: RadialPattern(0.2, sink=True),
     # tile-aligned windows of about the same sizes (kernel rounded to odd multiples of the auto tile)
     "tile_window_9x15x15": lambda: TileWindowAttentionConfig(kernel=(9, 15, 15)).build_pattern(),

@@ -15,6 +15,12 @@ warm-up (radial: Wan's 12 dense steps; window: none) and CFG's two transformer c
 derived from the measured steps: ``passes x (warm-up x dense step + (N - warm-up) x sparse step)``,
 the dense step being the dense variant's in the same compile mode.
 
+On the GPU each res also times one self-attention call alone, dense (SDPA's default choice, what diffusers'
+native backend calls) and each sparse variant's kernel on the plan its hooks built, and every sparse row gets
+``additive_ms``: the dense step of its compile mode minus its dense attention plus the variant's own (sparse
+layers x kernel + dense layers x SDPA), and ``routing_overhead`` = ms / additive_ms - 1 (what vidaccel's routing
+costs beyond its kernels; the issue-21 budget is 3 %).
+
     python scripts/bench_e2e.py --out benchmarks/results --compile none,default,max-autotune-no-cudagraphs,reduce-overhead
     python scripts/bench_e2e.py --smoke --res 480p --compile none,default   # CPU: checks the script only
 """
@@ -75,7 +81,17 @@ def dynamo_counts() -> dict:
     from torch._dynamo.utils import counters
 
     return {"graphs": int(counters["stats"]["unique_graphs"]),
-            "graph_breaks": int(sum(counters["graph_break"].values()))}
+            "graph_breaks": int(sum(counters["graph_break"].values())),
+            # each reason's first two lines: vidaccel's step-context pre-hook is one by design (the eager decisions
+            # before the graph, compiler-disabled), not a break inside the blocks
+            "break_reasons": sorted({" ".join(line.strip() for line in reason.strip().splitlines()[:2])[:240]
+                                     for reason in counters["graph_break"]})}
+
+
+def additive_step_ms(dense_step_ms, dense_attention_ms, sparse_attention_ms, sparse_layers: int) -> float:
+    """The sparse step if routing cost nothing: the dense step with `sparse_layers` dense attention calls swapped
+    for the sparse kernel's (the other layers keep theirs)."""
+    return dense_step_ms - sparse_layers * (dense_attention_ms - sparse_attention_ms)
 
 
 def pipeline_ms(steps: int, warmup, dense_ms, sparse_ms, passes: int):
@@ -135,13 +151,19 @@ def main(argv=None):
         text = torch.randn(1, 512, 4096, device=dev, dtype=torch.bfloat16)
         grid = (frames, h // 16, w // 16)
         dense_ms = {}  # compile mode -> ms
+        attention = {"dense": dense_attention_ms(model, grid, dev, args.reps)} if dev.type == "cuda" else {}
         # mode-major: a run cut at its time limit (max-autotune compiles for minutes) still holds every
         # variant of the modes before, dense and sparse side by side; the file is rewritten after each row
         for mode in args.compile:
             for name in args.variants.split(","):
                 config, warmup = all_variants[name]
-                row = measure(model, config, mode, args, dev, latents, text)
+                row = measure(model, config, mode, args, dev, latents, text, attention, name, grid)
                 row = {"res": res, "grid": grid, "variant": name, "compile": mode, **row}
+                if "sparse_layers" in row and mode in dense_ms and name in attention and "dense" in attention:
+                    add = additive_step_ms(dense_ms[mode], attention["dense"], attention[name], row["sparse_layers"])
+                    row.update(attention_dense_ms=round(attention["dense"], 2),
+                               attention_sparse_ms=round(attention[name], 2), additive_ms=round(add, 1),
+                               routing_overhead=round(row["ms"] / add - 1, 4))
                 if "ms" in row:
                     if name == "dense":
                         dense_ms[mode] = row["ms"]
@@ -174,23 +196,54 @@ def report_lines(results: dict, args, n_params: int) -> list[str]:
              f"the variant's dense warm-up included ({meta['pipeline_ms']}).", "",
              *benchlib.md_table_header("res", "grid", "variant", "compile", "ms / step", "x dense", "pipeline s",
                                        "graphs / breaks / recompiles", "peak GiB", "density", "block density", "tile",
-                                       "sparse/dense calls")]
+                                       "sparse/dense calls", "attention ms dense/sparse", "additive ms",
+                                       "routing overhead")]
     for r in results["rows"]:
         head = f"| {r['res']} | {tuple(r['grid'])} | {r['variant']} | {r['compile']} |"
         if "error" in r:
-            lines.append(f"{head} error: {r['error'][:80]} | | | | | | | | |")
+            lines.append(f"{head} error: {r['error'][:80]} | | | | | | | | | | | |")
             continue
         graphs = (f"{r['graphs']} / {r['graph_breaks']} / {r['recompiles_while_timed']}" if "graphs" in r else "-")
         pipeline = f"{r['pipeline_ms'] / 1e3:.1f}" if "pipeline_ms" in r else "-"
         lines.append(
             f"{head} {r['ms']:.1f} | {r.get('speedup_vs_dense', '-')} | {pipeline} | {graphs} | {r['peak_mem_gib']} | "
             f"{r.get('density', 1.0)} | {r.get('block_density', '-')} | {r.get('tile', '-')} | "
-            f"{r.get('sparse_calls', '-')}/{r.get('dense_calls', '-')} |")
+            f"{r.get('sparse_calls', '-')}/{r.get('dense_calls', '-')} | "
+            f"{r.get('attention_dense_ms', '-')}/{r.get('attention_sparse_ms', '-')} | {r.get('additive_ms', '-')} | "
+            f"{r.get('routing_overhead', '-')} |")
     return lines
 
 
-def measure(model, config, mode: str, args, dev, latents, text) -> dict:
-    """One row: accelerate with `config` (None: dense), compile in `mode`, warm up, time one step; always removes."""
+def attention_inputs(model, grid, dev):
+    """Random ``(1, heads, T*H*W, head_dim)`` bf16 q, k, v of the model's self-attention at `grid`."""
+    heads = model.config.num_attention_heads
+    n = grid[0] * grid[1] * grid[2]
+    return [torch.randn(1, heads, n, model.config.attention_head_dim, device=dev, dtype=torch.bfloat16)
+            for _ in range(3)]
+
+
+def dense_attention_ms(model, grid, dev, reps: int) -> float:
+    """One dense self-attention call at `grid` (SDPA's default backend choice)."""
+    q, k, v = attention_inputs(model, grid, dev)
+    fn = lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)  # noqa: E731
+    est = benchlib.warm_estimate_ms(fn, dev)
+    return benchlib.bench_median_ms(fn, warmup=1, rep=max(20 * est, 200.0))
+
+
+def sparse_attention_ms(model, plan, grid, dev) -> float:
+    """One call of the block-sparse kernel on `plan` (raster-order inputs: the permutation is included)."""
+    from vidaccel.kernels import block_sparse_attention
+
+    q, k, v = attention_inputs(model, grid, dev)
+    fn = lambda: block_sparse_attention(q, k, v, plan)  # noqa: E731
+    est = benchlib.warm_estimate_ms(fn, dev)
+    return benchlib.bench_median_ms(fn, warmup=1, rep=max(20 * est, 200.0))
+
+
+def measure(model, config, mode: str, args, dev, latents, text, attention=None, name=None, grid=None) -> dict:
+    """One row: accelerate with `config` (None: dense), compile in `mode`, warm up, time one step; always removes.
+    With `attention` (a dict) on the GPU, the variant's kernel time per call at `grid` is added to it under `name`
+    once."""
     import vidaccel
 
     if config is not None:
@@ -220,7 +273,7 @@ def measure(model, config, mode: str, args, dev, latents, text) -> dict:
         if before is not None:
             after = dynamo_counts()
             row.update(graphs=before["graphs"], graph_breaks=before["graph_breaks"],
-                       recompiles_while_timed=after["graphs"] - before["graphs"])
+                       break_reasons=before["break_reasons"], recompiles_while_timed=after["graphs"] - before["graphs"])
         if config is not None:
             # the plan the hooks built (on the GPU) - not `summary`, which rebuilds on the CPU
             state = model._vidaccel_sparse_attention
@@ -228,7 +281,14 @@ def measure(model, config, mode: str, args, dev, latents, text) -> dict:
             row.update(config=repr(state.config), attention_path=state.attention_path.name,
                        density=round(plan.density, 4), block_density=round(plan.block_density(), 4),
                        tile=list(plan.tile), sparse_calls=sum(state.sparse_calls.values()),
-                       dense_calls=sum(state.dense_calls.values()))
+                       dense_calls=sum(state.dense_calls.values()),
+                       # dense_steps=0: a layer is dense on every step or on none
+                       sparse_layers=len(state.sparse_calls), dense_layers=len(state.dense_calls))
+            if attention is not None and "dense" in attention and name not in attention:
+                try:  # a failure here must not cost the step row
+                    attention[name] = sparse_attention_ms(model, plan, grid, dev)
+                except Exception as exc:  # noqa: BLE001
+                    print(f"[{name}] kernel timing failed: {benchlib.error_text(exc)}", flush=True)
         return row
     except Exception as exc:  # noqa: BLE001 - record and continue with the next row
         return {"error": benchlib.error_text(exc)}

@@ -23,7 +23,9 @@
 #                                                           when the machine is fresh and $RES/lab is gone)
 # The whole GPU test file takes ~560 s on a fresh machine (Triton compiles every autotune config), ~260 s on
 # a warm one: run it as two calls, TESTS_K="test_window or whole_grid or every_autotune_config" and its negation
-# (the negation needs TESTS_TIMEOUT=570 when its kernels are not compiled yet: 320 s cut it after 38 tests).
+# (the negation needs TESTS_TIMEOUT=570 when its kernels are not compiled yet: 320 s cut it after 38 tests), or
+# one call with TESTS_XDIST=N (pytest-xdist's N worker processes on the one GPU compile Triton kernels in parallel;
+# carry its wheels in .whl: pip download --no-deps -d .whl pytest-xdist execnet).
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -32,7 +34,8 @@ STAGES=${1:-"tests attn e2e"}
 shift || true
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    .whl/diffusers-*.whl .whl/importlib_metadata-*.whl && export PYTHONPATH=/tmp/site
+    .whl/diffusers-*.whl .whl/importlib_metadata-*.whl $(ls .whl/pytest_xdist-*.whl .whl/execnet-*.whl 2>/dev/null) \
+    && export PYTHONPATH=/tmp/site
 fi
 [ -e vidaccel/kernels ] || ln -s ../kernels vidaccel/kernels
 [ -e vidaccel/pipelines ] || ln -s ../pipelines vidaccel/pipelines
@@ -45,7 +48,7 @@ mkdir -p "$RES"
 CACHES="python3 scripts/bench_caches.py --out $RES"
 for stage in $STAGES; do
   case $stage in
-    tests) timeout ${TESTS_TIMEOUT:-300} python3 -m pytest tests/test_kernels_gpu.py -q ${TESTS_K:+-k "$TESTS_K"} -rA --durations=15 -p no:cacheprovider 2>&1 | tail -60 > "$OUT/tests.log"; tail -25 "$OUT/tests.log" ;;
+    tests) timeout ${TESTS_TIMEOUT:-300} python3 -m pytest tests/test_kernels_gpu.py -q ${TESTS_K:+-k "$TESTS_K"} ${TESTS_XDIST:+-n $TESTS_XDIST} -rA --durations=15 -p no:cacheprovider 2>&1 | tail -60 > "$OUT/tests.log"; tail -25 "$OUT/tests.log" ;;
     attn) timeout ${ATTN_TIMEOUT:-420} python3 scripts/bench_attention.py --out "$OUT" "$@" 2>&1 | tee "$OUT/bench_attention.log" | grep -v '^{' ;;
     variants) timeout ${VAR_TIMEOUT:-300} python3 scripts/bench_kernel_variants.py --out "$OUT/variants${VAR_TAG}.json" ${VAR_ARGS} 2>&1 | tee "$OUT/variants${VAR_TAG}.log" | cut -c1-400 ;;
     caches_a) $CACHES --tag bench_caches_a --reference "$RES/ref480.pt" \

@@ -26,6 +26,8 @@ def test_compile_modes_are_checked():
 
 def test_pipeline_time_includes_the_dense_warm_up():
     assert bench_e2e.pipeline_ms(50, 12, 10.0, 4.0, 2) == (2 * (12 * 10.0 + 38 * 4.0), 12)
+    # 30 layers, 29 sparse: 29 dense attention calls (60 ms) become kernel calls (18 ms)
+    assert bench_e2e.additive_step_ms(2250.0, 60.0, 18.0, 29) == 2250.0 - 29 * 42.0
     assert bench_e2e.pipeline_ms(4, 12, 10.0, 4.0, 2) == (2 * 4 * 10.0, 4)  # a warm-up longer than the run
     assert bench_e2e.pipeline_ms(4, 0.25, 10.0, 4.0, 1) == (10.0 + 3 * 4.0, 1)  # a fraction of the schedule
 

@@ -402,7 +402,9 @@ def test_hopper_kernel_falls_back_where_it_does_not_apply(monkeypatch):
 def test_compiled_accelerated_transformer_runs_the_kernel_without_graph_breaks(mode):
     """A Wan transformer (head_dim 64: the kernel's) accelerated with radial attention, compiled: the kernel runs
     through vidaccel's attention backend, dynamo has one graph and no break, the graph count stays at one over a
-    denoising loop, and the output equals the eager kernel path (bf16)."""
+    denoising loop, and the output equals the eager kernel path (bf16). The compiled loop runs first, so the plan
+    tables are built inside its first call (under reduce-overhead: CUDA graphs' warm-up, whose memory pool refuses
+    tensors that outlive the call)."""
     import vidaccel
     from diffusers import WanTransformer3DModel
     from torch._dynamo.utils import counters
@@ -422,17 +424,17 @@ def test_compiled_accelerated_transformer_runs_the_kernel_without_graph_breaks(m
             return torch.stack([call(**inputs, timestep=torch.tensor([t], device=DEV))[0].clone()
                                 for t in (900.0, 800.0, 700.0)])
 
-    eager = loop(model)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = loop(torch.compile(model, mode=mode))
+    assert counters["stats"]["unique_graphs"] == 1
     report = vidaccel.summary(model, print_summary=False)["transformers"][0]
     assert report["attention_path"] == "backend" and report["paths"] == {"kernel": 2 * 3}
+    eager = loop(model)
+    torch.testing.assert_close(compiled, eager, atol=2e-2, rtol=2e-2)
     torch._dynamo.reset()
     counters.clear()
     with torch.inference_mode():
         explanation = torch._dynamo.explain(model)(**inputs, timestep=torch.tensor([900.0], device=DEV))
     assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
-    torch._dynamo.reset()
-    counters.clear()
-    compiled = loop(torch.compile(model, mode=mode))
-    assert counters["stats"]["unique_graphs"] == 1
-    torch.testing.assert_close(compiled, eager, atol=2e-2, rtol=2e-2)
     vidaccel.remove(model)
