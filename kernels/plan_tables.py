@@ -67,7 +67,8 @@ def kernel_tables(plan) -> dict:
     cached = plan._device_cache.get("kernel_tables")
     if cached is not None:
         return cached
-    return built_outside_graph_pools(plan.perm.device, _build_kernel_tables, plan)
+    plan._device_cache["kernel_tables"] = built_outside_graph_pools(plan.perm.device, _build_kernel_tables, plan)
+    return plan._device_cache["kernel_tables"]
 
 
 def _build_kernel_tables(plan) -> dict:
@@ -80,7 +81,7 @@ def _build_kernel_tables(plan) -> dict:
     lo, hi = rule.lo.to(torch.int32), rule.hi.to(torch.int32)
     has_window = bool((lo != 0).any()) or bool((hi != torch.tensor([H, W], dtype=torch.int32)).any())
     dil = tuple(int(d) for d in rule.dilation)
-    tables = {
+    return {
         "tile_offsets": plan.tile_offsets.to(device=device, dtype=torch.int32),
         "full_kv": plan.full_kv.to(device=device, dtype=torch.int32).contiguous(),
         "full_count": plan.full_count.to(device=device, dtype=torch.int32),
@@ -98,8 +99,6 @@ def _build_kernel_tables(plan) -> dict:
         "block": kernel_block(plan.tile_offsets),
         "rows": {},
     }
-    plan._device_cache["kernel_tables"] = tables
-    return tables
 
 
 def mask_table_fits(tables: dict) -> bool:

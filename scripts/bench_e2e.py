@@ -151,7 +151,7 @@ def main(argv=None):
         text = torch.randn(1, 512, 4096, device=dev, dtype=torch.bfloat16)
         grid = (frames, h // 16, w // 16)
         dense_ms = {}  # compile mode -> ms
-        attention = {"dense": dense_attention_ms(model, grid, dev, args.reps)} if dev.type == "cuda" else {}
+        attention = {"dense": attention_ms(model, grid, dev)} if dev.type == "cuda" else {}
         # mode-major: a run cut at its time limit (max-autotune compiles for minutes) still holds every
         # variant of the modes before, dense and sparse side by side; the file is rewritten after each row
         for mode in args.compile:
@@ -159,7 +159,7 @@ def main(argv=None):
                 config, warmup = all_variants[name]
                 row = measure(model, config, mode, args, dev, latents, text, attention, name, grid)
                 row = {"res": res, "grid": grid, "variant": name, "compile": mode, **row}
-                if "sparse_layers" in row and mode in dense_ms and name in attention and "dense" in attention:
+                if "sparse_layers" in row and mode in dense_ms and name in attention:  # a variant is timed after "dense"
                     add = additive_step_ms(dense_ms[mode], attention["dense"], attention[name], row["sparse_layers"])
                     row.update(attention_dense_ms=round(attention["dense"], 2),
                                attention_sparse_ms=round(attention[name], 2), additive_ms=round(add, 1),
@@ -222,22 +222,16 @@ def attention_inputs(model, grid, dev):
             for _ in range(3)]
 
 
-def dense_attention_ms(model, grid, dev, reps: int) -> float:
-    """One dense self-attention call at `grid` (SDPA's default backend choice)."""
+def attention_ms(model, grid, dev, plan=None) -> float:
+    """One self-attention call at `grid` alone: dense SDPA (its default backend choice) or, given `plan`, the
+    block-sparse kernel on raster-order inputs (the permutation included); `benchlib.median_ms`, as
+    bench_attention times them."""
     q, k, v = attention_inputs(model, grid, dev)
-    fn = lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)  # noqa: E731
-    est = benchlib.warm_estimate_ms(fn, dev)
-    return benchlib.bench_median_ms(fn, warmup=1, rep=max(20 * est, 200.0))
-
-
-def sparse_attention_ms(model, plan, grid, dev) -> float:
-    """One call of the block-sparse kernel on `plan` (raster-order inputs: the permutation is included)."""
+    if plan is None:
+        return benchlib.median_ms(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
     from vidaccel.kernels import block_sparse_attention
 
-    q, k, v = attention_inputs(model, grid, dev)
-    fn = lambda: block_sparse_attention(q, k, v, plan)  # noqa: E731
-    est = benchlib.warm_estimate_ms(fn, dev)
-    return benchlib.bench_median_ms(fn, warmup=1, rep=max(20 * est, 200.0))
+    return benchlib.median_ms(lambda: block_sparse_attention(q, k, v, plan))
 
 
 def measure(model, config, mode: str, args, dev, latents, text, attention=None, name=None, grid=None) -> dict:
@@ -286,7 +280,7 @@ def measure(model, config, mode: str, args, dev, latents, text, attention=None, 
                        sparse_layers=len(state.sparse_calls), dense_layers=len(state.dense_calls))
             if attention is not None and "dense" in attention and name not in attention:
                 try:  # a failure here must not cost the step row
-                    attention[name] = sparse_attention_ms(model, plan, grid, dev)
+                    attention[name] = attention_ms(model, grid, dev, plan)
                 except Exception as exc:  # noqa: BLE001
                     print(f"[{name}] kernel timing failed: {benchlib.error_text(exc)}", flush=True)
         return row
